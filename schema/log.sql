@@ -1,0 +1,1 @@
+-- Durable topics (event log): see src/log/. Filled in by the log module.

@@ -1,0 +1,1 @@
+-- Job queue: see src/queue/. Filled in by the queue module.

@@ -1,0 +1,233 @@
+//! Broker configuration: connection, pool, listener and shutdown settings.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::{Broker, Error, ErrorKind, Result};
+
+/// Settings shared by everything a [`Broker`] starts. Built once by [`BrokerBuilder`], immutable
+/// afterwards; read them back with [`Broker::config`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) pool_size: u32,
+    pub(crate) min_idle: u32,
+    pub(crate) pool_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) keepalives_idle: Duration,
+    pub(crate) tcp_user_timeout: Duration,
+    pub(crate) listener_poll: Duration,
+    pub(crate) health_check_interval: Duration,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) application_name: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            pool_size: 10,
+            min_idle: 0,
+            pool_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            keepalives_idle: Duration::from_secs(30),
+            tcp_user_timeout: Duration::from_secs(30),
+            listener_poll: Duration::from_millis(250),
+            health_check_interval: Duration::from_secs(10),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            application_name: "pgbroker".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Largest number of pooled connections.
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size
+    }
+    /// How long a listener waits for a notification before it checks its stop flag.
+    pub fn listener_poll(&self) -> Duration {
+        self.listener_poll
+    }
+    /// First and largest delay between reconnection attempts.
+    pub fn reconnect_backoff(&self) -> (Duration, Duration) {
+        (self.reconnect_min, self.reconnect_max)
+    }
+    /// How long a shutdown waits for running handlers.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+
+    /// The delay before reconnection attempt `attempt` (0-based): doubling from the minimum,
+    /// capped at the maximum.
+    pub(crate) fn reconnect_delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+        self.reconnect_min
+            .checked_mul(factor)
+            .unwrap_or(self.reconnect_max)
+            .min(self.reconnect_max)
+    }
+}
+
+/// Builds a [`Broker`]: where to connect, and how.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// # fn main() -> pgbroker::Result<()> {
+/// let broker = pgbroker::Broker::builder()
+///     .url("postgres://app@localhost/app")
+///     .pool_size(16)
+///     .connect_timeout(Duration::from_secs(5))
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct BrokerBuilder {
+    url: Option<String>,
+    pg: Option<postgres::Config>,
+    config: Config,
+}
+
+impl BrokerBuilder {
+    /// A builder with every setting at its default.
+    pub fn new() -> BrokerBuilder {
+        BrokerBuilder::default()
+    }
+
+    /// Connect with a libpq-style URL (`postgres://user:pass@host:port/db?...`) or key-value
+    /// string (`host=... dbname=...`). Parsed in [`build`](Self::build).
+    pub fn url(mut self, url: &str) -> Self {
+        self.url = Some(url.to_owned());
+        self.pg = None;
+        self
+    }
+
+    /// Connect with an already built `postgres::Config`. pgbroker still applies its own timeout
+    /// and keepalive settings where the config leaves them unset.
+    pub fn pg_config(mut self, config: postgres::Config) -> Self {
+        self.pg = Some(config);
+        self.url = None;
+        self
+    }
+
+    /// Largest number of pooled connections (used for publishing, enqueueing, claiming and
+    /// acking; listeners have their own). Default 10.
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.config.pool_size = n;
+        self
+    }
+
+    /// Connections the pool keeps open while idle. Default 0.
+    pub fn min_idle(mut self, n: u32) -> Self {
+        self.config.min_idle = n;
+        self
+    }
+
+    /// How long to wait for a free pooled connection before failing with
+    /// [`ErrorKind::Pool`]. Default 10 s.
+    pub fn pool_timeout(mut self, d: Duration) -> Self {
+        self.config.pool_timeout = d;
+        self
+    }
+
+    /// TCP connect timeout for every connection. Default 10 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// Idle time before TCP keepalive probes start; a dead peer is noticed after roughly this
+    /// plus the user timeout. Default 30 s.
+    pub fn keepalives_idle(mut self, d: Duration) -> Self {
+        self.config.keepalives_idle = d;
+        self
+    }
+
+    /// How long sent data may stay unacknowledged before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`). Default 30 s.
+    pub fn tcp_user_timeout(mut self, d: Duration) -> Self {
+        self.config.tcp_user_timeout = d;
+        self
+    }
+
+    /// How long a listener thread waits for notifications before checking whether it should
+    /// stop. Bounds how long [`Listener`](crate::Listener) shutdown takes. Default 250 ms.
+    pub fn listener_poll(mut self, d: Duration) -> Self {
+        self.config.listener_poll = d;
+        self
+    }
+
+    /// How often an idle listener checks that its connection is alive. Default 10 s.
+    pub fn health_check_interval(mut self, d: Duration) -> Self {
+        self.config.health_check_interval = d;
+        self
+    }
+
+    /// Reconnection backoff: first delay and cap; the delay doubles between attempts.
+    /// Default 100 ms and 10 s.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.config.reconnect_min = min;
+        self.config.reconnect_max = max.max(min);
+        self
+    }
+
+    /// How long [`WorkerPool::shutdown`](crate::WorkerPool::shutdown) waits for running
+    /// handlers to finish. Default 30 s.
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.config.shutdown_grace = d;
+        self
+    }
+
+    /// `application_name` shown in `pg_stat_activity`. Default `pgbroker`.
+    pub fn application_name(mut self, name: &str) -> Self {
+        self.config.application_name = name.to_owned();
+        self
+    }
+
+    /// Connects (once, to report a clear error now rather than later) and builds the broker.
+    ///
+    /// Fails with [`ErrorKind::Config`] for a bad URL or setting, and [`ErrorKind::Connect`]
+    /// when the server cannot be reached.
+    pub fn build(self) -> Result<Broker> {
+        let mut pg = match (self.pg, self.url) {
+            (Some(pg), _) => pg,
+            (None, Some(url)) => postgres::Config::from_str(&url).map_err(|e| {
+                Error::with_cause(ErrorKind::Config, Some("invalid connection URL".into()), e)
+            })?,
+            (None, None) => {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "no connection given: call url() or pg_config()",
+                ))
+            }
+        };
+        let c = &self.config;
+        if c.pool_size == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "pool_size must be at least 1",
+            ));
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(c.connect_timeout);
+        }
+        if pg.get_tcp_user_timeout().is_none() {
+            pg.tcp_user_timeout(c.tcp_user_timeout);
+        }
+        pg.keepalives(true).keepalives_idle(c.keepalives_idle);
+        if pg.get_keepalives_interval().is_none() {
+            pg.keepalives_interval(Duration::from_secs(5));
+        }
+        if pg.get_keepalives_retries().is_none() {
+            pg.keepalives_retries(3);
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name(&c.application_name);
+        }
+        Broker::from_parts(pg, self.config)
+    }
+}

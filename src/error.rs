@@ -1,0 +1,247 @@
+//! The one error type of pgbroker.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+/// A `Result` whose error defaults to [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What went wrong, broadly. Match on it to decide what to do; print the [`Error`] for details.
+///
+/// New kinds may be added in minor releases, so a `match` needs a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Could not connect to PostgreSQL (refused, timed out, authentication failed).
+    Connect,
+    /// The connection pool could not hand out a connection in time.
+    Pool,
+    /// PostgreSQL answered with an error; [`Error::db_code`] gives its SQLSTATE.
+    Db,
+    /// The connection was closed underneath us (server restart, terminated backend, network).
+    Closed,
+    /// An operation did not finish within its timeout.
+    Timeout,
+    /// A payload could not be serialized or deserialized as JSON.
+    Serialize,
+    /// A payload is larger than PostgreSQL accepts (7999 bytes for NOTIFY).
+    PayloadTooLarge,
+    /// A channel, table, topic, queue or subscription name is not acceptable.
+    InvalidName,
+    /// A value given by the caller is out of range or malformed (not a name).
+    InvalidInput,
+    /// The listener, worker pool or broker has been shut down.
+    Shutdown,
+    /// A user handler failed or panicked.
+    Handler,
+    /// Invalid configuration, or the environment lacks something needed (binaries, schema).
+    Config,
+    /// The requested item (job, subscription, dead letter) does not exist.
+    NotFound,
+    /// Reading or writing a local file or process failed.
+    Io,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ErrorKind::Connect => "connection failed",
+            ErrorKind::Pool => "connection pool error",
+            ErrorKind::Db => "database error",
+            ErrorKind::Closed => "connection closed",
+            ErrorKind::Timeout => "timed out",
+            ErrorKind::Serialize => "serialization error",
+            ErrorKind::PayloadTooLarge => "payload too large",
+            ErrorKind::InvalidName => "invalid name",
+            ErrorKind::InvalidInput => "invalid input",
+            ErrorKind::Shutdown => "shut down",
+            ErrorKind::Handler => "handler failed",
+            ErrorKind::Config => "configuration error",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Io => "i/o error",
+        };
+        f.write_str(s)
+    }
+}
+
+struct ErrorInner {
+    kind: ErrorKind,
+    message: Option<String>,
+    cause: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+/// An error from pgbroker: opaque, with a [`kind`](Error::kind), a message and the cause chain
+/// ([`source`](StdError::source)).
+///
+/// # Examples
+///
+/// ```
+/// use pgbroker::{notify, ErrorKind};
+///
+/// let err = notify::validate_channel("").unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::InvalidName);
+/// println!("{err}");
+/// ```
+pub struct Error(Box<ErrorInner>);
+
+impl Error {
+    /// A new error of `kind` with a message for the reader.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error(Box::new(ErrorInner {
+            kind,
+            message: Some(message.into()),
+            cause: None,
+        }))
+    }
+
+    /// A new error of `kind` caused by `cause`, with optional context.
+    pub(crate) fn with_cause(
+        kind: ErrorKind,
+        message: Option<String>,
+        cause: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Error {
+        Error(Box::new(ErrorInner {
+            kind,
+            message,
+            cause: Some(cause.into()),
+        }))
+    }
+
+    /// Adds context in front of the message ("while doing X: ...").
+    pub(crate) fn context(mut self, context: impl fmt::Display) -> Error {
+        self.0.message = Some(match self.0.message.take() {
+            Some(m) => format!("{context}: {m}"),
+            None => context.to_string(),
+        });
+        self
+    }
+
+    /// What went wrong, broadly.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    /// The SQLSTATE code when PostgreSQL reported the error (for example `"23505"`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn f(err: pgbroker::Error) {
+    /// if err.db_code() == Some("40001") { /* serialization failure: retry */ }
+    /// # }
+    /// ```
+    pub fn db_code(&self) -> Option<&str> {
+        self.db_error().map(|e| e.code().code())
+    }
+
+    /// The server's error details when PostgreSQL reported the error.
+    pub fn db_error(&self) -> Option<&postgres::error::DbError> {
+        self.0
+            .cause
+            .as_ref()?
+            .downcast_ref::<postgres::Error>()?
+            .as_db_error()
+    }
+
+    /// True when retrying the operation later may succeed (connection lost, pool timeout,
+    /// serialization failure or deadlock).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind(),
+            ErrorKind::Connect | ErrorKind::Pool | ErrorKind::Closed | ErrorKind::Timeout
+        ) || matches!(self.db_code(), Some("40001" | "40P01" | "57P01" | "57P03"))
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.0.kind);
+        if let Some(m) = &self.0.message {
+            d.field("message", m);
+        }
+        if let Some(c) = &self.0.cause {
+            d.field("cause", c);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.kind)?;
+        if let Some(m) = &self.0.message {
+            write!(f, ": {m}")?;
+        }
+        if let Some(c) = &self.0.cause {
+            // postgres::Error's Display of a DbError omits detail; show the server's message.
+            match c
+                .downcast_ref::<postgres::Error>()
+                .and_then(|e| e.as_db_error())
+            {
+                Some(db) => write!(f, ": {} ({})", db.message(), db.code().code())?,
+                None => write!(f, ": {c}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0
+            .cause
+            .as_ref()
+            .map(|c| &**c as &(dyn StdError + 'static))
+    }
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Error {
+        let kind = if e.as_db_error().is_some() {
+            match e.code().map(|c| c.code()) {
+                // admin shutdown / crash shutdown / cannot connect now: the connection is gone
+                Some("57P01" | "57P02" | "57P03") => ErrorKind::Closed,
+                Some("57014") => ErrorKind::Timeout,
+                Some("28000" | "28P01" | "3D000") => ErrorKind::Connect,
+                _ => ErrorKind::Db,
+            }
+        } else if e.is_closed() {
+            ErrorKind::Closed
+        } else {
+            // io errors, unexpected messages, connection failures
+            let text = e.to_string();
+            if text.contains("timed out") {
+                ErrorKind::Timeout
+            } else if text.contains("connect") || text.contains("connection") {
+                ErrorKind::Closed
+            } else {
+                ErrorKind::Db
+            }
+        };
+        Error::with_cause(kind, None, e)
+    }
+}
+
+impl From<r2d2::Error> for Error {
+    fn from(e: r2d2::Error) -> Error {
+        // r2d2 folds the last connection error into its message; keep it readable.
+        Error::with_cause(
+            ErrorKind::Pool,
+            Some("no connection available from the pool".into()),
+            e.to_string(),
+        )
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Error {
+        Error::with_cause(ErrorKind::Serialize, None, e)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Error {
+        Error::with_cause(ErrorKind::Io, None, e)
+    }
+}

@@ -1,0 +1,57 @@
+//! # pgbroker
+//!
+//! The PostgreSQL you already run, as your message broker: pub/sub on LISTEN/NOTIFY, a durable
+//! event log with subscriptions, and a job queue — with Postgres's transactions and durability
+//! behind every message. Synchronous: everything blocks, threads are pgbroker's own, and
+//! shutdown is explicit and graceful.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use pgbroker::{Broker, Event};
+//!
+//! # fn main() -> pgbroker::Result<()> {
+//! let broker = Broker::connect("postgres://app@localhost/app")?;
+//! broker.install()?;
+//!
+//! // Pub/sub: a listener thread per channel, consumed as an iterator...
+//! let listener = broker.listen("orders")?;
+//! broker.notify("orders", &serde_json::json!({"id": 1}))?;
+//! if let Some(Event::Notification(n)) = listener.recv_timeout(Duration::from_secs(5))? {
+//!     assert_eq!(n.json()?["id"], 1);
+//! }
+//!
+//! // ...or handled by a fixed pool of worker threads.
+//! let pool = broker
+//!     .worker_pool()
+//!     .threads(4)
+//!     .handler("orders", |n| {
+//!         println!("order: {}", n.payload());
+//!         Ok(())
+//!     })
+//!     .start()?;
+//! pool.shutdown()?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, clippy::all)]
+
+mod broker;
+mod config;
+mod error;
+pub mod notify;
+mod pool;
+mod schema;
+mod temp_postgres;
+mod worker;
+
+pub use broker::Broker;
+pub use config::{BrokerBuilder, Config};
+pub use error::{Error, ErrorKind, Result};
+pub use notify::{Event, Listener, Notification, Payload, TableOp};
+pub use pool::{CachedClient, PooledConn};
+pub use schema::{schema_sql, SCHEMA_VERSION};
+pub use temp_postgres::{TempPostgres, TempPostgresBuilder};
+pub use worker::{BoxError, HandlerResult, StatsSnapshot, WorkerPool, WorkerPoolBuilder};
+
+/// Re-exported so users name the same `postgres` types pgbroker uses.
+pub use postgres;

@@ -1,0 +1,140 @@
+//! Sending notifications: on a pooled connection, or inside the caller's transaction.
+
+use std::borrow::Cow;
+
+use postgres::types::Type;
+
+use super::{validate_channel, MAX_PAYLOAD_BYTES};
+use crate::{Broker, Error, ErrorKind, Result};
+
+/// Something that can be sent as a notification payload: text as it is, JSON serialized.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// broker.notify("chat", "plain text")?;
+/// broker.notify("chat", &serde_json::json!({"user": 7, "text": "hi"}))?;
+/// # Ok(()) }
+/// ```
+pub trait Payload {
+    /// The payload text.
+    fn payload_text(&self) -> Result<Cow<'_, str>>;
+}
+
+impl Payload for str {
+    fn payload_text(&self) -> Result<Cow<'_, str>> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+impl Payload for String {
+    fn payload_text(&self) -> Result<Cow<'_, str>> {
+        Ok(Cow::Borrowed(self))
+    }
+}
+
+impl Payload for serde_json::Value {
+    fn payload_text(&self) -> Result<Cow<'_, str>> {
+        Ok(Cow::Owned(serde_json::to_string(self)?))
+    }
+}
+
+/// Validates a channel and payload and returns the payload text.
+fn checked<'a, P: Payload + ?Sized>(channel: &str, payload: &'a P) -> Result<Cow<'a, str>> {
+    validate_channel(channel)?;
+    let text = payload.payload_text()?;
+    if text.len() > MAX_PAYLOAD_BYTES {
+        return Err(Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!(
+                "notification payload is {} bytes, the limit is {MAX_PAYLOAD_BYTES}; \
+                 publish to the durable log for large messages",
+                text.len()
+            ),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "notification payload contains a NUL character",
+        ));
+    }
+    Ok(text)
+}
+
+const NOTIFY_SQL: &str = "SELECT pg_notify($1, $2)";
+
+impl Broker {
+    /// Sends a notification on `channel` now, on a pooled connection (its own transaction).
+    ///
+    /// Fails before sending anything with [`ErrorKind::InvalidName`] for a bad channel,
+    /// [`ErrorKind::PayloadTooLarge`] for a payload over 7999 bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// broker.notify("orders", &serde_json::json!({"id": 42, "status": "paid"}))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn notify<P: Payload + ?Sized>(&self, channel: &str, payload: &P) -> Result<()> {
+        let text = checked(channel, payload)?;
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(NOTIFY_SQL)?;
+        conn.execute(&stmt, &[&channel, &text.as_ref()])?;
+        Ok(())
+    }
+
+    /// Queues a notification in the caller's transaction: it is sent if and when `tx`
+    /// commits, and never if it rolls back. Checks as [`notify`](Self::notify) does.
+    ///
+    /// Within one transaction PostgreSQL folds identical (channel, payload) pairs into one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// tx.execute("INSERT INTO orders (id) VALUES (42)", &[])?;
+    /// broker.notify_in(&mut tx, "orders", "42")?;
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn notify_in<P: Payload + ?Sized>(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        channel: &str,
+        payload: &P,
+    ) -> Result<()> {
+        let text = checked(channel, payload)?;
+        // One round trip: no prepare on a connection we do not own.
+        tx.query_typed(
+            NOTIFY_SQL,
+            &[(&channel, Type::TEXT), (&text.as_ref(), Type::TEXT)],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn payload_limit_is_exact() {
+        assert!(checked("c", &"a".repeat(7999)).is_ok());
+        let err = checked("c", &"a".repeat(8000)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
+        assert_eq!(
+            checked("c", "a\0").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+        let v = serde_json::json!({"a": 1});
+        assert_eq!(checked("c", &v).unwrap(), "{\"a\":1}");
+    }
+}

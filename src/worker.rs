@@ -1,0 +1,562 @@
+//! The worker pool: a fixed number of threads running handlers for work that sources
+//! (listeners, log consumers, queue fetchers) feed them through a bounded crossbeam channel.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+
+use crate::notify::{Event, Listener, Notification};
+use crate::{Broker, Error, ErrorKind, Result};
+
+/// The error a handler returns: any error type.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a handler returns.
+pub type HandlerResult = std::result::Result<(), BoxError>;
+
+type NotifyHandler = Arc<dyn Fn(&Notification) -> HandlerResult + Send + Sync>;
+type ReconnectHandler = Arc<dyn Fn(&str, Duration) + Send + Sync>;
+
+/// One unit of work for a worker thread. `abandon` runs instead of `run` when the pool shuts
+/// down before the task started (a queue task releases its lease there).
+pub(crate) struct Task {
+    run: Box<dyn FnOnce() + Send>,
+    abandon: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Task {
+    pub(crate) fn new(run: impl FnOnce() + Send + 'static) -> Task {
+        Task {
+            run: Box::new(run),
+            abandon: None,
+        }
+    }
+
+    #[allow(dead_code)] // used by queue tasks
+    pub(crate) fn on_abandon(mut self, abandon: impl FnOnce() + Send + 'static) -> Task {
+        self.abandon = Some(Box::new(abandon));
+        self
+    }
+}
+
+/// What a source gets to feed the pool and to learn that it must stop.
+#[derive(Clone)]
+#[allow(dead_code)] // parts are used only by some sources
+pub(crate) struct SourceContext {
+    pub(crate) broker: Broker,
+    pub(crate) stats: Arc<Stats>,
+    tasks: Sender<Task>,
+    stopping: Arc<AtomicBool>,
+    /// Never receives a value; it disconnects when the pool stops (select on it to wake up).
+    stop_signal: Receiver<()>,
+}
+
+#[allow(dead_code)]
+impl SourceContext {
+    /// Hands a task to the workers, waiting while all are busy (bounded prefetch). On
+    /// shutdown the task is abandoned instead and `false` returned.
+    pub(crate) fn submit(&self, task: Task) -> bool {
+        if self.is_stopping() {
+            abandon(task);
+            return false;
+        }
+        select! {
+            send(self.tasks, task) -> res => match res {
+                Ok(()) => true,
+                Err(e) => { abandon(e.into_inner()); false }
+            },
+            recv(self.stop_signal) -> _ => {
+                // The task was not consumed by send; select only runs one branch.
+                false
+            },
+        }
+    }
+
+    /// True once shutdown began: stop producing.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// A receiver that disconnects at shutdown, to `select!` on while waiting.
+    pub(crate) fn stop_signal(&self) -> &Receiver<()> {
+        &self.stop_signal
+    }
+
+    /// Sleeps up to `d`; returns false early when the pool stops.
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
+        match self.stop_signal.recv_timeout(d) {
+            Err(RecvTimeoutError::Timeout) => !self.is_stopping(),
+            _ => false,
+        }
+    }
+
+    /// The number of worker threads.
+    pub(crate) fn threads(&self) -> usize {
+        self.tasks.capacity().unwrap_or(1)
+    }
+}
+
+fn abandon(task: Task) {
+    if let Some(a) = task.abandon {
+        if catch_unwind(AssertUnwindSafe(a)).is_err() {
+            log::error!("pgbroker: abandoning a task panicked");
+        }
+    }
+}
+
+/// Something that produces work for the pool from its own thread(s).
+pub(crate) trait Source: Send {
+    /// Starts the source's threads; they must return soon after `ctx.is_stopping()`.
+    fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>>;
+}
+
+/// Counters of a [`WorkerPool`], read with [`WorkerPool::stats`].
+#[derive(Debug, Default)]
+pub struct Stats {
+    handled: AtomicU64,
+    failed: AtomicU64,
+    panicked: AtomicU64,
+    abandoned: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// A snapshot of a worker pool's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Handler calls that returned `Ok`.
+    pub handled: u64,
+    /// Handler calls that returned an error.
+    pub failed: u64,
+    /// Handler calls that panicked (also counted in `failed`).
+    pub panicked: u64,
+    /// Items received but not started because the pool shut down.
+    pub abandoned: u64,
+    /// Listener reconnections.
+    pub reconnects: u64,
+}
+
+impl Stats {
+    /// Runs a handler, catching a panic, and counts the outcome. Returns the handler's error
+    /// (a panic becomes an error of kind [`ErrorKind::Handler`]).
+    pub(crate) fn run_handler<F>(&self, what: &str, f: F) -> std::result::Result<(), Error>
+    where
+        F: FnOnce() -> HandlerResult,
+    {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(Ok(())) => {
+                self.handled.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                log::warn!("pgbroker handler for {what} failed: {e}");
+                Err(Error::with_cause(
+                    ErrorKind::Handler,
+                    Some(format!("handler for {what} failed")),
+                    e,
+                ))
+            }
+            Err(panic) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.panicked.fetch_add(1, Ordering::Relaxed);
+                let msg = panic_message(&*panic);
+                log::error!("pgbroker handler for {what} panicked: {msg}");
+                Err(Error::new(
+                    ErrorKind::Handler,
+                    format!("handler for {what} panicked: {msg}"),
+                ))
+            }
+        }
+    }
+
+    fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            handled: self.handled.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            panicked: self.panicked.load(Ordering::Relaxed),
+            abandoned: self.abandoned.load(Ordering::Relaxed),
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Configures and starts a [`WorkerPool`]. Get one from [`Broker::worker_pool`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// let pool = broker
+///     .worker_pool()
+///     .threads(4)
+///     .handler("orders", |n| {
+///         println!("order {}", n.payload());
+///         Ok(())
+///     })
+///     .start()?;
+/// // ... later
+/// pool.shutdown()?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a builder does nothing until start() is called"]
+pub struct WorkerPoolBuilder {
+    broker: Broker,
+    threads: usize,
+    grace: Duration,
+    notify: Vec<(String, NotifyHandler)>,
+    reconnect: HashMap<String, ReconnectHandler>,
+    sources: Vec<Box<dyn Source>>,
+}
+
+impl Broker {
+    /// A builder for a pool of worker threads that run handlers.
+    pub fn worker_pool(&self) -> WorkerPoolBuilder {
+        WorkerPoolBuilder {
+            broker: self.clone(),
+            threads: std::thread::available_parallelism().map_or(4, |n| n.get()),
+            grace: self.config().shutdown_grace,
+            notify: Vec::new(),
+            reconnect: HashMap::new(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+impl WorkerPoolBuilder {
+    /// Number of worker threads. Default: the number of CPUs.
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = n;
+        self
+    }
+
+    /// How long [`WorkerPool::shutdown`] waits for running handlers. Default: the broker's
+    /// `shutdown_grace` (30 s).
+    pub fn shutdown_grace(mut self, d: Duration) -> Self {
+        self.grace = d;
+        self
+    }
+
+    /// Handles every notification on `channel` (one listener thread per channel); each
+    /// notification is handled once, by one worker thread. A handler that errors or panics is
+    /// logged and counted in [`WorkerPool::stats`]; its thread lives on.
+    ///
+    /// Registering two handlers for one channel makes [`start`](Self::start) fail.
+    pub fn handler<F>(mut self, channel: &str, f: F) -> Self
+    where
+        F: Fn(&Notification) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.notify.push((channel.to_owned(), Arc::new(f)));
+        self
+    }
+
+    /// Called (on a worker thread) when the listener of `channel` reconnected, with how long
+    /// it was down: notifications of that time are lost, so re-read durable state here.
+    pub fn on_reconnect<F>(mut self, channel: &str, f: F) -> Self
+    where
+        F: Fn(&str, Duration) + Send + Sync + 'static,
+    {
+        self.reconnect.insert(channel.to_owned(), Arc::new(f));
+        self
+    }
+
+    /// Adds a source of work (log consumers, queue fetchers).
+    #[allow(dead_code)]
+    pub(crate) fn source(mut self, source: Box<dyn Source>) -> Self {
+        self.sources.push(source);
+        self
+    }
+
+    /// Starts the listeners, sources and worker threads.
+    ///
+    /// Fails with [`ErrorKind::Config`] for zero threads or a channel registered twice, and
+    /// with the listener's error when a channel is invalid or the database is unreachable;
+    /// nothing is left running then.
+    pub fn start(self) -> Result<WorkerPool> {
+        if self.threads == 0 {
+            return Err(Error::new(
+                ErrorKind::Config,
+                "a worker pool needs at least 1 thread",
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (channel, _) in &self.notify {
+            if !seen.insert(channel.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("two handlers registered for channel {channel:?}"),
+                ));
+            }
+        }
+        for channel in self.reconnect.keys() {
+            if !seen.contains(channel.as_str()) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    format!("on_reconnect for {channel:?}, which has no handler"),
+                ));
+            }
+        }
+
+        let (task_tx, task_rx) = crossbeam_channel::bounded::<Task>(self.threads);
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let stats = Arc::new(Stats::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let ctx = SourceContext {
+            broker: self.broker.clone(),
+            stats: stats.clone(),
+            tasks: task_tx,
+            stopping: stopping.clone(),
+            stop_signal: stop_rx,
+        };
+
+        let mut pool = WorkerPool {
+            stats,
+            stopping,
+            stop_tx: Some(stop_tx),
+            source_threads: Vec::new(),
+            workers: Vec::new(),
+            done_rx: None,
+            grace: self.grace,
+        };
+
+        // Workers first, so sources have somewhere to send.
+        let (done_tx, done_rx) = crossbeam_channel::unbounded::<usize>();
+        for i in 0..self.threads {
+            let rx = task_rx.clone();
+            let ctx = ctx.clone();
+            let done = done_tx.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("pgbroker-worker-{i}"))
+                .spawn(move || {
+                    worker_loop(rx, ctx);
+                    let _ = done.send(i);
+                })?;
+            pool.workers.push(Some(t));
+        }
+        pool.done_rx = Some(done_rx);
+
+        // On error the half-started pool is shut down by its Drop.
+        let mut reconnect = self.reconnect;
+        for (channel, handler) in self.notify {
+            let listener = self.broker.listen(&channel)?;
+            let source = NotifySource {
+                listener,
+                handler,
+                on_reconnect: reconnect.remove(&channel),
+            };
+            pool.source_threads
+                .extend(Box::new(source).start(ctx.clone())?);
+        }
+        for source in self.sources {
+            pool.source_threads.extend(source.start(ctx.clone())?);
+        }
+        Ok(pool)
+    }
+}
+
+fn worker_loop(tasks: Receiver<Task>, ctx: SourceContext) {
+    loop {
+        match tasks.recv_timeout(Duration::from_millis(100)) {
+            Ok(task) => {
+                if ctx.is_stopping() {
+                    ctx.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+                    abandon(task);
+                } else if catch_unwind(AssertUnwindSafe(task.run)).is_err() {
+                    // Tasks catch handler panics themselves; this is a bug in pgbroker.
+                    log::error!("pgbroker: a task panicked outside its handler");
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if ctx.is_stopping() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Feeds one listener's notifications to the workers.
+struct NotifySource {
+    listener: Listener,
+    handler: NotifyHandler,
+    on_reconnect: Option<ReconnectHandler>,
+}
+
+impl Source for NotifySource {
+    fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>> {
+        let name = format!("pgbroker-notify-{}", self.listener.channel());
+        let t = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || self.pump(ctx))?;
+        Ok(vec![t])
+    }
+}
+
+impl NotifySource {
+    fn pump(self, ctx: SourceContext) {
+        let channel = self.listener.channel().to_owned();
+        loop {
+            let event = select! {
+                recv(self.listener.receiver()) -> ev => match ev {
+                    Ok(ev) => ev,
+                    Err(_) => return,
+                },
+                recv(ctx.stop_signal()) -> _ => return,
+            };
+            let task = match event {
+                Event::Notification(n) => {
+                    let handler = self.handler.clone();
+                    let stats = ctx.stats.clone();
+                    let what = format!("channel {channel:?}");
+                    Task::new(move || {
+                        let _ = stats.run_handler(&what, || handler(&n));
+                    })
+                }
+                Event::Reconnected { downtime, .. } => {
+                    ctx.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    let Some(f) = self.on_reconnect.clone() else {
+                        continue;
+                    };
+                    let channel = channel.clone();
+                    Task::new(move || {
+                        if catch_unwind(AssertUnwindSafe(|| f(&channel, downtime))).is_err() {
+                            log::error!("pgbroker on_reconnect handler for {channel:?} panicked");
+                        }
+                    })
+                }
+                _ => continue,
+            };
+            if !ctx.submit(task) {
+                // Shutting down: what is still queued in the listener is dropped with it.
+                let left = self.listener.pending() as u64 + 1;
+                ctx.stats.abandoned.fetch_add(left, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// A running pool of worker threads. Created by [`WorkerPoolBuilder::start`].
+///
+/// [`shutdown`](Self::shutdown) (or dropping it) stops listening and claiming, lets running
+/// handlers finish within the grace period, abandons work not yet started (queue leases are
+/// released) and joins every thread.
+pub struct WorkerPool {
+    stats: Arc<Stats>,
+    stopping: Arc<AtomicBool>,
+    stop_tx: Option<Sender<()>>,
+    source_threads: Vec<JoinHandle<()>>,
+    workers: Vec<Option<JoinHandle<()>>>,
+    done_rx: Option<Receiver<usize>>,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for WorkerPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerPool")
+            .field("threads", &self.workers.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl WorkerPool {
+    /// The pool's counters so far.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// # let pool = broker.worker_pool().handler("c", |_| Ok(())).start()?;
+    /// let stats = pool.stats();
+    /// println!("{} handled, {} failed", stats.handled, stats.failed);
+    /// # Ok(()) }
+    /// ```
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Stops gracefully: no new work starts, running handlers get up to the grace period,
+    /// every thread is joined. Fails with [`ErrorKind::Timeout`] when handlers still ran at
+    /// the deadline (their threads are left to finish on their own).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let pool = broker.worker_pool().handler("c", |_| Ok(())).start()?;
+    /// pool.shutdown()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        if self.stop_tx.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.grace;
+        self.stopping.store(true, Ordering::SeqCst);
+        drop(self.stop_tx.take()); // wakes every select on the stop signal
+        for t in self.source_threads.drain(..) {
+            if t.join().is_err() {
+                log::error!("pgbroker: a source thread panicked");
+            }
+        }
+        let Some(done) = self.done_rx.take() else {
+            return Ok(());
+        };
+        let mut running = self.workers.iter().filter(|w| w.is_some()).count();
+        while running > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match done.recv_timeout(left) {
+                Ok(i) => {
+                    if let Some(t) = self.workers.get_mut(i).and_then(Option::take) {
+                        let _ = t.join();
+                    }
+                    running -= 1;
+                }
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "{running} worker thread(s) still running handlers after the \
+                             {:?} grace period",
+                            self.grace
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        if let Err(e) = self.stop() {
+            log::error!("pgbroker worker pool shutdown: {e}");
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Test support: a private PostgreSQL cluster per test process (or `DATABASE_URL`), and a
+//! fresh database with the pgbroker schema for each test.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use pgbroker::postgres::{Client, NoTls};
+use pgbroker::{Broker, TempPostgres};
+
+/// Where test databases are created: the server's admin URL and a URL maker.
+pub struct Server {
+    admin_url: String,
+    temp: Option<TempPostgres>,
+}
+
+impl Server {
+    /// A URL for database `db` on this server.
+    pub fn url_for(&self, db: &str) -> String {
+        match &self.temp {
+            Some(t) => t.url_for(db),
+            None => {
+                let mut cfg: pgbroker::postgres::Config = self.admin_url.parse().unwrap();
+                cfg.dbname(db);
+                config_to_url(&cfg)
+            }
+        }
+    }
+
+    /// The private cluster, when the tests started one (None with `DATABASE_URL`).
+    pub fn temp(&self) -> Option<&TempPostgres> {
+        self.temp.as_ref()
+    }
+}
+
+fn config_to_url(cfg: &pgbroker::postgres::Config) -> String {
+    use pgbroker::postgres::config::Host;
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let user = cfg.get_user().unwrap_or("postgres");
+    let pw = cfg
+        .get_password()
+        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+        .unwrap_or_default();
+    let db = cfg.get_dbname().unwrap_or("postgres");
+    if host.starts_with('/') {
+        format!("postgres://{user}{pw}@/{db}?host={host}&port={port}")
+    } else {
+        format!("postgres://{user}{pw}@{host}:{port}/{db}")
+    }
+}
+
+/// The shared server of this test process.
+pub fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let _ = env_logger_init();
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Server {
+                admin_url: url,
+                temp: None,
+            },
+            _ => start_private(),
+        }
+    })
+}
+
+fn start_private() -> Server {
+    let temp = TempPostgres::builder()
+        .setting("max_connections", "300")
+        .start()
+        .expect("starting a private PostgreSQL cluster for the tests");
+    Server {
+        admin_url: temp.url(),
+        temp: Some(temp),
+    }
+}
+
+fn env_logger_init() -> Option<()> {
+    None
+}
+
+/// A fresh, empty database for one test; dropped (best effort) with the value.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDb {
+    /// A new database on `server`.
+    pub fn create_on(admin_url: &str, url_for: impl Fn(&str) -> String) -> TestDb {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "pgbroker_test_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin = Client::connect(admin_url, NoTls).expect("connect to the test server");
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .expect("create test database");
+        TestDb {
+            url: url_for(&name),
+            name,
+            admin_url: admin_url.to_owned(),
+        }
+    }
+
+    /// A plain client on this database.
+    pub fn client(&self) -> Client {
+        Client::connect(&self.url, NoTls).expect("connect to the test database")
+    }
+
+    /// A broker on this database with fast reconnects and a short shutdown grace.
+    pub fn broker(&self) -> Broker {
+        Broker::builder()
+            .url(&self.url)
+            .pool_size(8)
+            .listener_poll(Duration::from_millis(50))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .shutdown_grace(Duration::from_secs(10))
+            .build()
+            .expect("broker for the test database")
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Ok(mut admin) = Client::connect(&self.admin_url, NoTls) {
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
+        }
+    }
+}
+
+/// A fresh database on the shared server, with the pgbroker schema installed.
+pub fn db() -> TestDb {
+    let s = server();
+    let db = TestDb::create_on(&s.admin_url, |n| s.url_for(n));
+    db.broker().install().expect("install schema");
+    db
+}
+
+/// A fresh database without the schema.
+pub fn empty_db() -> TestDb {
+    let s = server();
+    TestDb::create_on(&s.admin_url, |n| s.url_for(n))
+}
+
+/// Polls `f` until it returns true or `timeout` passes; returns the last result.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Terminates every backend on `db` listening (or otherwise connected) with the given
+/// application name pattern, from an admin connection; returns how many.
+pub fn terminate_backends(db: &TestDb, query_like: &str) -> i64 {
+    let mut c = db.client();
+    let row = c
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+              WHERE datname = $1 AND pid <> pg_backend_pid() AND query LIKE $2",
+            &[&db.name, &query_like],
+        )
+        .unwrap();
+    row.get(0)
+}
