@@ -35,7 +35,8 @@ BEGIN
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
          WHERE i.indrelid = TG_RELID AND i.indisprimary;
         payload := (head || jsonb_build_object('truncated', true)
-                         || COALESCE(jsonb_build_object('key', body), '{}'))::text;
+                         || CASE WHEN body IS NULL THEN '{}'::jsonb
+                                 ELSE jsonb_build_object('key', body) END)::text;
         IF octet_length(payload) > 7999 THEN
             payload := (head || jsonb_build_object('truncated', true))::text;
         END IF;
