@@ -37,6 +37,7 @@
 
 mod broker;
 mod config;
+mod dev_database;
 mod error;
 pub mod notify;
 mod pool;
@@ -46,6 +47,7 @@ mod worker;
 
 pub use broker::Broker;
 pub use config::{BrokerBuilder, Config};
+pub use dev_database::DevDatabase;
 pub use error::{Error, ErrorKind, Result};
 pub use notify::{Event, Listener, Notification, Payload, TableOp};
 pub use pool::{CachedClient, PooledConn};

@@ -24,7 +24,7 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// # Examples
 ///
 /// ```no_run
-/// use pgbroker::temp_postgres::TempPostgres;
+/// use pgbroker::TempPostgres;
 /// let pg = TempPostgres::builder().setting("max_wal_senders", "0").start()?;
 /// # Ok::<(), pgbroker::Error>(())
 /// ```
@@ -40,7 +40,7 @@ impl TempPostgresBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::temp_postgres::TempPostgres;
+    /// # use pgbroker::TempPostgres;
     /// let pg = TempPostgres::builder().setting("log_statement", "all").start()?;
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -55,7 +55,7 @@ impl TempPostgresBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::temp_postgres::TempPostgres;
+    /// # use pgbroker::TempPostgres;
     /// let pg = TempPostgres::builder().durable(true).start()?;
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -69,7 +69,7 @@ impl TempPostgresBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::temp_postgres::TempPostgres;
+    /// # use pgbroker::TempPostgres;
     /// let pg = TempPostgres::builder().start()?;
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -151,7 +151,7 @@ struct RunAs {
 /// # Examples
 ///
 /// ```no_run
-/// use pgbroker::temp_postgres::TempPostgres;
+/// use pgbroker::TempPostgres;
 /// let pg = TempPostgres::start()?;
 /// let mut client = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
 /// client.batch_execute("SELECT 1").unwrap();
@@ -175,7 +175,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::temp_postgres::TempPostgres;
+    /// # use pgbroker::TempPostgres;
     /// let pg = TempPostgres::start()?;
     /// println!("{}", pg.url());
     /// # Ok::<(), pgbroker::Error>(())
@@ -189,7 +189,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::temp_postgres::TempPostgres;
+    /// # use pgbroker::TempPostgres;
     /// let pg = TempPostgres::builder().setting("work_mem", "16MB").start()?;
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -202,7 +202,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// let client = postgres::Client::connect(&pg.url(), postgres::NoTls);
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -215,7 +215,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// assert!(pg.url_for("app").ends_with("/app"));
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -228,7 +228,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// println!("port {}", pg.port());
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -241,7 +241,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// assert_eq!(pg.user(), "postgres");
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -254,7 +254,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// println!("{}", pg.data_dir().join("server.log").display());
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
@@ -268,7 +268,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// pg.stop()?;
     /// pg.resume()?;
     /// # Ok::<(), pgbroker::Error>(())
@@ -286,7 +286,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// pg.stop()?;
     /// pg.resume()?;
     /// # Ok::<(), pgbroker::Error>(())
@@ -316,7 +316,7 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::temp_postgres::TempPostgres::start()?;
+    /// # let pg = pgbroker::TempPostgres::start()?;
     /// pg.restart()?;
     /// # Ok::<(), pgbroker::Error>(())
     /// ```
