@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{select, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
 use crate::notify::{Event, Listener, Notification};
 use crate::{Broker, Error, ErrorKind, Result};
@@ -61,20 +61,29 @@ impl SourceContext {
     /// Hands a task to the workers, waiting while all are busy (bounded prefetch). On
     /// shutdown the task is abandoned instead and `false` returned.
     pub(crate) fn submit(&self, task: Task) -> bool {
-        if self.is_stopping() {
-            abandon(task);
-            return false;
+        let mut task = task;
+        loop {
+            if self.is_stopping() {
+                self.abandon(task);
+                return false;
+            }
+            // A timeout rather than select! on the stop signal: a task that loses a select is
+            // dropped without its abandon hook.
+            match self.tasks.send_timeout(task, Duration::from_millis(50)) {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Timeout(t)) => task = t,
+                Err(SendTimeoutError::Disconnected(t)) => {
+                    self.abandon(t);
+                    return false;
+                }
+            }
         }
-        select! {
-            send(self.tasks, task) -> res => match res {
-                Ok(()) => true,
-                Err(e) => { abandon(e.into_inner()); false }
-            },
-            recv(self.stop_signal) -> _ => {
-                // The task was not consumed by send; select only runs one branch.
-                false
-            },
-        }
+    }
+
+    /// Runs a task's abandon hook and counts it.
+    fn abandon(&self, task: Task) {
+        self.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        abandon(task);
     }
 
     /// True once shutdown began: stop producing.
@@ -376,8 +385,7 @@ fn worker_loop(tasks: Receiver<Task>, ctx: SourceContext) {
         match tasks.recv_timeout(Duration::from_millis(100)) {
             Ok(task) => {
                 if ctx.is_stopping() {
-                    ctx.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-                    abandon(task);
+                    ctx.abandon(task);
                 } else if catch_unwind(AssertUnwindSafe(task.run)).is_err() {
                     // Tasks catch handler panics themselves; this is a bug in pgbroker.
                     log::error!("pgbroker: a task panicked outside its handler");
@@ -446,7 +454,7 @@ impl NotifySource {
             };
             if !ctx.submit(task) {
                 // Shutting down: what is still queued in the listener is dropped with it.
-                let left = self.listener.pending() as u64 + 1;
+                let left = self.listener.pending() as u64;
                 ctx.stats.abandoned.fetch_add(left, Ordering::Relaxed);
                 return;
             }
@@ -496,8 +504,8 @@ impl WorkerPool {
     }
 
     /// Stops gracefully: no new work starts, running handlers get up to the grace period,
-    /// every thread is joined. Fails with [`ErrorKind::Timeout`] when handlers still ran at
-    /// the deadline (their threads are left to finish on their own).
+    /// every thread is joined. Returns the final counters. Fails with [`ErrorKind::Timeout`]
+    /// when handlers still ran at the deadline (their threads are left to finish on their own).
     ///
     /// # Examples
     ///
@@ -508,8 +516,9 @@ impl WorkerPool {
     /// pool.shutdown()?;
     /// # Ok(()) }
     /// ```
-    pub fn shutdown(mut self) -> Result<()> {
-        self.stop()
+    pub fn shutdown(mut self) -> Result<StatsSnapshot> {
+        self.stop()?;
+        Ok(self.stats())
     }
 
     fn stop(&mut self) -> Result<()> {
