@@ -341,7 +341,10 @@ fn expired_leases_are_rescued_and_stale_claims_are_fenced() {
         .pop()
         .unwrap();
     assert_eq!(second.attempt, 2);
-    assert_eq!(broker.complete_jobs(std::slice::from_ref(&first)).unwrap(), 0);
+    assert_eq!(
+        broker.complete_jobs(std::slice::from_ref(&first)).unwrap(),
+        0
+    );
     assert_eq!(broker.fail_job(&first, "late", None).unwrap(), None);
     assert_eq!(broker.job(id).unwrap().unwrap().state, JobState::Running);
 
