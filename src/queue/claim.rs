@@ -1,0 +1,319 @@
+//! The worker side of the protocol, one call per SQL function: claim a batch, extend leases,
+//! complete (a batch in one statement), fail, snooze, release; cancel, retry and rescue.
+
+use std::time::{Duration, SystemTime};
+
+use postgres::Row;
+use serde_json::Value;
+
+use super::{secs, validate_queue, JobId, JobState};
+use crate::{Broker, Error, ErrorKind, Result};
+
+/// A job claimed by [`Broker::claim_jobs`]: it is `running` and leased to the claimer until
+/// `lease_until`.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// for job in broker.claim_jobs("emails", "worker-1", 10, std::time::Duration::from_secs(60))? {
+///     println!("job {} attempt {}/{}: {}", job.id, job.attempt, job.max_attempts, job.payload);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ClaimedJob {
+    /// The job's id.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: String,
+    /// Its payload.
+    pub payload: Value,
+    /// This attempt's number, from 1. Also the fencing token of later calls.
+    pub attempt: i32,
+    /// How many attempts it may have.
+    pub max_attempts: i32,
+    /// Its priority (smaller runs first).
+    pub priority: i32,
+    /// When it became runnable.
+    pub run_at: SystemTime,
+    /// When the lease ends unless extended.
+    pub lease_until: SystemTime,
+    /// When it was enqueued.
+    pub created_at: SystemTime,
+    /// Its unique key, if any.
+    pub unique_key: Option<String>,
+}
+
+impl ClaimedJob {
+    fn from_row(row: &Row) -> ClaimedJob {
+        ClaimedJob {
+            id: row.get(0),
+            queue: row.get(1),
+            payload: row.get(2),
+            attempt: row.get(3),
+            max_attempts: row.get(4),
+            priority: row.get(5),
+            run_at: row.get(6),
+            lease_until: row.get(7),
+            created_at: row.get(8),
+            unique_key: row.get(9),
+        }
+    }
+}
+
+const CLAIM_SQL: &str = "SELECT id, queue, payload, attempt, max_attempts, priority, run_at, \
+     lease_until, created_at, unique_key \
+     FROM pgbroker.claim($1, $2, $3, make_interval(secs => $4))";
+const EXTEND_SQL: &str = "SELECT pgbroker.extend_leases($1, $2, make_interval(secs => $3))";
+const COMPLETE_SQL: &str = "SELECT pgbroker.complete_many($1, $2, $3, make_interval(secs => $4))";
+const FAIL_SQL: &str = "SELECT pgbroker.fail($1, $2, make_interval(secs => $3), $4, $5)";
+const SNOOZE_SQL: &str = "SELECT pgbroker.snooze($1, make_interval(secs => $2), $3)";
+const RELEASE_SQL: &str = "SELECT pgbroker.release($1, $2)";
+const CANCEL_SQL: &str = "SELECT pgbroker.cancel($1)";
+const RETRY_SQL: &str = "SELECT pgbroker.retry($1)";
+const RESCUE_SQL: &str = "SELECT pgbroker.rescue()";
+const WAIT_SQL: &str = "SELECT pgbroker.wait_for_jobs($1, $2)";
+const STOP_WAIT_SQL: &str = "SELECT pgbroker.stop_waiting($1, $2)";
+
+fn check_lease(lease: Duration) -> Result<()> {
+    if lease < Duration::from_millis(10) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("a lease must be at least 10 ms, got {lease:?}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Claims up to `max` available jobs of `queue` for `worker` (a name shown in the jobs
+    /// table and error history) with a lease of `lease`, in (priority, run_at, id) order. Each
+    /// claimed job's attempt is incremented. Jobs locked by a concurrent claimer are skipped.
+    ///
+    /// Finish each job with [`complete_jobs`](Self::complete_jobs),
+    /// [`fail_job`](Self::fail_job), or it is rescued after its lease expires.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let jobs = broker.claim_jobs("emails", "worker-1", 100, Duration::from_secs(60))?;
+    /// // ... do the work ...
+    /// broker.complete_jobs(&jobs)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn claim_jobs(
+        &self,
+        queue: &str,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedJob>> {
+        validate_queue(queue)?;
+        check_lease(lease)?;
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(CLAIM_SQL)?;
+        let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
+        Ok(rows.iter().map(ClaimedJob::from_row).collect())
+    }
+
+    /// Completes claimed jobs in one statement: they are deleted. Returns how many were
+    /// completed; a job no longer running under this claim (cancelled, or rescued and claimed
+    /// again) is skipped.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let jobs = broker.claim_jobs("q", "w", 100, std::time::Duration::from_secs(30))?;
+    /// let done = broker.complete_jobs(&jobs)?;
+    /// assert!(done <= jobs.len() as u64);
+    /// # Ok(()) }
+    /// ```
+    pub fn complete_jobs(&self, jobs: &[ClaimedJob]) -> Result<u64> {
+        self.complete_with(jobs, None, None)
+    }
+
+    pub(crate) fn complete_with(
+        &self,
+        jobs: &[ClaimedJob],
+        result: Option<&Value>,
+        keep: Option<Duration>,
+    ) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+        let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
+        let keep = keep.map(secs);
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(COMPLETE_SQL)?;
+        let row = conn.query_one(&stmt, &[&ids, &attempts, &result, &keep])?;
+        Ok(row.get::<_, i32>(0) as u64)
+    }
+
+    /// Records a failed attempt of a claimed job: it runs again after `retry_in` (default:
+    /// its backoff), or is dead once its attempts are exhausted. Returns the new state, `None`
+    /// when the job is no longer running under this claim.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// for job in broker.claim_jobs("q", "w", 1, std::time::Duration::from_secs(30))? {
+    ///     let state = broker.fail_job(&job, "smtp timeout", None)?;
+    ///     println!("now {state:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn fail_job(
+        &self,
+        job: &ClaimedJob,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<Option<JobState>> {
+        self.fail_with(job.id, job.attempt, error, retry_in, false)
+    }
+
+    pub(crate) fn fail_with(
+        &self,
+        id: JobId,
+        attempt: i32,
+        error: &str,
+        retry_in: Option<Duration>,
+        discard: bool,
+    ) -> Result<Option<JobState>> {
+        let error = error.replace('\0', "\u{FFFD}");
+        let retry_in = retry_in.map(secs);
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(FAIL_SQL)?;
+        let row = conn.query_one(&stmt, &[&id, &error, &retry_in, &attempt, &discard])?;
+        row.get::<_, Option<String>>(0)
+            .map(|s| s.parse())
+            .transpose()
+    }
+
+    pub(crate) fn snooze_job(&self, id: JobId, attempt: i32, delay: Duration) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(SNOOZE_SQL)?;
+        Ok(conn
+            .query_one(&stmt, &[&id, &secs(delay), &attempt])?
+            .get(0))
+    }
+
+    /// Gives a claimed job back without running it: available again, the attempt not counted.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// for job in broker.claim_jobs("q", "w", 5, std::time::Duration::from_secs(30))? {
+    ///     broker.release_job(&job)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn release_job(&self, job: &ClaimedJob) -> Result<bool> {
+        self.release_with(job.id, job.attempt)
+    }
+
+    pub(crate) fn release_with(&self, id: JobId, attempt: i32) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(RELEASE_SQL)?;
+        Ok(conn.query_one(&stmt, &[&id, &attempt])?.get(0))
+    }
+
+    /// Extends the leases of running jobs; returns the ids still held by these claims (the
+    /// others were cancelled or rescued).
+    pub(crate) fn extend_leases(
+        &self,
+        ids: &[JobId],
+        attempts: &[i32],
+        lease: Duration,
+    ) -> Result<Vec<JobId>> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(EXTEND_SQL)?;
+        let rows = conn.query(&stmt, &[&ids, &attempts, &secs(lease)])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Cancels an available or running job. Returns false when it is in no such state (done,
+    /// dead, already cancelled, unknown). A running handler sees it in
+    /// [`JobContext::is_cancelled`](super::JobContext::is_cancelled) at the next heartbeat,
+    /// and its outcome is then ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let id = broker.enqueue("q", "{}")?;
+    /// assert!(broker.cancel_job(id)?);
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel_job(&self, id: JobId) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(CANCEL_SQL)?;
+        Ok(conn.query_one(&stmt, &[&id])?.get(0))
+    }
+
+    /// Re-drives a dead or cancelled job: available now with a fresh set of attempts (its
+    /// error history is kept). Returns false when the job is in no such state.
+    ///
+    /// Fails with [`ErrorKind::Db`] (SQLSTATE 23505) when it is unique and another job with
+    /// its key is pending.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// for job in broker.dead_jobs(Some("emails"), 100)? {
+    ///     broker.retry_job(job.id)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn retry_job(&self, id: JobId) -> Result<bool> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(RETRY_SQL)?;
+        Ok(conn.query_one(&stmt, &[&id])?.get(0))
+    }
+
+    /// Rescues running jobs whose lease expired (their worker died or hangs): available again
+    /// with the attempt counted, or dead when attempts are exhausted. Also deletes kept
+    /// completed jobs past their retention. Returns how many jobs were rescued. Worker pools
+    /// run it on a timer.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let rescued = broker.rescue_jobs()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn rescue_jobs(&self) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(RESCUE_SQL)?;
+        Ok(conn.query_one(&stmt, &[])?.get::<_, i32>(0) as u64)
+    }
+
+    /// Registers `waiter` as idle on `queue` (producers then send a wake-up), or unregisters.
+    pub(crate) fn set_waiting(&self, queue: &str, waiter: &str, waiting: bool) -> Result<()> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(if waiting { WAIT_SQL } else { STOP_WAIT_SQL })?;
+        conn.execute(&stmt, &[&queue, &waiter])?;
+        Ok(())
+    }
+}

@@ -1,0 +1,636 @@
+//! The queue's source for the shared worker pool: a fetch thread claiming batches (bounded by
+//! the queue's concurrency) and waking on LISTEN or a poll timer, and a heartbeat thread
+//! extending leases of claimed jobs, noticing cancellations and rescuing expired leases.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{after, select, Receiver, Sender};
+
+use super::context::{JobContext, Outcome};
+use super::{validate_queue, ClaimedJob, JobId, WAKE_CHANNEL};
+use crate::notify::{Event, Listener};
+use crate::worker::{HandlerResult, Source, SourceContext, Stats, Task};
+use crate::{Broker, Error, ErrorKind, Result, WorkerPoolBuilder};
+
+type JobHandler = Arc<dyn Fn(&JobContext) -> HandlerResult + Send + Sync>;
+
+/// How a worker pool runs one queue. Each setter documents its default.
+///
+/// # Examples
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use pgbroker::queue::QueueOptions;
+///
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// let pool = broker
+///     .worker_pool()
+///     .queue_with(
+///         QueueOptions::new("reports")
+///             .concurrency(2)
+///             .lease(Duration::from_secs(300))
+///             .keep_completed(Duration::from_secs(24 * 3600)),
+///         |job| Ok(()),
+///     )
+///     .start()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueueOptions {
+    queue: String,
+    concurrency: usize,
+    lease: Duration,
+    heartbeat: Option<Duration>,
+    poll_interval: Duration,
+    rescue_interval: Duration,
+    keep_completed: Option<Duration>,
+    worker_name: Option<String>,
+}
+
+impl QueueOptions {
+    /// Options for `queue` with every setting at its default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let opts = pgbroker::queue::QueueOptions::new("emails").concurrency(8);
+    /// ```
+    pub fn new(queue: &str) -> QueueOptions {
+        QueueOptions {
+            queue: queue.to_owned(),
+            concurrency: 1,
+            lease: Duration::from_secs(60),
+            heartbeat: None,
+            poll_interval: Duration::from_secs(1),
+            rescue_interval: Duration::from_secs(30),
+            keep_completed: None,
+            worker_name: None,
+        }
+    }
+
+    /// How many jobs of this queue run at once in this pool; also how many are claimed ahead
+    /// (bounded prefetch). They share the pool's threads with other work. Default 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let opts = pgbroker::queue::QueueOptions::new("emails").concurrency(4);
+    /// ```
+    pub fn concurrency(mut self, n: usize) -> QueueOptions {
+        self.concurrency = n;
+        self
+    }
+
+    /// How long a claimed job stays leased without a heartbeat; a worker that dies loses its
+    /// jobs to [`rescue`](crate::Broker::rescue_jobs) this long after its last heartbeat.
+    /// Default 60 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let opts = pgbroker::queue::QueueOptions::new("q").lease(std::time::Duration::from_secs(10));
+    /// ```
+    pub fn lease(mut self, lease: Duration) -> QueueOptions {
+        self.lease = lease;
+        self
+    }
+
+    /// How often leases of claimed jobs are extended (and cancellations noticed). Default a
+    /// third of the lease; must be shorter than the lease.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = pgbroker::queue::QueueOptions::new("q").heartbeat(Duration::from_millis(500));
+    /// ```
+    pub fn heartbeat(mut self, every: Duration) -> QueueOptions {
+        self.heartbeat = Some(every);
+        self
+    }
+
+    /// How often an idle pool looks for jobs without being woken (delayed jobs, retries, lost
+    /// notifications). Default 1 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = pgbroker::queue::QueueOptions::new("q").poll_interval(Duration::from_millis(200));
+    /// ```
+    pub fn poll_interval(mut self, every: Duration) -> QueueOptions {
+        self.poll_interval = every;
+        self
+    }
+
+    /// How often this pool runs [`rescue`](crate::Broker::rescue_jobs) (for every queue).
+    /// Default 30 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = pgbroker::queue::QueueOptions::new("q").rescue_interval(Duration::from_secs(5));
+    /// ```
+    pub fn rescue_interval(mut self, every: Duration) -> QueueOptions {
+        self.rescue_interval = every;
+        self
+    }
+
+    /// Keeps completed jobs (state `completed`, with the handler's
+    /// [result](JobContext::set_result)) for this long instead of deleting them. Default: not
+    /// kept.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let opts = pgbroker::queue::QueueOptions::new("q").keep_completed(Duration::from_secs(3600));
+    /// ```
+    pub fn keep_completed(mut self, keep: Duration) -> QueueOptions {
+        self.keep_completed = Some(keep);
+        self
+    }
+
+    /// The worker name recorded on claimed jobs and in their error history. Default
+    /// `host/pid/queue/n`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let opts = pgbroker::queue::QueueOptions::new("q").worker_name("billing-7");
+    /// ```
+    pub fn worker_name(mut self, name: impl Into<String>) -> QueueOptions {
+        self.worker_name = Some(name.into());
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        validate_queue(&self.queue)?;
+        let bad = |msg: String| Err(Error::new(ErrorKind::Config, msg));
+        if self.concurrency == 0 {
+            return bad(format!(
+                "queue {:?}: concurrency must be at least 1",
+                self.queue
+            ));
+        }
+        if self.lease < Duration::from_millis(100) {
+            return bad(format!(
+                "queue {:?}: lease must be at least 100 ms",
+                self.queue
+            ));
+        }
+        if self.heartbeat_every() >= self.lease || self.heartbeat_every().is_zero() {
+            return bad(format!(
+                "queue {:?}: heartbeat must be shorter than the lease",
+                self.queue
+            ));
+        }
+        if self.poll_interval.is_zero() || self.rescue_interval.is_zero() {
+            return bad(format!(
+                "queue {:?}: poll and rescue intervals must not be zero",
+                self.queue
+            ));
+        }
+        Ok(())
+    }
+
+    fn heartbeat_every(&self) -> Duration {
+        self.heartbeat.unwrap_or(self.lease / 3)
+    }
+}
+
+impl WorkerPoolBuilder {
+    /// Runs `handler` for jobs of `queue`, at most `concurrency` at a time, on the pool's
+    /// threads. `Ok(())` completes a job; an error or panic fails the attempt (retried with
+    /// backoff, dead after the last attempt). See [`JobContext`] for other outcomes and
+    /// [`queue_with`](Self::queue_with) for more options.
+    ///
+    /// [`start`](Self::start) fails with [`ErrorKind::InvalidName`] for a bad queue name and
+    /// [`ErrorKind::Config`] for a concurrency of 0.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .threads(8)
+    ///     .queue("emails", 6, |job| {
+    ///         println!("email {}", job.payload());
+    ///         Ok(())
+    ///     })
+    ///     .queue("reports", 2, |job| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn queue<F>(self, queue: &str, concurrency: usize, handler: F) -> Self
+    where
+        F: Fn(&JobContext) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.queue_with(QueueOptions::new(queue).concurrency(concurrency), handler)
+    }
+
+    /// Runs `handler` for jobs of a queue with the given [`QueueOptions`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pgbroker::queue::QueueOptions;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .queue_with(QueueOptions::new("emails").concurrency(4), |job| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn queue_with<F>(self, options: QueueOptions, handler: F) -> Self
+    where
+        F: Fn(&JobContext) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.source(Box::new(QueueSource {
+            options,
+            handler: Arc::new(handler),
+        }))
+    }
+}
+
+struct QueueSource {
+    options: QueueOptions,
+    handler: JobHandler,
+}
+
+/// A claimed job not yet finished: its fencing attempt and its cancellation flag.
+struct Inflight {
+    attempt: i32,
+    cancelled: Arc<AtomicBool>,
+}
+
+struct Shared {
+    broker: Broker,
+    opts: QueueOptions,
+    handler: JobHandler,
+    worker: String,
+    stats: Arc<Stats>,
+    inflight: Mutex<HashMap<JobId, Inflight>>,
+    permits: Sender<()>,
+}
+
+impl Shared {
+    fn inflight(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Inflight>> {
+        self.inflight.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn default_worker_name(queue: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!("{host}/{}/{queue}/{n}", std::process::id())
+}
+
+impl Source for QueueSource {
+    fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>> {
+        let opts = self.options;
+        opts.check()?;
+        let listener = ctx.broker.listen(WAKE_CHANNEL)?;
+        let (permit_tx, permit_rx) = crossbeam_channel::bounded(opts.concurrency);
+        for _ in 0..opts.concurrency {
+            let _ = permit_tx.send(());
+        }
+        let shared = Arc::new(Shared {
+            broker: ctx.broker.clone(),
+            worker: opts
+                .worker_name
+                .clone()
+                .unwrap_or_else(|| default_worker_name(&opts.queue)),
+            opts,
+            handler: self.handler,
+            stats: ctx.stats.clone(),
+            inflight: Mutex::new(HashMap::new()),
+            permits: permit_tx,
+        });
+        let queue = shared.opts.queue.clone();
+        // The heartbeat outlives the fetch thread: handlers still running during the shutdown
+        // grace period keep their leases. It ends once nothing is in flight.
+        {
+            let shared = shared.clone();
+            let ctx = ctx.clone();
+            std::thread::Builder::new()
+                .name(format!("pgbroker-lease-{queue}"))
+                .spawn(move || heartbeat_loop(&shared, &ctx))?;
+        }
+        let fetch = std::thread::Builder::new()
+            .name(format!("pgbroker-queue-{queue}"))
+            .spawn(move || fetch_loop(&shared, &ctx, &listener, &permit_rx))?;
+        Ok(vec![fetch])
+    }
+}
+
+fn fetch_loop(
+    shared: &Arc<Shared>,
+    ctx: &SourceContext,
+    listener: &Listener,
+    permits: &Receiver<()>,
+) {
+    let queue = shared.opts.queue.as_str();
+    let mut waiting = false;
+    let mut failures: u32 = 0;
+    'outer: while !ctx.is_stopping() {
+        // Claim only as many jobs as there are free slots: bounded prefetch.
+        let mut n: usize = select! {
+            recv(permits) -> p => match p {
+                Ok(()) => 1,
+                Err(_) => break,
+            },
+            recv(ctx.stop_signal()) -> _ => break,
+        };
+        while n < shared.opts.concurrency && permits.try_recv().is_ok() {
+            n += 1;
+        }
+        let claimed = shared
+            .broker
+            .claim_jobs(queue, &shared.worker, n, shared.opts.lease);
+        let jobs = match claimed {
+            Ok(jobs) => {
+                failures = 0;
+                jobs
+            }
+            Err(e) => {
+                for _ in 0..n {
+                    let _ = shared.permits.send(());
+                }
+                failures += 1;
+                log::warn!("pgbroker queue {queue:?}: claiming failed: {e}");
+                let delay = shared.broker.config().reconnect_delay(failures - 1);
+                if !ctx.sleep(delay) {
+                    break;
+                }
+                continue;
+            }
+        };
+        for _ in jobs.len()..n {
+            let _ = shared.permits.send(());
+        }
+        if jobs.is_empty() {
+            if !waiting {
+                // Register as idle, then claim once more before sleeping: a job enqueued in
+                // between is found by that claim or announced by a wake-up.
+                match shared.broker.set_waiting(queue, &shared.worker, true) {
+                    Ok(()) => waiting = true,
+                    Err(e) => {
+                        log::warn!("pgbroker queue {queue:?}: registering as idle failed: {e}");
+                        if !ctx.sleep(shared.opts.poll_interval) {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            let poll = after(shared.opts.poll_interval);
+            loop {
+                select! {
+                    recv(listener.receiver()) -> ev => match ev {
+                        Ok(Event::Notification(n)) if n.payload() == queue => break,
+                        Ok(Event::Reconnected { .. }) => break, // wake-ups were lost: re-scan
+                        Ok(_) => continue,
+                        Err(_) => {
+                            if !ctx.sleep(shared.opts.poll_interval) {
+                                break 'outer;
+                            }
+                            break;
+                        }
+                    },
+                    recv(ctx.stop_signal()) -> _ => break 'outer,
+                    recv(poll) -> _ => {
+                        waiting = false; // refresh the registration next round
+                        break;
+                    }
+                }
+            }
+            // Wake-ups that piled up meanwhile are all answered by the next claim.
+            while listener.try_recv().is_some() {}
+            continue;
+        }
+        if waiting {
+            if let Err(e) = shared.broker.set_waiting(queue, &shared.worker, false) {
+                log::debug!("pgbroker queue {queue:?}: unregistering as idle failed: {e}");
+            }
+            waiting = false;
+        }
+        // Guards first: a job not handed to a worker is released when its guard drops.
+        let mut guards: Vec<JobGuard> = {
+            let mut inflight = shared.inflight();
+            jobs.into_iter()
+                .map(|job| {
+                    let cancelled = Arc::new(AtomicBool::new(false));
+                    inflight.insert(
+                        job.id,
+                        Inflight {
+                            attempt: job.attempt,
+                            cancelled: cancelled.clone(),
+                        },
+                    );
+                    JobGuard {
+                        shared: shared.clone(),
+                        id: job.id,
+                        job: Some(job),
+                        cancelled,
+                    }
+                })
+                .collect()
+        };
+        guards.reverse();
+        while let Some(guard) = guards.pop() {
+            let task = Task::new(move || guard.run());
+            if !ctx.submit(task) {
+                break 'outer; // the rest are released as `guards` drops
+            }
+        }
+    }
+    if waiting {
+        let _ = shared.broker.set_waiting(queue, &shared.worker, false);
+    }
+}
+
+fn heartbeat_loop(shared: &Shared, ctx: &SourceContext) {
+    let every = shared.opts.heartbeat_every();
+    let mut last_beat = Instant::now();
+    let mut last_rescue: Option<Instant> = None;
+    let mut stopped_at: Option<Instant> = None;
+    let give_up = shared.broker.config().shutdown_grace() + shared.opts.lease;
+    loop {
+        if ctx.is_stopping() {
+            let since = *stopped_at.get_or_insert_with(Instant::now);
+            if shared.inflight().is_empty() || since.elapsed() > give_up {
+                return;
+            }
+        } else if last_rescue.map_or(true, |t| t.elapsed() >= shared.opts.rescue_interval) {
+            match shared.broker.rescue_jobs() {
+                Ok(0) => {}
+                Ok(n) => log::info!("pgbroker: rescued {n} job(s) whose lease expired"),
+                Err(e) => log::warn!("pgbroker: rescuing jobs failed: {e}"),
+            }
+            last_rescue = Some(Instant::now());
+        }
+        if last_beat.elapsed() >= every {
+            last_beat = Instant::now();
+            beat(shared);
+        }
+        std::thread::sleep(every.min(Duration::from_millis(50)));
+    }
+}
+
+/// Extends the leases of in-flight jobs; flags those no longer held as cancelled.
+fn beat(shared: &Shared) {
+    let (ids, attempts): (Vec<JobId>, Vec<i32>) = shared
+        .inflight()
+        .iter()
+        .map(|(id, f)| (*id, f.attempt))
+        .unzip();
+    if ids.is_empty() {
+        return;
+    }
+    match shared
+        .broker
+        .extend_leases(&ids, &attempts, shared.opts.lease)
+    {
+        Ok(held) => {
+            let held: std::collections::HashSet<JobId> = held.into_iter().collect();
+            let inflight = shared.inflight();
+            for id in ids.iter().filter(|id| !held.contains(id)) {
+                if let Some(f) = inflight.get(id) {
+                    f.cancelled.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        Err(e) => log::warn!(
+            "pgbroker queue {:?}: extending leases failed: {e}",
+            shared.opts.queue
+        ),
+    }
+}
+
+/// Owns one claimed job from claim to outcome. Dropped without running (pool shutdown, or
+/// never handed to a worker), it releases the job: available again, the attempt not counted.
+struct JobGuard {
+    shared: Arc<Shared>,
+    id: JobId,
+    job: Option<ClaimedJob>,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl JobGuard {
+    fn run(mut self) {
+        let Some(job) = self.job.take() else { return };
+        let shared = self.shared.clone();
+        let ctx = JobContext::new(
+            job,
+            shared.broker.clone(),
+            self.cancelled.clone(),
+            shared.opts.keep_completed,
+        );
+        let what = format!("queue {:?} job {}", shared.opts.queue, ctx.id());
+        let handler = shared.handler.clone();
+        let res = shared.stats.run_handler(&what, || handler(&ctx));
+        finish(&shared, &ctx, res);
+    }
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            if let Err(e) = with_retries(|| self.shared.broker.release_job(&job).map(drop)) {
+                log::warn!(
+                    "pgbroker: releasing job {} failed (it is rescued when its lease expires): {e}",
+                    job.id
+                );
+            }
+        }
+        self.shared.inflight().remove(&self.id);
+        let _ = self.shared.permits.send(());
+    }
+}
+
+/// Records the handler's outcome. A job no longer running under this claim (cancelled,
+/// rescued) is left alone by the fenced SQL functions.
+fn finish(shared: &Shared, ctx: &JobContext, res: std::result::Result<(), Error>) {
+    let broker = &shared.broker;
+    let job = ctx.claimed();
+    let outcome = ctx.take_outcome();
+    let recorded = match (res, outcome) {
+        (_, Some(Outcome::Done)) => Ok(()),
+        (Ok(()), None) => {
+            let result = ctx.take_result();
+            with_retries(|| {
+                broker
+                    .complete_with(
+                        std::slice::from_ref(job),
+                        result.as_ref(),
+                        shared.opts.keep_completed,
+                    )
+                    .map(drop)
+            })
+        }
+        (Ok(()), Some(Outcome::Snooze(d))) => {
+            with_retries(|| broker.snooze_job(job.id, job.attempt, d).map(drop))
+        }
+        (Ok(()), Some(Outcome::Discard(reason))) => with_retries(|| {
+            broker
+                .fail_with(
+                    job.id,
+                    job.attempt,
+                    &format!("discarded: {reason}"),
+                    None,
+                    true,
+                )
+                .map(drop)
+        }),
+        (Err(e), _) => {
+            let text = match std::error::Error::source(&e) {
+                Some(cause) => cause.to_string(),
+                None => e.to_string(),
+            };
+            with_retries(|| {
+                broker
+                    .fail_with(job.id, job.attempt, &text, None, false)
+                    .map(drop)
+            })
+        }
+    };
+    if let Err(e) = recorded {
+        log::error!(
+            "pgbroker: recording the outcome of job {} failed (it runs again when its lease \
+             expires): {e}",
+            job.id
+        );
+    }
+}
+
+/// Runs `f`, retrying transient failures (connection lost, pool timeout) a few times.
+fn with_retries(mut f: impl FnMut() -> Result<()>) -> Result<()> {
+    let mut delay = Duration::from_millis(50);
+    for _ in 0..4 {
+        match f() {
+            Err(e) if e.is_transient() => {
+                std::thread::sleep(delay);
+                delay *= 2;
+            }
+            other => return other,
+        }
+    }
+    f()
+}

@@ -1,0 +1,244 @@
+//! Enqueueing: one job on a pooled connection (one round trip on a cached prepared statement),
+//! in the caller's transaction, or many with binary `COPY`.
+
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
+use postgres::Transaction;
+
+use super::job::Job;
+use super::{secs, JobId, JobPayload};
+use crate::{Broker, Error, Result};
+
+const ENQUEUE_SQL: &str = "SELECT pgbroker.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, \
+     make_interval(secs => $7), make_interval(secs => $8), make_interval(secs => $9))";
+
+const ENQUEUE_TYPES: [Type; 9] = [
+    Type::TEXT,
+    Type::JSONB,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+    Type::INT4,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::FLOAT8,
+];
+
+/// The parameters of `ENQUEUE_SQL` for a checked job.
+struct Params<'a> {
+    payload: &'a serde_json::Value,
+    delay: Option<f64>,
+    base: Option<f64>,
+    max: Option<f64>,
+}
+
+impl<'a> Params<'a> {
+    fn new(job: &'a Job) -> Result<Params<'a>> {
+        let payload = job.checked()?;
+        Ok(Params {
+            payload,
+            delay: job.delay.map(secs),
+            base: job.backoff.map(|b| secs(b.0)),
+            max: job.backoff.map(|b| secs(b.1)),
+        })
+    }
+
+    fn values<'b>(&'b self, job: &'b Job, max_attempts: &'b i32) -> [&'b (dyn ToSql + Sync); 9] {
+        [
+            &job.queue,
+            self.payload,
+            &job.priority,
+            &job.run_at,
+            max_attempts,
+            &job.unique_key,
+            &self.delay,
+            &self.base,
+            &self.max,
+        ]
+    }
+}
+
+const BATCH_TABLE_SQL: &str = "CREATE TEMP TABLE IF NOT EXISTS pgbroker_enqueue_batch (
+        queue text, payload jsonb, priority int4, run_at timestamptz, delay float8,
+        max_attempts int4, unique_key text, backoff_base float8, backoff_max float8
+    ) ON COMMIT DELETE ROWS;
+    SET LOCAL client_min_messages = warning;
+    TRUNCATE pgbroker_enqueue_batch";
+
+const BATCH_COPY_SQL: &str = "COPY pgbroker_enqueue_batch FROM STDIN (FORMAT binary)";
+
+const BATCH_INSERT_SQL: &str = "WITH ins AS (
+        INSERT INTO pgbroker.jobs (queue, payload, priority, run_at, max_attempts, unique_key,
+                                   backoff_base, backoff_max)
+        SELECT queue, payload, priority,
+               coalesce(run_at, now()) + make_interval(secs => coalesce(delay, 0)),
+               max_attempts, unique_key,
+               make_interval(secs => backoff_base), make_interval(secs => backoff_max)
+          FROM pgbroker_enqueue_batch
+        ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL
+                                          AND state IN ('available', 'running')
+        DO NOTHING
+        RETURNING queue, run_at
+    )
+    SELECT count(*), (SELECT count(pgbroker.wake(q))
+                        FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) AS w(q))
+      FROM ins";
+
+impl Broker {
+    /// Enqueues a job with default options on `queue`; returns its id. Committed when this
+    /// returns. One round trip on a cached prepared statement.
+    ///
+    /// Fails before writing anything with [`ErrorKind::InvalidName`](crate::ErrorKind) for a
+    /// bad queue name and [`ErrorKind::Serialize`](crate::ErrorKind) for a payload that is not
+    /// JSON.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let id = broker.enqueue("emails", &serde_json::json!({"to": "a@example.com"}))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue<P: JobPayload + ?Sized>(&self, queue: &str, payload: &P) -> Result<JobId> {
+        self.enqueue_job(&Job::new(queue, payload))
+    }
+
+    /// Enqueues `job` with its options; returns its id, or for a [unique](Job::unique_key)
+    /// job that is already available or running, that job's id.
+    ///
+    /// Fails before writing anything with [`ErrorKind::InvalidName`](crate::ErrorKind),
+    /// [`ErrorKind::Serialize`](crate::ErrorKind) or
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind) (`max_attempts` 0, NUL in the payload).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pgbroker::queue::Job;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let a = broker.enqueue_job(&Job::new("sync", "{}").unique_key("account:7"))?;
+    /// let b = broker.enqueue_job(&Job::new("sync", "{}").unique_key("account:7"))?;
+    /// assert_eq!(a, b);
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue_job(&self, job: &Job) -> Result<JobId> {
+        let params = Params::new(job)?;
+        let max_attempts = job.max_attempts_i32();
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(ENQUEUE_SQL)?;
+        let row = conn
+            .query_one(&stmt, &params.values(job, &max_attempts))
+            .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
+        Ok(row.get(0))
+    }
+
+    /// Enqueues `job` in the caller's transaction: it exists (and workers are woken) only if
+    /// and when `tx` commits. Checks as [`enqueue_job`](Self::enqueue_job) does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pgbroker::queue::Job;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// tx.execute("INSERT INTO users (email) VALUES ('a@example.com')", &[])?;
+    /// broker.enqueue_in(&mut tx, &Job::new("welcome-email", r#"{"email":"a@example.com"}"#))?;
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue_in(&self, tx: &mut Transaction<'_>, job: &Job) -> Result<JobId> {
+        let params = Params::new(job)?;
+        let max_attempts = job.max_attempts_i32();
+        let values = params.values(job, &max_attempts);
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = values
+            .iter()
+            .zip(ENQUEUE_TYPES.iter())
+            .map(|(v, t)| (*v, t.clone()))
+            .collect();
+        // query_typed: one round trip, nothing prepared on a connection we do not own.
+        let rows = tx
+            .query_typed(ENQUEUE_SQL, &typed)
+            .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
+        Ok(rows[0].get(0))
+    }
+
+    /// Enqueues many jobs in one transaction with binary `COPY`; returns how many were
+    /// written (unique jobs that already exist, or repeat a key earlier in the batch, are
+    /// skipped). All jobs are checked before anything is sent; any failure writes nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pgbroker::queue::Job;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let jobs: Vec<Job> = (0..10_000)
+    ///     .map(|i| Job::new("thumbnails", &serde_json::json!({"image": i})))
+    ///     .collect();
+    /// assert_eq!(broker.enqueue_batch(&jobs)?, 10_000);
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue_batch(&self, jobs: &[Job]) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction()?;
+        let n = self.enqueue_batch_in(&mut tx, jobs)?;
+        tx.commit()?;
+        Ok(n)
+    }
+
+    /// [`enqueue_batch`](Self::enqueue_batch) in the caller's transaction.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pgbroker::queue::Job;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// broker.enqueue_batch_in(&mut tx, &[Job::new("a", "1"), Job::new("b", "2")])?;
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue_batch_in(&self, tx: &mut Transaction<'_>, jobs: &[Job]) -> Result<u64> {
+        let params = jobs.iter().map(Params::new).collect::<Result<Vec<_>>>()?;
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        tx.batch_execute(BATCH_TABLE_SQL)?;
+        let sink = tx.copy_in(BATCH_COPY_SQL)?;
+        let types = [
+            Type::TEXT,
+            Type::JSONB,
+            Type::INT4,
+            Type::TIMESTAMPTZ,
+            Type::FLOAT8,
+            Type::INT4,
+            Type::TEXT,
+            Type::FLOAT8,
+            Type::FLOAT8,
+        ];
+        let mut writer = BinaryCopyInWriter::new(sink, &types);
+        for (job, p) in jobs.iter().zip(&params) {
+            let max_attempts = job.max_attempts_i32();
+            writer.write(&[
+                &job.queue,
+                p.payload,
+                &job.priority,
+                &job.run_at,
+                &p.delay,
+                &max_attempts,
+                &job.unique_key,
+                &p.base,
+                &p.max,
+            ])?;
+        }
+        writer.finish()?;
+        let row = tx.query_one(BATCH_INSERT_SQL, &[])?;
+        let n: i64 = row.get(0);
+        Ok(n as u64)
+    }
+}
