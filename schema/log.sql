@@ -243,10 +243,10 @@ BEGIN
     IF start_at IS NULL OR start_at = 'end' THEN
         -- Everything below the horizon is history; in-progress transactions are delivered.
         c_tx := pg_snapshot_xmin(pg_current_snapshot());
-        c_id := -1;
+        c_id := 0;
     ELSIF start_at = 'beginning' THEN
         c_tx := '0'::xid8;
-        c_id := -1;
+        c_id := 0;
     ELSIF start_at ~ '^[0-9]{1,19}-[0-9]{1,19}$' THEN
         c_tx := split_part(start_at, '-', 1)::xid8;
         c_id := split_part(start_at, '-', 2)::bigint;

@@ -42,6 +42,7 @@ pub mod notify;
 mod pool;
 mod schema;
 mod temp_postgres;
+pub mod topic;
 mod worker;
 
 pub use broker::Broker;
@@ -51,6 +52,7 @@ pub use notify::{Event, Listener, Notification, Payload, TableOp};
 pub use pool::{CachedClient, PooledConn};
 pub use schema::{schema_sql, SCHEMA_VERSION};
 pub use temp_postgres::{TempPostgres, TempPostgresBuilder};
+pub use topic::{Batch, EventId, LogEvent, NewEvent, Position};
 pub use worker::{BoxError, HandlerResult, StatsSnapshot, WorkerPool, WorkerPoolBuilder};
 
 /// Re-exported so users name the same `postgres` types pgbroker uses.
