@@ -241,9 +241,15 @@ BEGIN
         RETURN false;
     END IF;
     IF start_at IS NULL OR start_at = 'end' THEN
-        -- Everything below the horizon is history; in-progress transactions are delivered.
-        c_tx := pg_snapshot_xmin(pg_current_snapshot());
-        c_id := 0;
+        -- Everything committed now is history: start after the last visible event, or at the
+        -- horizon when that is later. (Events of a transaction still open now and older than
+        -- the last visible event are skipped; use 'beginning' or a position to have them.)
+        SELECT e.tx, e.id INTO c_tx, c_id FROM pgbroker.events e
+         ORDER BY e.tx DESC, e.id DESC LIMIT 1;
+        IF c_tx IS NULL OR c_tx < pg_snapshot_xmin(pg_current_snapshot()) THEN
+            c_tx := pg_snapshot_xmin(pg_current_snapshot());
+            c_id := 0;
+        END IF;
     ELSIF start_at = 'beginning' THEN
         c_tx := '0'::xid8;
         c_id := 0;
