@@ -216,6 +216,28 @@ fn sql_and_rust_paths_agree() {
     union.dedup();
     assert_eq!(union.len(), topics.len());
 
+    // The worker pool's consumers (prepared statement on their own connection) agree too.
+    from_beginning(&broker, "pooled", &patterns);
+    let consumed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = consumed.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription("pooled", move |batch| {
+            let mut s = sink.lock().unwrap();
+            for e in batch.events() {
+                s.push((e.id().get(), e.topic().to_owned(), e.payload().clone()));
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        consumed.lock().unwrap().len() >= expected.len()
+    }));
+    pool.shutdown().unwrap();
+    assert_eq!(*consumed.lock().unwrap(), sql_read(&mut c, "sql", 0));
+
     // Acks through SQL and Rust move the same cursors.
     let first = broker.read("sql", 1).unwrap().events()[0].position();
     c.execute(

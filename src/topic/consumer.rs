@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use postgres::Client;
 
-use super::read::{read_events, READ_SQL};
+use super::read::{read_events, READ_SETTINGS, READ_SQL};
 use super::{validate_subscription, Batch, EventId, LogEvent, RetryPolicy, WAKEUP_CHANNEL};
 use crate::notify::Event;
 use crate::worker::{Source, SourceContext, Task};
@@ -392,6 +392,7 @@ impl PartitionConsumer {
 
     /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails.
     fn consume(&self, client: &mut Client) -> Result<()> {
+        client.batch_execute(READ_SETTINGS)?;
         let read = client.prepare(READ_SQL)?;
         let ack = client.prepare(super::read::ACK_SQL)?;
         let part = self.partition as i32;

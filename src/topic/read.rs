@@ -11,8 +11,17 @@ use crate::{Broker, Error, ErrorKind, Result};
 /// The most events one read returns.
 pub const MAX_READ: usize = 10_000;
 
-/// The body of `pgbroker.read()` (schema/log.sql), with `tx` as text for the Rust side. Keep the
-/// two in step; a test compares them.
+/// The pull API reads through the SQL function, whose settings give the right plan.
+const READ_FN_SQL: &str = "SELECT id, topic, payload, headers, key, tx::text, created_at \
+                           FROM pgbroker.read($1, $2, $3)";
+
+/// Planner settings for [`READ_SQL`], set on consumer connections (as `pgbroker.read()` sets them
+/// for its body): walk the `(tx, id)` index in order and stop at the limit.
+pub(crate) const READ_SETTINGS: &str =
+    "SET enable_sort = off; SET enable_bitmapscan = off; SET jit = off";
+
+/// The body of `pgbroker.read()` (schema/log.sql), with `tx` as text for the Rust side, prepared
+/// once per consumer connection. Keep the two in step; a test compares them.
 pub(crate) const READ_SQL: &str = "\
 SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx::text, e.created_at
   FROM pgbroker.subscription_cursors c
@@ -146,8 +155,12 @@ impl Broker {
         validate_subscription(subscription)?;
         check_max(max)?;
         let mut conn = self.conn()?;
-        let stmt = conn.statement(READ_SQL)?;
-        let events = read_events(&mut **conn, &stmt, subscription, partition, max)?;
+        let stmt = conn.statement(READ_FN_SQL)?;
+        let rows = conn.query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])?;
+        let events = rows
+            .iter()
+            .map(LogEvent::from_row)
+            .collect::<Result<Vec<_>>>()?;
         if events.is_empty()
             && conn
                 .query_opt(EXISTS_SQL, &[&subscription, &(partition as i32)])?
