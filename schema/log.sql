@@ -1,1 +1,552 @@
--- Durable topics (event log): see src/log/. Filled in by the log module.
+-- Durable topics (event log): see src/topic/.
+--
+-- Events are rows of pgbroker.events, one per published event whatever the number of
+-- subscribers. A subscription is a named set of topic patterns plus one cursor per partition.
+-- Reads are gap-free: only events of transactions below the xid8 horizon
+-- pg_snapshot_xmin(pg_current_snapshot()) are returned (every transaction below it has ended),
+-- ordered by (tx, id). A long-running writing transaction anywhere in the cluster therefore
+-- delays (never loses) delivery; pgbroker.subscription_lag() shows it.
+--
+-- From psql:
+--   SELECT pgbroker.subscribe('billing', ARRAY['orders.*']);
+--   SELECT pgbroker.publish('orders.created', '{"id": 1}');
+--   SELECT * FROM pgbroker.read('billing', 100);
+--   SELECT pgbroker.ack('billing', '<tx>', <id>);   -- the tx and id of the last event handled
+
+CREATE SEQUENCE IF NOT EXISTS pgbroker.events_id_seq AS bigint CACHE 1;
+
+-- Partitioned by day (UTC) on created_at so retention drops whole partitions.
+CREATE TABLE IF NOT EXISTS pgbroker.events (
+    id         bigint      NOT NULL DEFAULT nextval('pgbroker.events_id_seq'),
+    topic      text        NOT NULL,
+    payload    jsonb       NOT NULL,
+    headers    jsonb,
+    key        text,
+    tx         xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    created_at timestamptz NOT NULL DEFAULT now()
+) PARTITION BY RANGE (created_at);
+
+CREATE INDEX IF NOT EXISTS events_tx_id ON pgbroker.events (tx, id);
+
+-- Catches rows no daily partition covers (maintenance not run for days): nothing is refused.
+CREATE TABLE IF NOT EXISTS pgbroker.events_default PARTITION OF pgbroker.events DEFAULT;
+
+CREATE TABLE IF NOT EXISTS pgbroker.subscriptions (
+    name         text        PRIMARY KEY,
+    patterns     text[]      NOT NULL,
+    topic_regex  text        NOT NULL,
+    partitions   integer     NOT NULL DEFAULT 1 CHECK (partitions BETWEEN 1 AND 1024),
+    expire_after interval,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+
+-- One cursor per partition: the (tx, id) of the last event acknowledged.
+CREATE TABLE IF NOT EXISTS pgbroker.subscription_cursors (
+    subscription text        NOT NULL REFERENCES pgbroker.subscriptions (name) ON DELETE CASCADE,
+    partition    integer     NOT NULL,
+    tx           xid8        NOT NULL,
+    id           bigint      NOT NULL,
+    active_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription, partition)
+);
+
+-- Events a reliable handler failed: retried on a schedule, then dead (kept for re-drive).
+-- The event is copied so retention cannot take it away.
+CREATE TABLE IF NOT EXISTS pgbroker.event_retries (
+    subscription text        NOT NULL REFERENCES pgbroker.subscriptions (name) ON DELETE CASCADE,
+    partition    integer     NOT NULL,
+    id           bigint      NOT NULL,
+    tx           xid8        NOT NULL,
+    topic        text        NOT NULL,
+    payload      jsonb       NOT NULL,
+    headers      jsonb,
+    key          text,
+    created_at   timestamptz NOT NULL,
+    attempt      integer     NOT NULL DEFAULT 1,
+    run_at       timestamptz NOT NULL,
+    dead         boolean     NOT NULL DEFAULT false,
+    last_error   text,
+    failed_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription, tx, id)
+);
+CREATE INDEX IF NOT EXISTS event_retries_due
+    ON pgbroker.event_retries (subscription, partition, run_at) WHERE NOT dead;
+
+-- Consumers that found nothing to read and wait for a wake-up. Publishing notifies only when
+-- this is non-empty, so busy consumers cost publishers no NOTIFY (whose commit lock serialises
+-- commits). Consumers fall back to polling, so a missed wake-up only adds latency.
+CREATE UNLOGGED TABLE IF NOT EXISTS pgbroker.log_waiters (
+    pid   integer     PRIMARY KEY,
+    since timestamptz NOT NULL DEFAULT now()
+);
+
+-- Validation --------------------------------------------------------------------------------
+
+-- Topic names: 1 to 255 bytes, dot-separated segments of letters, digits, '_' and '-'.
+CREATE OR REPLACE FUNCTION pgbroker.valid_topic(topic text) RETURNS boolean
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT topic IS NOT NULL AND octet_length(topic) BETWEEN 1 AND 255
+       AND topic ~ '^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$'
+$$;
+
+CREATE OR REPLACE FUNCTION pgbroker.check_topic(topic text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF NOT pgbroker.valid_topic(topic) THEN
+        RAISE EXCEPTION 'pgbroker: invalid topic name %: use 1 to 255 bytes of dot-separated '
+                        'segments of letters, digits, ''_'' and ''-''', quote_nullable(topic)
+            USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- Subscription names: 1 to 200 bytes of letters, digits, '_', '-', '.' and ':'.
+CREATE OR REPLACE FUNCTION pgbroker.check_subscription_name(name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF name IS NULL OR octet_length(name) NOT BETWEEN 1 AND 200
+       OR name !~ '^[A-Za-z0-9_.:-]+$' THEN
+        RAISE EXCEPTION 'pgbroker: invalid subscription name %', quote_nullable(name)
+            USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- Patterns: a topic name whose segments may be '*' (exactly one segment); the last segment may
+-- be '#' (any number of segments, including none: 'orders.#' matches 'orders' and 'orders.a.b').
+-- Returns one anchored regular expression matching any of the patterns.
+CREATE OR REPLACE FUNCTION pgbroker.topic_regex(patterns text[]) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    p     text;
+    segs  text[];
+    parts text[] := '{}';
+    re    text;
+    i     integer;
+BEGIN
+    IF patterns IS NULL OR cardinality(patterns) = 0 THEN
+        RAISE EXCEPTION 'pgbroker: a subscription needs at least one topic pattern'
+            USING ERRCODE = '22023';
+    END IF;
+    FOREACH p IN ARRAY patterns LOOP
+        IF p IS NULL OR octet_length(p) NOT BETWEEN 1 AND 255 THEN
+            RAISE EXCEPTION 'pgbroker: invalid topic pattern %', quote_nullable(p)
+                USING ERRCODE = '22023';
+        END IF;
+        segs := string_to_array(p, '.');
+        re := '';
+        FOR i IN 1 .. cardinality(segs) LOOP
+            IF segs[i] = '#' AND i = cardinality(segs) THEN
+                re := CASE WHEN i = 1 THEN '.*' ELSE re || '(\.[^.]+)*' END;
+            ELSIF segs[i] = '*' THEN
+                re := re || CASE WHEN i > 1 THEN '\.' ELSE '' END || '[^.]+';
+            ELSIF segs[i] ~ '^[A-Za-z0-9_-]+$' THEN
+                re := re || CASE WHEN i > 1 THEN '\.' ELSE '' END || segs[i];
+            ELSE
+                RAISE EXCEPTION 'pgbroker: invalid topic pattern %: segments are names, ''*'', '
+                                'or a final ''#''', quote_literal(p)
+                    USING ERRCODE = '22023';
+            END IF;
+        END LOOP;
+        parts := parts || re;
+    END LOOP;
+    RETURN '^(' || array_to_string(parts, '|') || ')$';
+END
+$$;
+
+-- The partition of an event in a subscription with n partitions: by key, or by id without one.
+CREATE OR REPLACE FUNCTION pgbroker.event_partition(key text, id bigint, n integer)
+RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ((hashtextextended(coalesce(key, id::text), 0) & 9223372036854775807) % n)::integer
+$$;
+
+-- Publishing ----------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION pgbroker.events_wakeup() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgbroker.log_waiters) THEN
+        -- Constant payload: PostgreSQL folds the duplicates of one transaction into one.
+        PERFORM pg_notify('pgbroker_events', '');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER events_wakeup AFTER INSERT ON pgbroker.events
+    FOR EACH STATEMENT EXECUTE FUNCTION pgbroker.events_wakeup();
+
+CREATE OR REPLACE FUNCTION pgbroker.publish(
+    topic text,
+    payload jsonb,
+    headers jsonb DEFAULT NULL,
+    key text DEFAULT NULL
+) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    new_id bigint;
+BEGIN
+    PERFORM pgbroker.check_topic(topic);
+    IF payload IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: event payload must not be NULL' USING ERRCODE = '22004';
+    END IF;
+    IF headers IS NOT NULL AND jsonb_typeof(headers) <> 'object' THEN
+        RAISE EXCEPTION 'pgbroker: event headers must be a JSON object, got %',
+                        jsonb_typeof(headers) USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO pgbroker.events (topic, payload, headers, key)
+    VALUES (publish.topic, publish.payload, publish.headers, publish.key)
+    RETURNING id INTO new_id;
+    RETURN new_id;
+END
+$$;
+
+-- Subscriptions -------------------------------------------------------------------------------
+
+-- Creates a subscription, or updates the patterns (and expiry) of an existing one. start_at is
+-- 'end' (default: only events published from now on), 'beginning', or a position '<tx>-<id>'
+-- (events after it); it applies only when the subscription is created. Returns true when created.
+CREATE OR REPLACE FUNCTION pgbroker.subscribe(
+    name text,
+    patterns text[],
+    partitions integer DEFAULT 1,
+    start_at text DEFAULT 'end',
+    expire_after interval DEFAULT NULL
+) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    regex    text := pgbroker.topic_regex(patterns);
+    existing integer;
+    c_tx     xid8;
+    c_id     bigint;
+BEGIN
+    PERFORM pgbroker.check_subscription_name(name);
+    IF partitions IS NULL OR partitions NOT BETWEEN 1 AND 1024 THEN
+        RAISE EXCEPTION 'pgbroker: partitions must be between 1 and 1024, got %', partitions
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
+     WHERE s.name = subscribe.name FOR UPDATE;
+    IF FOUND THEN
+        IF existing <> partitions THEN
+            RAISE EXCEPTION 'pgbroker: subscription % has % partitions, not %: unsubscribe '
+                            'and subscribe again to change them', name, existing, partitions
+                USING ERRCODE = '22023';
+        END IF;
+        UPDATE pgbroker.subscriptions s
+           SET patterns = subscribe.patterns, topic_regex = regex,
+               expire_after = subscribe.expire_after, updated_at = now()
+         WHERE s.name = subscribe.name;
+        RETURN false;
+    END IF;
+    IF start_at IS NULL OR start_at = 'end' THEN
+        -- Everything committed now is history: start after the last visible event, or at the
+        -- horizon when that is later. (Events of a transaction still open now and older than
+        -- the last visible event are skipped; use 'beginning' or a position to have them.)
+        SELECT e.tx, e.id INTO c_tx, c_id FROM pgbroker.events e
+         ORDER BY e.tx DESC, e.id DESC LIMIT 1;
+        IF c_tx IS NULL OR c_tx < pg_snapshot_xmin(pg_current_snapshot()) THEN
+            c_tx := pg_snapshot_xmin(pg_current_snapshot());
+            c_id := 0;
+        END IF;
+    ELSIF start_at = 'beginning' THEN
+        c_tx := '0'::xid8;
+        c_id := 0;
+    ELSIF start_at ~ '^[0-9]{1,19}-[0-9]{1,19}$' THEN
+        c_tx := split_part(start_at, '-', 1)::xid8;
+        c_id := split_part(start_at, '-', 2)::bigint;
+    ELSE
+        RAISE EXCEPTION 'pgbroker: start_at must be ''end'', ''beginning'' or ''<tx>-<id>'', '
+                        'got %', quote_literal(start_at) USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO pgbroker.subscriptions (name, patterns, topic_regex, partitions, expire_after)
+    VALUES (name, patterns, regex, partitions, expire_after);
+    INSERT INTO pgbroker.subscription_cursors (subscription, partition, tx, id)
+    SELECT name, p, c_tx, c_id FROM generate_series(0, partitions - 1) p;
+    RETURN true;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION pgbroker.unsubscribe(name text) RETURNS boolean
+LANGUAGE sql AS $$
+    WITH d AS (DELETE FROM pgbroker.subscriptions s WHERE s.name = $1 RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM d)
+$$;
+
+-- Moves a partition's cursor anywhere (replay from an older position, or skip ahead).
+CREATE OR REPLACE FUNCTION pgbroker.seek(subscription text, tx xid8, id bigint,
+                                         part integer DEFAULT 0) RETURNS boolean
+LANGUAGE sql AS $$
+    WITH u AS (UPDATE pgbroker.subscription_cursors c SET tx = $2, id = $3, active_at = now()
+                WHERE c.subscription = $1 AND c.partition = $4 RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM u)
+$$;
+
+-- Reading -------------------------------------------------------------------------------------
+
+-- The next events of a subscription partition after its cursor, below the horizon, in (tx, id)
+-- order. Does not move the cursor: ack() does.
+--
+-- The planner cannot estimate the pattern and partition filters and would read and sort every
+-- unread event; the settings make it walk the (tx, id) index in order and stop at max
+-- (and keep JIT, triggered by the disabled sort's cost, out of a millisecond query).
+-- src/topic/read.rs runs the same query on consumer connections with the same settings.
+CREATE OR REPLACE FUNCTION pgbroker.read(subscription text, max integer, part integer DEFAULT 0)
+RETURNS TABLE (id bigint, topic text, payload jsonb, headers jsonb, key text, tx xid8,
+               created_at timestamptz)
+LANGUAGE sql STABLE
+SET enable_sort = off SET enable_bitmapscan = off SET jit = off
+AS $$
+    SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
+      FROM pgbroker.subscription_cursors c
+      JOIN pgbroker.subscriptions s ON s.name = c.subscription
+     CROSS JOIN LATERAL (
+           SELECT ev.* FROM pgbroker.events ev
+            WHERE (ev.tx, ev.id) > (c.tx, c.id)
+              AND ev.tx < pg_snapshot_xmin(pg_current_snapshot())
+              AND ev.topic ~ s.topic_regex
+              AND (s.partitions = 1
+                   OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
+            ORDER BY ev.tx, ev.id
+            LIMIT $2) e
+     WHERE c.subscription = $1 AND c.partition = $3
+     ORDER BY e.tx, e.id
+$$;
+
+-- Moves the cursor forward to (tx, id); never backwards (use seek for that). Returns whether the
+-- subscription partition exists.
+CREATE OR REPLACE FUNCTION pgbroker.ack(subscription text, tx xid8, id bigint,
+                                        part integer DEFAULT 0) RETURNS boolean
+LANGUAGE sql AS $$
+    WITH u AS (UPDATE pgbroker.subscription_cursors c
+                  SET tx = $2, id = $3, active_at = now()
+                WHERE c.subscription = $1 AND c.partition = $4
+                  AND (c.tx, c.id) < ($2, $3)
+                RETURNING 1),
+         e AS (SELECT 1 FROM pgbroker.subscription_cursors c
+                WHERE c.subscription = $1 AND c.partition = $4)
+    SELECT EXISTS (SELECT 1 FROM e)
+$$;
+
+-- Retries and dead letters ----------------------------------------------------------------------
+
+-- Puts every dead event of a subscription (or those with the given ids) back to be retried now.
+CREATE OR REPLACE FUNCTION pgbroker.redrive(subscription text, ids bigint[] DEFAULT NULL)
+RETURNS integer
+LANGUAGE sql AS $$
+    WITH u AS (UPDATE pgbroker.event_retries r
+                  SET dead = false, attempt = 0, run_at = now()
+                WHERE r.subscription = $1 AND r.dead AND ($2 IS NULL OR r.id = ANY ($2))
+                RETURNING 1)
+    SELECT count(*)::integer FROM u
+$$;
+
+-- Table mutation events -----------------------------------------------------------------------
+
+-- Trigger function: TG_ARGV[0] is the topic prefix '<schema>.<table>', TG_ARGV[1] the join
+-- condition pairing old_rows o and new_rows n on the primary key (updates only).
+CREATE OR REPLACE FUNCTION pgbroker.table_change_publish() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    head jsonb := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME);
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO pgbroker.events (topic, payload)
+        SELECT TG_ARGV[0] || '.insert',
+               head || jsonb_build_object('op', 'insert', 'row', to_jsonb(n))
+          FROM new_rows n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO pgbroker.events (topic, payload)
+        SELECT TG_ARGV[0] || '.delete',
+               head || jsonb_build_object('op', 'delete', 'old', to_jsonb(o))
+          FROM old_rows o;
+    ELSE
+        EXECUTE format(
+            'INSERT INTO pgbroker.events (topic, payload) '
+            'SELECT $1, $2 || jsonb_build_object(''op'', ''update'', ''row'', to_jsonb(n), '
+            '''old'', to_jsonb(o)) FROM new_rows n JOIN old_rows o ON %s', TG_ARGV[1])
+        USING TG_ARGV[0] || '.update', head;
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Publishes '<schema>.<table>.insert|update|delete' events for every changed row, in the
+-- changing transaction (statement-level triggers with transition tables). Updates carry the new
+-- row as "row" and the old one as "old", paired by primary key (required for 'update').
+-- Calling it again replaces the triggers.
+CREATE OR REPLACE FUNCTION pgbroker.publish_table_changes(
+    tbl regclass,
+    ops text[] DEFAULT ARRAY['insert', 'update', 'delete']
+) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    nsp    text;
+    rel    text;
+    prefix text;
+    cond   text;
+    op     text;
+BEGIN
+    SELECT n.nspname, c.relname INTO nsp, rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    prefix := nsp || '.' || rel;
+    IF NOT pgbroker.valid_topic(prefix || '.insert') THEN
+        RAISE EXCEPTION 'pgbroker: table % cannot name a topic (use letters, digits, _ and -)',
+                        tbl USING ERRCODE = '22023';
+    END IF;
+    IF ops IS NULL OR cardinality(ops) = 0
+       OR EXISTS (SELECT 1 FROM unnest(ops) o WHERE o NOT IN ('insert', 'update', 'delete')) THEN
+        RAISE EXCEPTION 'pgbroker: ops must be a non-empty subset of insert, update, delete'
+            USING ERRCODE = '22023';
+    END IF;
+    IF 'update' = ANY (ops) THEN
+        SELECT string_agg(format('o.%1$I IS NOT DISTINCT FROM n.%1$I', a.attname), ' AND ')
+          INTO cond
+          FROM pg_index i
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+         WHERE i.indrelid = tbl AND i.indisprimary;
+        IF cond IS NULL THEN
+            RAISE EXCEPTION 'pgbroker: update events of % need a primary key to pair old and '
+                            'new rows', tbl USING ERRCODE = '22023';
+        END IF;
+    END IF;
+    PERFORM pgbroker.unpublish_table_changes(tbl);
+    FOREACH op IN ARRAY ops LOOP
+        EXECUTE format(
+            'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
+            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L)',
+            'pgbroker_events_' || op, upper(op), tbl,
+            CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows'
+                    WHEN 'delete' THEN 'OLD TABLE AS old_rows'
+                    ELSE 'OLD TABLE AS old_rows NEW TABLE AS new_rows' END,
+            prefix, coalesce(cond, ''));
+    END LOOP;
+END
+$$;
+
+-- Removes the triggers publish_table_changes installed; returns whether there were any.
+CREATE OR REPLACE FUNCTION pgbroker.unpublish_table_changes(tbl regclass) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    t     text;
+    found boolean := false;
+BEGIN
+    FOR t IN SELECT tgname FROM pg_trigger
+              WHERE tgrelid = tbl AND tgname LIKE 'pgbroker\_events\_%' LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', t, tbl);
+        found := true;
+    END LOOP;
+    RETURN found;
+END
+$$;
+
+-- Maintenance ---------------------------------------------------------------------------------
+
+-- Creates the daily partitions (UTC days) covering [from_day, to_day]; returns how many it made.
+-- A day whose rows already sit in the default partition is skipped (with a warning).
+CREATE OR REPLACE FUNCTION pgbroker.create_event_partitions(from_day date, to_day date)
+RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    d       date;
+    name    text;
+    lo      timestamptz;
+    hi      timestamptz;
+    created integer := 0;
+BEGIN
+    FOR d IN SELECT generate_series(from_day, to_day, interval '1 day')::date LOOP
+        name := 'events_p' || to_char(d, 'YYYYMMDD');
+        CONTINUE WHEN to_regclass('pgbroker.' || name) IS NOT NULL;
+        lo := d::timestamp AT TIME ZONE 'UTC';
+        hi := (d + 1)::timestamp AT TIME ZONE 'UTC';
+        IF EXISTS (SELECT 1 FROM pgbroker.events_default
+                    WHERE created_at >= lo AND created_at < hi) THEN
+            RAISE WARNING 'pgbroker: events of % are in events_default; not partitioning it', d;
+            CONTINUE;
+        END IF;
+        EXECUTE format('CREATE TABLE pgbroker.%I PARTITION OF pgbroker.events '
+                       'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+        created := created + 1;
+    END LOOP;
+    RETURN created;
+END
+$$;
+
+-- Daily partitions: premake days ahead are created, partitions wholly older than retention are
+-- dropped (with their events, read or not), subscriptions unused for their expire_after are
+-- deleted, and stale waiter rows are cleared. Runs under an advisory lock: a concurrent call
+-- returns zeros at once.
+CREATE OR REPLACE FUNCTION pgbroker.log_maintain(
+    retention interval DEFAULT '7 days',
+    premake integer DEFAULT 3
+) RETURNS TABLE (created integer, dropped integer, expired integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    p      record;
+    today  date := (now() AT TIME ZONE 'UTC')::date;
+BEGIN
+    created := 0; dropped := 0; expired := 0;
+    IF NOT pg_try_advisory_xact_lock(hashtext('pgbroker.log_maintain')) THEN
+        RETURN NEXT;
+        RETURN;
+    END IF;
+    created := pgbroker.create_event_partitions(today, today + premake);
+    FOR p IN SELECT c.relname
+               FROM pg_inherits i
+               JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'pgbroker.events'::regclass
+                AND c.relname ~ '^events_p[0-9]{8}$'
+                AND ((to_date(substr(c.relname, 9), 'YYYYMMDD') + 1)::timestamp
+                     AT TIME ZONE 'UTC') <= now() - retention
+    LOOP
+        EXECUTE format('DROP TABLE pgbroker.%I', p.relname);
+        dropped := dropped + 1;
+    END LOOP;
+    WITH d AS (
+        DELETE FROM pgbroker.subscriptions s
+         WHERE s.expire_after IS NOT NULL
+           AND greatest(s.updated_at, (SELECT max(c.active_at) FROM pgbroker.subscription_cursors c
+                                        WHERE c.subscription = s.name))
+               < now() - s.expire_after
+        RETURNING 1)
+    SELECT count(*) INTO expired FROM d;
+    DELETE FROM pgbroker.log_waiters w
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid);
+    RETURN NEXT;
+END
+$$;
+
+SELECT pgbroker.create_event_partitions((now() AT TIME ZONE 'UTC')::date - 1,
+                                        (now() AT TIME ZONE 'UTC')::date + 3);
+
+-- Lag -----------------------------------------------------------------------------------------
+
+-- Per partition: matching events after the cursor (read or not yet readable), the age of the
+-- oldest of them, events not yet readable because the horizon is held back, and the oldest
+-- transaction holding the horizon (its pid and age) when there is one.
+CREATE OR REPLACE FUNCTION pgbroker.subscription_lag(subscription text)
+RETURNS TABLE (part integer, cursor_tx xid8, cursor_id bigint, events_behind bigint,
+               oldest_age interval, beyond_horizon bigint, horizon_pid integer,
+               horizon_age interval)
+LANGUAGE sql STABLE AS $$
+    WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin),
+    holder AS (
+        SELECT a.pid, now() - a.xact_start AS age
+          FROM pg_stat_activity a
+         WHERE a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid()
+         ORDER BY age(a.backend_xid) DESC LIMIT 1)
+    SELECT c.partition, c.tx, c.id,
+           count(ev.id), now() - min(ev.created_at),
+           count(ev.id) FILTER (WHERE ev.tx >= (SELECT xmin FROM h)),
+           (SELECT pid FROM holder), (SELECT age FROM holder)
+      FROM pgbroker.subscription_cursors c
+      JOIN pgbroker.subscriptions s ON s.name = c.subscription
+      LEFT JOIN pgbroker.events ev
+        ON (ev.tx, ev.id) > (c.tx, c.id) AND ev.topic ~ s.topic_regex
+       AND (s.partitions = 1
+            OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
+     WHERE c.subscription = $1
+     GROUP BY c.partition, c.tx, c.id
+     ORDER BY c.partition
+$$;

@@ -44,6 +44,7 @@ mod pool;
 pub mod queue;
 mod schema;
 mod temp_postgres;
+pub mod topic;
 mod worker;
 
 pub use broker::Broker;
@@ -55,6 +56,7 @@ pub use pool::{CachedClient, PooledConn};
 pub use queue::{Job, JobContext, JobEvent, JobId, JobState, JobWatcher, QueueOptions};
 pub use schema::{schema_sql, SCHEMA_VERSION};
 pub use temp_postgres::{TempPostgres, TempPostgresBuilder};
+pub use topic::{Batch, EventId, LogEvent, NewEvent, Position};
 pub use worker::{BoxError, HandlerResult, StatsSnapshot, WorkerPool, WorkerPoolBuilder};
 
 /// Re-exported so users name the same `postgres` types pgbroker uses.

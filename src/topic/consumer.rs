@@ -1,0 +1,603 @@
+//! Consuming subscriptions on the worker pool: one consumer thread per partition holding an
+//! advisory lock on its own connection, handlers run on the pool's workers.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use postgres::Client;
+
+use super::read::{read_events, READ_SETTINGS, READ_SQL};
+use super::{validate_subscription, Batch, EventId, LogEvent, RetryPolicy, WAKEUP_CHANNEL};
+use crate::notify::Event;
+use crate::worker::{Source, SourceContext, Task};
+use crate::{Error, HandlerResult, Result, WorkerPoolBuilder};
+
+type BatchHandler = Arc<dyn Fn(&Batch) -> HandlerResult + Send + Sync>;
+
+/// Returned (boxed) by a reliable handler to fail only some events of a batch: those go to
+/// retry, the others count as handled.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// use pgbroker::topic::FailedEvents;
+/// let pool = broker
+///     .worker_pool()
+///     .subscription("billing", |batch| {
+///         let bad: Vec<_> = batch
+///             .events()
+///             .iter()
+///             .filter(|e| e.payload()["amount"].is_null())
+///             .map(|e| e.id())
+///             .collect();
+///         if bad.is_empty() {
+///             Ok(())
+///         } else {
+///             Err(FailedEvents::new(bad, "amount missing").into())
+///         }
+///     })
+///     .start()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedEvents {
+    ids: Vec<EventId>,
+    message: String,
+}
+
+impl FailedEvents {
+    /// The events `ids` failed because of `message`.
+    pub fn new(ids: impl IntoIterator<Item = EventId>, message: impl Into<String>) -> Self {
+        FailedEvents {
+            ids: ids.into_iter().collect(),
+            message: message.into(),
+        }
+    }
+
+    /// The failed events.
+    pub fn ids(&self) -> &[EventId] {
+        &self.ids
+    }
+}
+
+impl std::fmt::Display for FailedEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} event(s) failed: {}", self.ids.len(), self.message)
+    }
+}
+
+impl std::error::Error for FailedEvents {}
+
+/// How a subscription is consumed on the worker pool.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// use std::time::Duration;
+/// use pgbroker::topic::{ConsumerOptions, RetryPolicy};
+/// let options = ConsumerOptions::new()
+///     .batch_size(500)
+///     .poll_interval(Duration::from_millis(200))
+///     .retry(RetryPolicy::new([Duration::from_secs(1), Duration::from_secs(60)]));
+/// let pool = broker
+///     .worker_pool()
+///     .subscription_with("billing", options, |batch| Ok(()))
+///     .start()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    batch_size: usize,
+    poll_interval: Duration,
+    lock_retry: Duration,
+    retry: RetryPolicy,
+    reliable: bool,
+}
+
+impl Default for ConsumerOptions {
+    fn default() -> Self {
+        ConsumerOptions {
+            batch_size: 100,
+            poll_interval: Duration::from_secs(1),
+            lock_retry: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+            reliable: true,
+        }
+    }
+}
+
+impl ConsumerOptions {
+    /// Reliable delivery with the defaults below.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most events per handler call. Default: 100 (clamped to 1..=10 000).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.batch_size = n.clamp(1, super::MAX_READ);
+        self
+    }
+
+    /// How often an idle consumer re-reads without a wake-up (wake-ups can be lost, and a
+    /// long transaction ending does not send one). Default: 1 s.
+    pub fn poll_interval(mut self, d: Duration) -> Self {
+        self.poll_interval = d;
+        self
+    }
+
+    /// How often a standby consumer tries to take over a partition another process holds.
+    /// Default: 1 s.
+    pub fn lock_retry(mut self, d: Duration) -> Self {
+        self.lock_retry = d;
+        self
+    }
+
+    /// The retry schedule of failed events. Default: [`RetryPolicy::default`].
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Fire-and-forget: a failed batch is logged and skipped, never retried. Default: false.
+    pub fn fire_and_forget(mut self, yes: bool) -> Self {
+        self.reliable = !yes;
+        self
+    }
+}
+
+impl WorkerPoolBuilder {
+    /// Consumes subscription `name` (which must exist, see
+    /// [`Broker::subscribe`](crate::Broker::subscribe)) reliably with default
+    /// [`ConsumerOptions`]: `handler` gets batches in log order; on `Ok` the cursor moves
+    /// past the batch, on `Err` (or a panic) the batch — or only the events of a
+    /// [`FailedEvents`] error — goes to the retry table and the cursor moves on anyway, so a
+    /// poison event never blocks the others. Retries deliver one event at a time; after the
+    /// last one the event is dead ([`Broker::dead_letters`](crate::Broker::dead_letters)).
+    ///
+    /// One consumer thread per partition holds an advisory lock on its own connection: in
+    /// other processes (or pools) the same registration waits and takes over when the holder
+    /// dies. Delivery is at least once: a batch handled but not yet acknowledged when the
+    /// consumer dies is delivered again.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .subscription("billing", |batch| {
+    ///         println!("{} events", batch.len());
+    ///         Ok(())
+    ///     })
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn subscription<F>(self, name: &str, handler: F) -> Self
+    where
+        F: Fn(&Batch) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.subscription_with(name, ConsumerOptions::default(), handler)
+    }
+
+    /// [`subscription`](Self::subscription) with options.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::ConsumerOptions;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .subscription_with("billing", ConsumerOptions::new().batch_size(1000), |_| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn subscription_with<F>(self, name: &str, options: ConsumerOptions, handler: F) -> Self
+    where
+        F: Fn(&Batch) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.source(Box::new(SubscriptionSource {
+            name: name.to_owned(),
+            options,
+            handler: Arc::new(handler),
+        }))
+    }
+
+    /// Consumes subscription `name` fire-and-forget: each batch is handled once, failures are
+    /// logged and counted, never retried. Otherwise as [`subscription`](Self::subscription).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .fire_and_forget("metrics", |batch| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn fire_and_forget<F>(self, name: &str, handler: F) -> Self
+    where
+        F: Fn(&Batch) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.subscription_with(name, ConsumerOptions::new().fire_and_forget(true), handler)
+    }
+}
+
+struct SubscriptionSource {
+    name: String,
+    options: ConsumerOptions,
+    handler: BatchHandler,
+}
+
+impl Source for SubscriptionSource {
+    fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>> {
+        validate_subscription(&self.name)?;
+        let partitions = ctx.broker.subscription_partitions(&self.name)?;
+        let listener = ctx.broker.listen(WAKEUP_CHANNEL)?;
+        let options = Arc::new(self.options);
+        let name: Arc<str> = self.name.as_str().into();
+        let mut wakers = Vec::new();
+        let mut threads = Vec::new();
+        for partition in 0..partitions {
+            let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+            wakers.push(wake_tx);
+            let consumer = PartitionConsumer {
+                name: name.clone(),
+                partition,
+                options: options.clone(),
+                handler: self.handler.clone(),
+                wake: wake_rx,
+                ctx: ctx.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("pgbroker-sub-{}-{partition}", self.name))
+                    .spawn(move || consumer.run())?,
+            );
+        }
+        let stop = ctx.stop_signal().clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("pgbroker-sub-{}-wake", self.name))
+                .spawn(move || fan_out_wakeups(listener, wakers, stop))?,
+        );
+        Ok(threads)
+    }
+}
+
+/// Passes wake-ups (notifications and reconnects, after which a re-scan is due) to every
+/// partition consumer, coalesced: a consumer that has one pending needs no second.
+fn fan_out_wakeups(listener: crate::Listener, wakers: Vec<Sender<()>>, stop: Receiver<()>) {
+    loop {
+        select! {
+            recv(listener.receiver()) -> ev => match ev {
+                Ok(Event::Notification(_)) | Ok(Event::Reconnected { .. }) => {
+                    for w in &wakers {
+                        let _ = w.try_send(());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            },
+            recv(stop) -> _ => return,
+        }
+    }
+}
+
+struct PartitionConsumer {
+    name: Arc<str>,
+    partition: u32,
+    options: Arc<ConsumerOptions>,
+    handler: BatchHandler,
+    wake: Receiver<()>,
+    ctx: SourceContext,
+}
+
+/// What became of a handler call.
+enum Outcome {
+    Done(std::result::Result<(), Error>),
+    /// The pool is stopping and the task was not run.
+    Abandoned,
+}
+
+const RETRY_DUE_SQL: &str = "\
+SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
+  FROM pgbroker.event_retries
+ WHERE subscription = $1 AND partition = $2 AND NOT dead AND run_at <= now()
+ ORDER BY run_at, tx, id LIMIT 100";
+
+const NEXT_RETRY_SQL: &str = "\
+SELECT extract(epoch FROM min(run_at) - now())::float8 FROM pgbroker.event_retries
+ WHERE subscription = $1 AND partition = $2 AND NOT dead";
+
+impl PartitionConsumer {
+    fn run(self) {
+        let mut failures: u32 = 0;
+        while !self.ctx.is_stopping() {
+            let Some(mut client) = self.connect_and_lock() else {
+                return;
+            };
+            match self.consume(&mut client) {
+                Ok(()) => return,
+                Err(e) => {
+                    failures += 1;
+                    log::warn!(
+                        "pgbroker consumer of {:?} partition {} failed, reconnecting: {e}",
+                        self.name,
+                        self.partition
+                    );
+                    let delay = self
+                        .ctx
+                        .broker
+                        .config()
+                        .reconnect_delay(failures.min(16) - 1);
+                    if !self.ctx.sleep(delay) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A dedicated connection holding this partition's advisory lock; waits while another
+    /// consumer holds it. `None` when the pool stops first.
+    fn connect_and_lock(&self) -> Option<Client> {
+        let key = format!("pgbroker.topic:{}:{}", self.name, self.partition);
+        let mut attempt = 0;
+        loop {
+            if self.ctx.is_stopping() {
+                return None;
+            }
+            let mut client = match self.ctx.broker.connect_dedicated() {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("pgbroker consumer of {:?}: {e}", self.name);
+                    let delay = self.ctx.broker.config().reconnect_delay(attempt);
+                    attempt = (attempt + 1).min(16);
+                    if !self.ctx.sleep(delay) {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            loop {
+                match client.query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                    &[&key],
+                ) {
+                    Ok(row) if row.get::<_, bool>(0) => return Some(client),
+                    Ok(_) => {
+                        if !self.ctx.sleep(self.options.lock_retry) {
+                            return None;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("pgbroker consumer of {:?}: {e}", self.name);
+                        break; // reconnect
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails.
+    fn consume(&self, client: &mut Client) -> Result<()> {
+        client.batch_execute(READ_SETTINGS)?;
+        let read = client.prepare(READ_SQL)?;
+        let ack = client.prepare(super::read::ACK_SQL)?;
+        let part = self.partition as i32;
+        let mut waiting = false;
+        let mut touched = Instant::now();
+        loop {
+            if self.ctx.is_stopping() {
+                return Ok(());
+            }
+            if self.options.reliable && !self.run_due_retries(client)? {
+                return Ok(());
+            }
+            let events = read_events(
+                client,
+                &read,
+                &self.name,
+                self.partition,
+                self.options.batch_size,
+            )?;
+            if !events.is_empty() {
+                if waiting {
+                    client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    )?;
+                    waiting = false;
+                }
+                let batch = Arc::new(Batch {
+                    subscription: self.name.clone(),
+                    partition: self.partition,
+                    events,
+                    attempt: 0,
+                });
+                let outcome = self.dispatch(batch.clone());
+                let Outcome::Done(result) = outcome else {
+                    return Ok(());
+                };
+                let last = batch.last_position().expect("non-empty batch");
+                let mut tx = client.transaction()?;
+                if let Err(e) = result {
+                    if self.options.reliable {
+                        self.record_failure(&mut tx, &batch, &e)?;
+                    } else {
+                        log::warn!(
+                            "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
+                            self.name,
+                            batch.len()
+                        );
+                    }
+                }
+                super::read::ack_with(&mut tx, &ack, &self.name, self.partition, last)?;
+                tx.commit()?;
+                touched = Instant::now();
+                continue;
+            }
+            if !waiting {
+                // Register as waiting, then read once more: an event committed in between
+                // is seen by that read, and any later one sends a wake-up.
+                client.execute(
+                    "INSERT INTO pgbroker.log_waiters (pid) VALUES (pg_backend_pid()) \
+                     ON CONFLICT DO NOTHING",
+                    &[],
+                )?;
+                waiting = true;
+                continue;
+            }
+            if touched.elapsed() > Duration::from_secs(10) {
+                client.execute(
+                    "UPDATE pgbroker.subscription_cursors SET active_at = now() \
+                     WHERE subscription = $1 AND partition = $2",
+                    &[&&*self.name, &part],
+                )?;
+                touched = Instant::now();
+            }
+            let mut wait = self.options.poll_interval;
+            if self.options.reliable {
+                let next: Option<f64> = client
+                    .query_one(NEXT_RETRY_SQL, &[&&*self.name, &part])?
+                    .get(0);
+                if let Some(secs) = next {
+                    wait = wait.min(Duration::from_secs_f64(secs.max(0.0)));
+                }
+            }
+            select! {
+                recv(self.wake) -> _ => {}
+                recv(self.ctx.stop_signal()) -> _ => return Ok(()),
+                default(wait) => {}
+            }
+        }
+    }
+
+    /// Runs the handler on a worker and waits for it.
+    fn dispatch(&self, batch: Arc<Batch>) -> Outcome {
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let abandoned = done_tx.clone();
+        let handler = self.handler.clone();
+        let stats = self.ctx.stats.clone();
+        let what = format!("subscription {:?}", self.name);
+        let task = Task::new(move || {
+            let result = stats.run_handler(&what, || handler(&batch));
+            let _ = done_tx.send(Outcome::Done(result));
+        })
+        .on_abandon(move || {
+            let _ = abandoned.send(Outcome::Abandoned);
+        });
+        if !self.ctx.submit(task) {
+            return Outcome::Abandoned;
+        }
+        done_rx.recv().unwrap_or(Outcome::Abandoned)
+    }
+
+    /// Puts the failed events of a batch (all, or those a [`FailedEvents`] names) in the
+    /// retry table, dead at once when the policy has no retries.
+    fn record_failure(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        batch: &Batch,
+        err: &Error,
+    ) -> Result<()> {
+        let named = std::error::Error::source(err).and_then(|s| s.downcast_ref::<FailedEvents>());
+        let failed: Vec<&LogEvent> = match named {
+            Some(f) => batch
+                .events
+                .iter()
+                .filter(|e| f.ids.contains(&e.id()))
+                .collect(),
+            None => batch.events.iter().collect(),
+        };
+        let message = err.to_string();
+        let delay = self.options.retry.delay(1);
+        let dead = delay.is_none();
+        let secs = delay.unwrap_or_default().as_secs_f64();
+        for e in failed {
+            tx.execute(
+                "INSERT INTO pgbroker.event_retries
+                    (subscription, partition, id, tx, topic, payload, headers, key, created_at,
+                     attempt, run_at, dead, last_error)
+                 VALUES ($1, $2, $3, $4::text::xid8, $5, $6, $7, $8, $9, 1,
+                         now() + $10::float8 * interval '1 second', $11, $12)
+                 ON CONFLICT (subscription, tx, id) DO NOTHING",
+                &[
+                    &&*self.name,
+                    &(self.partition as i32),
+                    &e.id,
+                    &e.tx.to_string(),
+                    &e.topic,
+                    &e.payload,
+                    &e.headers,
+                    &e.key,
+                    &e.created_at,
+                    &secs,
+                    &dead,
+                    &message,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Delivers the due retries, one event at a time. False when the pool stops.
+    fn run_due_retries(&self, client: &mut Client) -> Result<bool> {
+        let part = self.partition as i32;
+        let rows = client.query(RETRY_DUE_SQL, &[&&*self.name, &part])?;
+        for row in rows {
+            let event = LogEvent::from_row(&row)?;
+            let attempt = row.get::<_, i32>(7).max(0) as u32;
+            let batch = Arc::new(Batch {
+                subscription: self.name.clone(),
+                partition: self.partition,
+                events: vec![event.clone()],
+                attempt,
+            });
+            let Outcome::Done(result) = self.dispatch(batch) else {
+                return Ok(false);
+            };
+            let tx_text = event.tx.to_string();
+            match result {
+                Ok(()) => {
+                    client.execute(
+                        "DELETE FROM pgbroker.event_retries
+                          WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3",
+                        &[&&*self.name, &tx_text, &event.id],
+                    )?;
+                }
+                Err(e) => {
+                    let failures = attempt + 1;
+                    let delay = self.options.retry.delay(failures);
+                    client.execute(
+                        "UPDATE pgbroker.event_retries
+                            SET attempt = $4, dead = $5, last_error = $6, failed_at = now(),
+                                run_at = now() + $7::float8 * interval '1 second'
+                          WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3",
+                        &[
+                            &&*self.name,
+                            &tx_text,
+                            &event.id,
+                            &(failures as i32),
+                            &delay.is_none(),
+                            &e.to_string(),
+                            &delay.unwrap_or_default().as_secs_f64(),
+                        ],
+                    )?;
+                }
+            }
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,232 @@
+//! Publishing events: one at a time (one round trip), or in batches (multi-row INSERT for
+//! small ones, binary COPY for large ones).
+
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
+use postgres::GenericClient;
+use serde_json::Value;
+
+use super::{EventId, NewEvent};
+use crate::{Broker, Error, ErrorKind, Result};
+
+/// The most events one [`Broker::publish_batch`] call accepts.
+pub const MAX_BATCH_EVENTS: usize = 100_000;
+
+/// Batches up to this size use a multi-row INSERT; larger ones binary COPY.
+const COPY_THRESHOLD: usize = 64;
+
+pub(crate) const INSERT_SQL: &str = "INSERT INTO pgbroker.events (topic, payload, headers, key) \
+                                     VALUES ($1, $2, $3, $4) RETURNING id";
+
+const INSERT_MANY_SQL: &str = "INSERT INTO pgbroker.events (topic, payload, headers, key) \
+     SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[]) RETURNING id";
+
+const NEXT_IDS_SQL: &str =
+    "SELECT nextval('pgbroker.events_id_seq') FROM generate_series(1, $1::integer)";
+
+const COPY_SQL: &str =
+    "COPY pgbroker.events (id, topic, payload, headers, key) FROM STDIN (FORMAT binary)";
+
+impl Broker {
+    /// Publishes one event on `topic` now, in its own transaction on a pooled connection.
+    /// Returns its id. Subscribers see it once it commits (and every older transaction ended).
+    ///
+    /// Fails with [`ErrorKind::InvalidName`] for an invalid topic, before writing anything.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let id = broker.publish("orders.created", &serde_json::json!({"id": 42}))?;
+    /// println!("published event {id}");
+    /// # Ok(()) }
+    /// ```
+    pub fn publish(&self, topic: &str, payload: &Value) -> Result<EventId> {
+        super::validate_topic(topic)?;
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(INSERT_SQL)?;
+        let none: Option<&Value> = None;
+        let key: Option<&str> = None;
+        let row = conn.query_one(&stmt, &[&topic, payload, &none, &key])?;
+        Ok(EventId(row.get(0)))
+    }
+
+    /// Publishes one event with headers and/or a key; see [`NewEvent`]. Fails with
+    /// [`ErrorKind::InvalidName`] or [`ErrorKind::InvalidInput`] (headers not an object)
+    /// before writing anything.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::NewEvent;
+    /// use serde_json::json;
+    /// broker.publish_event(&NewEvent::new("orders.paid", json!({"id": 42})).key("42"))?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_event(&self, event: &NewEvent) -> Result<EventId> {
+        event.validate()?;
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(INSERT_SQL)?;
+        let row = conn.query_one(
+            &stmt,
+            &[&event.topic, &event.payload, &event.headers, &event.key],
+        )?;
+        Ok(EventId(row.get(0)))
+    }
+
+    /// Publishes an event in the caller's transaction: it exists if and when `tx` commits,
+    /// atomically with the caller's other writes (the transactional outbox, built in).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::NewEvent;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// tx.execute("INSERT INTO orders (id) VALUES (42)", &[])?;
+    /// broker.publish_in(&mut tx, &NewEvent::new("orders.created", serde_json::json!({"id": 42})))?;
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_in(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        event: &NewEvent,
+    ) -> Result<EventId> {
+        event.validate()?;
+        // One round trip: no prepare on a connection we do not own.
+        let row = tx.query_typed_one(
+            INSERT_SQL,
+            &[
+                (&event.topic, Type::TEXT),
+                (&event.payload, Type::JSONB),
+                (&event.headers, Type::JSONB),
+                (&event.key, Type::TEXT),
+            ],
+        )?;
+        Ok(EventId(row.get(0)))
+    }
+
+    /// Publishes many events atomically (one transaction) and returns their ids in order.
+    /// Up to 64 events go in one multi-row INSERT, more by binary COPY.
+    ///
+    /// Every event is checked first: an invalid one, or more than [`MAX_BATCH_EVENTS`]
+    /// events ([`ErrorKind::PayloadTooLarge`]), fails the call with nothing written.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::NewEvent;
+    /// let events = (0..1000).map(|i| NewEvent::new("ticks", serde_json::json!(i)));
+    /// let ids = broker.publish_batch(events)?;
+    /// assert_eq!(ids.len(), 1000);
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_batch<I>(&self, events: I) -> Result<Vec<EventId>>
+    where
+        I: IntoIterator<Item = NewEvent>,
+    {
+        let events = checked_batch(events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn()?;
+        if events.len() <= COPY_THRESHOLD {
+            let stmt = conn.statement(INSERT_MANY_SQL)?;
+            return insert_many(&mut **conn, &stmt, &events);
+        }
+        let mut tx = conn.transaction()?;
+        let ids = copy_batch(&mut tx, &events)?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    /// [`publish_batch`](Self::publish_batch) in the caller's transaction.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::NewEvent;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// broker.publish_batch_in(&mut tx, vec![NewEvent::new("a", serde_json::json!(1))])?;
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_batch_in<I>(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        events: I,
+    ) -> Result<Vec<EventId>>
+    where
+        I: IntoIterator<Item = NewEvent>,
+    {
+        let events = checked_batch(events)?;
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        if events.len() <= COPY_THRESHOLD {
+            let stmt = tx.prepare(INSERT_MANY_SQL)?;
+            return insert_many(tx, &stmt, &events);
+        }
+        copy_batch(tx, &events)
+    }
+}
+
+fn checked_batch<I: IntoIterator<Item = NewEvent>>(events: I) -> Result<Vec<NewEvent>> {
+    let mut out = Vec::new();
+    for (i, e) in events.into_iter().enumerate() {
+        if i >= MAX_BATCH_EVENTS {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!("a batch holds at most {MAX_BATCH_EVENTS} events; split it"),
+            ));
+        }
+        e.validate()
+            .map_err(|err| err.context(format!("event {i} of the batch")))?;
+        out.push(e);
+    }
+    Ok(out)
+}
+
+fn insert_many(
+    client: &mut impl GenericClient,
+    stmt: &postgres::Statement,
+    events: &[NewEvent],
+) -> Result<Vec<EventId>> {
+    let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
+    let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
+    let headers: Vec<Option<&Value>> = events.iter().map(|e| e.headers.as_ref()).collect();
+    let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
+    let rows = client.query(stmt, &[&topics, &payloads, &headers, &keys])?;
+    let mut ids: Vec<EventId> = rows.iter().map(|r| EventId(r.get(0))).collect();
+    // Ids come from the sequence in row order; sort in case RETURNING reorders.
+    ids.sort();
+    Ok(ids)
+}
+
+fn copy_batch(client: &mut impl GenericClient, events: &[NewEvent]) -> Result<Vec<EventId>> {
+    let n = events.len() as i32;
+    let ids: Vec<i64> = client
+        .query(NEXT_IDS_SQL, &[&n])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let writer = client.copy_in(COPY_SQL)?;
+    let types = [Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB, Type::TEXT];
+    let mut writer = BinaryCopyInWriter::new(writer, &types);
+    for (id, e) in ids.iter().zip(events) {
+        writer.write(&[id, &e.topic, &e.payload, &e.headers, &e.key])?;
+    }
+    writer.finish()?;
+    Ok(ids.into_iter().map(EventId).collect())
+}

@@ -1,0 +1,273 @@
+//! The pull API: read a batch after a subscription's cursor, then acknowledge it.
+
+use std::sync::Arc;
+
+use postgres::GenericClient;
+
+use super::subscription::not_found;
+use super::{validate_subscription, LogEvent, Position};
+use crate::{Broker, Error, ErrorKind, Result};
+
+/// The most events one read returns.
+pub const MAX_READ: usize = 10_000;
+
+/// The pull API reads through the SQL function, whose settings give the right plan.
+const READ_FN_SQL: &str = "SELECT id, topic, payload, headers, key, tx::text, created_at \
+                           FROM pgbroker.read($1, $2, $3)";
+
+/// Planner settings for [`READ_SQL`], set on consumer connections (as `pgbroker.read()` sets them
+/// for its body): walk the `(tx, id)` index in order and stop at the limit.
+pub(crate) const READ_SETTINGS: &str =
+    "SET enable_sort = off; SET enable_bitmapscan = off; SET jit = off";
+
+/// The body of `pgbroker.read()` (schema/log.sql), with `tx` as text for the Rust side, prepared
+/// once per consumer connection. Keep the two in step; a test compares them.
+pub(crate) const READ_SQL: &str = "\
+SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx::text, e.created_at
+  FROM pgbroker.subscription_cursors c
+  JOIN pgbroker.subscriptions s ON s.name = c.subscription
+ CROSS JOIN LATERAL (
+       SELECT ev.* FROM pgbroker.events ev
+        WHERE (ev.tx, ev.id) > (c.tx, c.id)
+          AND ev.tx < pg_snapshot_xmin(pg_current_snapshot())
+          AND ev.topic ~ s.topic_regex
+          AND (s.partitions = 1
+               OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
+        ORDER BY ev.tx, ev.id
+        LIMIT $2) e
+ WHERE c.subscription = $1 AND c.partition = $3
+ ORDER BY e.tx, e.id";
+
+pub(crate) const ACK_SQL: &str = "\
+UPDATE pgbroker.subscription_cursors SET tx = $3::text::xid8, id = $4, active_at = now()
+ WHERE subscription = $1 AND partition = $2 AND (tx, id) < ($3::text::xid8, $4)";
+
+const EXISTS_SQL: &str =
+    "SELECT 1 FROM pgbroker.subscription_cursors WHERE subscription = $1 AND partition = $2";
+
+/// Events read from one subscription partition, in log order.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub(crate) subscription: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) events: Vec<LogEvent>,
+    pub(crate) attempt: u32,
+}
+
+impl Batch {
+    /// The subscription read.
+    pub fn subscription(&self) -> &str {
+        &self.subscription
+    }
+
+    /// The partition read (0 for an unpartitioned subscription).
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    /// The events, in `(tx, id)` order.
+    pub fn events(&self) -> &[LogEvent] {
+        &self.events
+    }
+
+    /// Whether there are no events.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// How many times these events failed before (0 on first delivery; retries deliver one
+    /// event at a time).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The position of the last event: acknowledge it to move past the batch.
+    pub fn last_position(&self) -> Option<Position> {
+        self.events.last().map(LogEvent::position)
+    }
+}
+
+/// Reads with a prepared READ_SQL statement.
+pub(crate) fn read_events(
+    client: &mut impl GenericClient,
+    stmt: &postgres::Statement,
+    subscription: &str,
+    partition: u32,
+    max: usize,
+) -> Result<Vec<LogEvent>> {
+    let rows = client.query(stmt, &[&subscription, &(max as i64), &(partition as i32)])?;
+    rows.iter().map(LogEvent::from_row).collect()
+}
+
+fn check_max(max: usize) -> Result<()> {
+    if max == 0 || max > MAX_READ {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("read size must be in 1..={MAX_READ}, got {max}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Broker {
+    /// Reads up to `max` events after the cursor of an unpartitioned subscription, without
+    /// moving it: [`ack`](Self::ack) the batch once handled, or the next read returns the same
+    /// events again. Only events of transactions that every reader can see are returned, so
+    /// none is ever skipped. Fails with [`ErrorKind::NotFound`] for an unknown subscription.
+    ///
+    /// Reading and acking from several processes at once is not coordinated: use the
+    /// [worker pool](crate::WorkerPoolBuilder::subscription) for one consumer per partition.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let batch = broker.read("audit", 100)?;
+    /// for event in batch.events() {
+    ///     println!("{} {}", event.topic(), event.payload());
+    /// }
+    /// if let Some(last) = batch.last_position() {
+    ///     broker.ack("audit", last)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn read(&self, subscription: &str, max: usize) -> Result<Batch> {
+        self.read_partition(subscription, 0, max)
+    }
+
+    /// [`read`](Self::read) for one partition of a partitioned subscription.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let batch = broker.read_partition("billing", 2, 100)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_partition(&self, subscription: &str, partition: u32, max: usize) -> Result<Batch> {
+        validate_subscription(subscription)?;
+        check_max(max)?;
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(READ_FN_SQL)?;
+        let rows = conn.query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])?;
+        let events = rows
+            .iter()
+            .map(LogEvent::from_row)
+            .collect::<Result<Vec<_>>>()?;
+        if events.is_empty()
+            && conn
+                .query_opt(EXISTS_SQL, &[&subscription, &(partition as i32)])?
+                .is_none()
+        {
+            return Err(not_found(subscription, partition));
+        }
+        Ok(Batch {
+            subscription: subscription.into(),
+            partition,
+            events,
+            attempt: 0,
+        })
+    }
+
+    /// Moves the cursor of an unpartitioned subscription forward to `position` (never
+    /// backwards: see [`seek`](Self::seek)). Fails with [`ErrorKind::NotFound`] for an unknown
+    /// subscription.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let batch = broker.read("audit", 100)?;
+    /// if let Some(last) = batch.last_position() {
+    ///     broker.ack("audit", last)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ack(&self, subscription: &str, position: Position) -> Result<()> {
+        self.ack_partition(subscription, 0, position)
+    }
+
+    /// [`ack`](Self::ack) for one partition.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let batch = broker.read_partition("billing", 1, 100)?;
+    /// if let Some(last) = batch.last_position() {
+    ///     broker.ack_partition("billing", 1, last)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ack_partition(
+        &self,
+        subscription: &str,
+        partition: u32,
+        position: Position,
+    ) -> Result<()> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(ACK_SQL)?;
+        ack_with(&mut **conn, &stmt, subscription, partition, position)
+    }
+
+    /// Acknowledges in the caller's transaction: the cursor moves if and when `tx` commits,
+    /// together with the results the handler wrote (exactly-once effects).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let batch = broker.read("audit", 100)?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// // ... write the results of handling the batch with `tx` ...
+    /// if let Some(last) = batch.last_position() {
+    ///     broker.ack_in(&mut tx, "audit", 0, last)?;
+    /// }
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn ack_in(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        subscription: &str,
+        partition: u32,
+        position: Position,
+    ) -> Result<()> {
+        let stmt = tx.prepare(ACK_SQL)?;
+        ack_with(tx, &stmt, subscription, partition, position)
+    }
+}
+
+pub(crate) fn ack_with(
+    client: &mut impl GenericClient,
+    stmt: &postgres::Statement,
+    subscription: &str,
+    partition: u32,
+    position: Position,
+) -> Result<()> {
+    validate_subscription(subscription)?;
+    let part = partition as i32;
+    let n = client.execute(
+        stmt,
+        &[&subscription, &part, &position.tx_text(), &position.id()],
+    )?;
+    if n == 0
+        && client
+            .query_opt(EXISTS_SQL, &[&subscription, &part])?
+            .is_none()
+    {
+        return Err(not_found(subscription, partition));
+    }
+    Ok(())
+}

