@@ -4,10 +4,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Select;
 use pgbroker::{Broker, Event, TableOp, TempPostgres};
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::failure::Failure;
-use crate::output::Table;
 
 const CHANNEL: &str = "demo";
 const TABLE_CHANNEL: &str = "demo_orders_changes";
@@ -31,92 +30,139 @@ pub fn demo(json_out: bool) -> Result<(), Failure> {
     broker.watch_table("demo_orders", TABLE_CHANNEL, &TableOp::ALL)?;
     let listeners = [broker.listen(CHANNEL)?, broker.listen(TABLE_CHANNEL)?];
 
-    let start = Instant::now();
-    let mut sent: Vec<(String, String)> = Vec::new();
-    let mut say = |what: &str, channel: &str| sent.push((channel.to_owned(), what.to_owned()));
-
-    broker.notify(CHANNEL, "hello")?;
-    say("notify(\"demo\", \"hello\")", CHANNEL);
-    broker.notify(CHANNEL, &json!({"order": 1, "status": "paid"}))?;
-    say(
-        "notify(\"demo\", {\"order\":1,\"status\":\"paid\"})",
-        CHANNEL,
-    );
-    {
-        let mut c = broker.conn()?;
-        let mut tx = c.transaction()?;
-        broker.notify_in(&mut tx, CHANNEL, "never delivered")?;
-        tx.rollback()?;
-        say("notify_in(tx) then ROLLBACK: never delivered", CHANNEL);
-        let mut tx = c.transaction()?;
-        tx.execute("INSERT INTO demo_orders (item) VALUES ('book')", &[])?;
-        broker.notify_in(&mut tx, CHANNEL, "order for a book committed")?;
-        tx.commit()?;
-        say("INSERT + notify_in(tx) then COMMIT", CHANNEL);
-        say("(trigger) insert of the book order", TABLE_CHANNEL);
-        c.execute("UPDATE demo_orders SET status = 'shipped'", &[])?;
-        say("(trigger) UPDATE status = 'shipped'", TABLE_CHANNEL);
-        c.execute("DELETE FROM demo_orders", &[])?;
-        say("(trigger) DELETE", TABLE_CHANNEL);
-    }
-    let expected = sent.len() - 1; // the rolled-back one never arrives
-
-    let mut received = Vec::new();
     let mut select = Select::new();
     for l in &listeners {
         select.recv(l.receiver());
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while received.len() < expected {
-        let Ok(i) = select.ready_deadline(deadline) else {
-            break;
-        };
-        if let Some(Event::Notification(n)) = listeners[i].try_recv() {
-            received.push((
-                start.elapsed(),
-                n.channel().to_owned(),
-                n.payload().to_owned(),
-            ));
+    // Waits for `n` notifications (or a short while when none are expected).
+    let mut collect = |n: usize, sent: Instant| -> Vec<Value> {
+        let mut got = Vec::new();
+        let wait = if n == 0 { 300 } else { 5_000 };
+        let deadline = Instant::now() + Duration::from_millis(wait);
+        while got.len() < n.max(1) {
+            let Ok(i) = select.ready_deadline(deadline) else {
+                break;
+            };
+            if let Some(Event::Notification(note)) = listeners[i].try_recv() {
+                got.push(json!({
+                    "channel": note.channel(),
+                    "payload": note.payload(),
+                    "ms": (sent.elapsed().as_secs_f64() * 1e4).round() / 10.0,
+                }));
+            }
         }
+        got
+    };
+
+    let mut conn = broker.conn()?;
+    let mut report = Vec::new();
+    let mut expected = 0;
+    let mut received = 0;
+    for step in Step::ALL {
+        let (what, n) = (step.describe(), step.expected());
+        let sent = Instant::now();
+        step.run(&broker, &mut conn)?;
+        let got = collect(n, sent);
+        expected += n;
+        received += got.len();
+        report.push(json!({"step": what, "expected": n, "received": got}));
     }
 
     if json_out {
-        let out = json!({
-            "sent": sent.iter().map(|(c, w)| json!({"channel": c, "what": w})).collect::<Vec<_>>(),
-            "received": received.iter().map(|(t, c, p)| json!({
-                "ms": t.as_secs_f64() * 1000.0, "channel": c, "payload": p
-            })).collect::<Vec<_>>(),
-        });
-        println!("{out}");
+        println!("{}", json!({ "steps": report }));
     } else {
-        println!("Sent, in this order:");
-        for (c, w) in &sent {
-            println!("  {c:<20} {w}");
+        for step in &report {
+            println!("> {}", step["step"].as_str().unwrap_or_default());
+            let got = step["received"].as_array().cloned().unwrap_or_default();
+            if got.is_empty() {
+                println!("    (nothing arrives: notifications are sent only on commit)");
+            }
+            for g in got {
+                println!(
+                    "    {:>6} ms  {:<20} {}",
+                    g["ms"],
+                    g["channel"].as_str().unwrap_or_default(),
+                    g["payload"].as_str().unwrap_or_default()
+                );
+            }
         }
-        println!();
-        println!("Received by the listeners:");
-        let mut t = Table::new(["ms", "channel", "payload"]);
-        for (at, c, p) in &received {
-            t.row([
-                format!("{:.1}", at.as_secs_f64() * 1000.0),
-                c.clone(),
-                p.clone(),
-            ]);
-        }
-        print!("{}", t.render());
         println!();
         println!(
-            "{} sent, {} received: a notification is delivered only when its transaction \
-             commits, so the rolled-back one never arrived.",
-            sent.len(),
-            received.len()
+            "{received} of {expected} expected notifications received; the rolled-back one \
+             never arrived."
         );
     }
-    if received.len() != expected {
+    if received != expected {
         return Err(Failure::failed(format!(
-            "expected {expected} notifications, received {}",
-            received.len()
+            "expected {expected} notifications, received {received}"
         )));
     }
     Ok(())
+}
+
+/// What the demo does, in order.
+#[derive(Debug, Clone, Copy)]
+enum Step {
+    Text,
+    Json,
+    RolledBack,
+    Committed,
+    Update,
+    Delete,
+}
+
+impl Step {
+    const ALL: [Step; 6] = [
+        Step::Text,
+        Step::Json,
+        Step::RolledBack,
+        Step::Committed,
+        Step::Update,
+        Step::Delete,
+    ];
+
+    fn describe(self) -> &'static str {
+        match self {
+            Step::Text => "notify(\"demo\", \"hello\")",
+            Step::Json => "notify(\"demo\", {\"order\":1,\"status\":\"paid\"})",
+            Step::RolledBack => "notify_in(tx), then ROLLBACK",
+            Step::Committed => "INSERT an order + notify_in(tx), then COMMIT",
+            Step::Update => "UPDATE the order (watched table)",
+            Step::Delete => "DELETE the order (watched table)",
+        }
+    }
+
+    /// Notifications the step should deliver.
+    fn expected(self) -> usize {
+        match self {
+            Step::RolledBack => 0,
+            Step::Committed => 2, // the explicit one and the table trigger's
+            _ => 1,
+        }
+    }
+
+    fn run(self, broker: &Broker, conn: &mut pgbroker::PooledConn) -> Result<(), Failure> {
+        match self {
+            Step::Text => broker.notify(CHANNEL, "hello")?,
+            Step::Json => broker.notify(CHANNEL, &json!({"order": 1, "status": "paid"}))?,
+            Step::RolledBack => {
+                let mut tx = conn.transaction()?;
+                broker.notify_in(&mut tx, CHANNEL, "never delivered")?;
+                tx.rollback()?;
+            }
+            Step::Committed => {
+                let mut tx = conn.transaction()?;
+                tx.execute("INSERT INTO demo_orders (item) VALUES ('book')", &[])?;
+                broker.notify_in(&mut tx, CHANNEL, "order for a book committed")?;
+                tx.commit()?;
+            }
+            Step::Update => {
+                conn.execute("UPDATE demo_orders SET status = 'shipped'", &[])?;
+            }
+            Step::Delete => {
+                conn.execute("DELETE FROM demo_orders", &[])?;
+            }
+        }
+        Ok(())
+    }
 }
