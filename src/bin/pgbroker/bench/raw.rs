@@ -123,15 +123,20 @@ fn multirow_insert(
 
 /// Claim-and-complete in one statement: DELETE the next `batch` available jobs with
 /// `FOR UPDATE SKIP LOCKED`, on `workers` connections, until the seeded jobs run out.
+///
+/// `id = ANY(ARRAY(subquery))` rather than `id IN (subquery)`: a prepared statement's generic
+/// plan guesses `LIMIT $2` at 10% of the table and hash-joins against a sequential scan of
+/// it (16 ms instead of 0.2 ms per claim at 20 000 jobs); the array form always probes the
+/// primary key.
 pub fn claim_delete(queue: &'static str, batch: u64, workers: usize) -> Runner {
     Box::new(move |ctx, budget| {
         parallel(ctx, workers, budget, |c, budget| {
             let stmt = c.prepare(
-                "DELETE FROM pgbroker_bench.jobs WHERE id IN (
+                "DELETE FROM pgbroker_bench.jobs WHERE id = ANY (ARRAY(
                      SELECT id FROM pgbroker_bench.jobs
                       WHERE queue = $1 AND state = 'available' AND run_at <= now()
                       ORDER BY priority DESC, run_at, id
-                      FOR UPDATE SKIP LOCKED LIMIT $2)
+                      FOR UPDATE SKIP LOCKED LIMIT $2))
                  RETURNING id, payload",
             )?;
             let mut done = 0;
@@ -152,13 +157,17 @@ pub fn claim_delete(queue: &'static str, batch: u64, workers: usize) -> Runner {
 }
 
 /// A log cursor: the last `(tx, id)` delivered.
+// The selected `tx` is aliased: named `tx`, the bigint output column would win over the
+// table's column in ORDER BY, and the read would sort the whole range instead of walking
+// the (tx, id) index.
 #[derive(Debug, Clone, Copy, Default)]
 struct Cursor {
     tx: i64,
     id: i64,
 }
 
-const READ_SQL: &str = "SELECT tx::text::bigint, id, topic, payload FROM pgbroker_bench.events
+const READ_SQL: &str = "SELECT tx::text::bigint AS cursor_tx, id, topic, payload
+     FROM pgbroker_bench.events
      WHERE (tx, id) > ($1::bigint::text::xid8, $2)
        AND tx < pg_snapshot_xmin(pg_current_snapshot())
      ORDER BY tx, id LIMIT $3";
