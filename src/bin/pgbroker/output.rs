@@ -29,6 +29,13 @@ impl Table {
                 width[i] = width[i].max(c.chars().count());
             }
         }
+        // A column is right-aligned, header included, when all its cells are numbers.
+        let numeric: Vec<bool> = (0..cols)
+            .map(|i| {
+                let mut cells = self.rows.iter().filter_map(|r| r.get(i));
+                !self.rows.is_empty() && cells.all(|c| looks_numeric(c))
+            })
+            .collect();
         let mut out = String::new();
         let line = |out: &mut String, r: &[String]| {
             let mut s = String::new();
@@ -38,7 +45,7 @@ impl Table {
                 if i > 0 {
                     s.push_str("  ");
                 }
-                if looks_numeric(c) {
+                if numeric[i] {
                     s.push_str(&" ".repeat(pad));
                     s.push_str(c);
                 } else {

@@ -402,7 +402,7 @@ mod test {
     #[test]
     fn only_selects_by_name_or_prefix() {
         let o = Options {
-            only: vec!["claim_complete_b1*".into(), "notify_latency".into()],
+            only: vec!["claim_complete_b1_*".into(), "notify_latency".into()],
             ..Options::default()
         };
         let names: Vec<&str> = selected(&o).unwrap().iter().map(|w| w.name).collect();
