@@ -4,7 +4,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -55,8 +55,9 @@ fn setup_installs_then_reports_up_to_date() {
     assert_eq!(j, serde_json::json!({"previous": v, "version": v}));
 }
 
-/// Starts `listen` and waits until it says it is listening.
-fn spawn_listen(args: &[&str]) -> Child {
+/// Starts `listen` and waits until it says it is listening; returns the child and the rest
+/// of its stderr (kept open: the command goes on reporting there).
+fn spawn_listen(args: &[&str]) -> (Child, BufReader<ChildStderr>) {
     let mut child = pgbroker()
         .arg("listen")
         .args(args)
@@ -68,7 +69,7 @@ fn spawn_listen(args: &[&str]) -> Child {
     let mut line = String::new();
     err.read_line(&mut line).unwrap();
     assert!(line.starts_with("pgbroker: listening on "), "{line:?}");
-    child
+    (child, err)
 }
 
 /// `{"channel":C,"payload":P,"pid":N}` with any pid.
@@ -88,7 +89,7 @@ fn assert_line(line: &str, channel: &str, payload: &str) {
 #[test]
 fn notify_and_listen_round_trip() {
     let db = support::db();
-    let listen = spawn_listen(&[
+    let (listen, _stderr) = spawn_listen(&[
         "orders",
         "Mixed \"Case\"",
         "--count",
@@ -134,6 +135,42 @@ fn notify_and_listen_round_trip() {
     let mixed = on("Mixed \"Case\"");
     assert_eq!(mixed.len(), 1, "{text}");
     assert_line(mixed[0], "Mixed \"Case\"", "{\"a\": 1}");
+}
+
+#[test]
+fn listen_says_on_stderr_when_it_reconnects() {
+    let db = support::db();
+    let (listen, mut status) =
+        spawn_listen(&["jobs", "--count", "1", "--timeout", "30", "--url", &db.url]);
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        support::terminate_backends(&db, "LISTEN%") > 0
+    }));
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            status.read_line(&mut line).unwrap() > 0,
+            "stderr ended: {lines:?}"
+        );
+        let done = line.contains("reconnected");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        lines[0].starts_with("pgbroker: connection of listener \"jobs\" lost, reconnecting: "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("pgbroker: listener \"jobs\" reconnected after "),
+        "{lines:?}"
+    );
+    let o = run(&["notify", "jobs", "after", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = listen.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_line(stdout(&out).trim_end(), "jobs", "after");
 }
 
 #[test]

@@ -12,7 +12,7 @@ const CHANNEL: &str = "demo";
 const TABLE_CHANNEL: &str = "demo_orders_changes";
 
 pub fn demo(json_out: bool) -> Result<(), Failure> {
-    eprintln!("pgbroker: starting a private PostgreSQL for the demo...");
+    crate::output::note("starting a private PostgreSQL for the demo...");
     let pg = TempPostgres::start()?;
     let broker = Broker::builder()
         .url(&pg.url())

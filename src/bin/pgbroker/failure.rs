@@ -46,7 +46,7 @@ impl Failure {
     /// Prints `pgbroker: error: ...` as one line, whatever the message holds.
     pub fn print(&self) {
         let line: Vec<&str> = self.message.split_whitespace().collect();
-        eprintln!("pgbroker: error: {}", line.join(" "));
+        crate::output::note(format!("error: {}", line.join(" ")));
     }
 }
 

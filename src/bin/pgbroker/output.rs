@@ -74,6 +74,13 @@ fn looks_numeric(s: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | '%' | 'x' | ' '))
 }
 
+/// Writes one status line to stderr, `pgbroker: ` first. Unlike `eprintln!`, never panics
+/// when stderr is closed (whoever watched it went away; the work goes on).
+pub fn note(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "pgbroker: {line}");
+}
+
 /// `1234567.8` as `1,234,568`.
 pub fn thousands(v: f64) -> String {
     let n = v.round() as i128;

@@ -75,7 +75,7 @@ pub fn listen(url: &str, args: &ListenArgs) -> Result<(), Failure> {
         .map(|c| broker.listen(c))
         .collect::<pgbroker::Result<Vec<Listener>>>()?;
     let names: Vec<String> = args.channels.iter().map(|c| format!("{c:?}")).collect();
-    eprintln!("pgbroker: listening on {}", names.join(", "));
+    crate::output::note(format!("listening on {}", names.join(", ")));
 
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut select = Select::new();
@@ -111,20 +111,18 @@ pub fn listen(url: &str, args: &ListenArgs) -> Result<(), Failure> {
                     return Ok(());
                 }
             }
-            Event::Disconnected { channel, error } => {
-                eprintln!(
-                    "pgbroker: connection of listener {channel:?} lost, reconnecting: {error}"
-                )
-            }
+            Event::Disconnected { channel, error } => crate::output::note(format!(
+                "connection of listener {channel:?} lost, reconnecting: {error}"
+            )),
             Event::Reconnected {
                 channel,
                 attempts,
                 downtime,
-            } => eprintln!(
-                "pgbroker: listener {channel:?} reconnected after {attempts} attempt(s), \
+            } => crate::output::note(format!(
+                "listener {channel:?} reconnected after {attempts} attempt(s), \
                  {:.1} s down; notifications sent meanwhile are lost",
                 downtime.as_secs_f64()
-            ),
+            )),
             _ => {}
         }
     }

@@ -170,7 +170,7 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
         Some(_) => None,
         None => {
             if o.progress {
-                eprintln!("pgbroker: starting a private PostgreSQL for the benchmark...");
+                crate::output::note("starting a private PostgreSQL for the benchmark...");
             }
             Some(
                 TempPostgres::builder()
