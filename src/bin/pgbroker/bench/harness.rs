@@ -201,9 +201,9 @@ fn progress_bar(ctx: &Ctx, total: u64, label: &str) -> ProgressBar {
         ProgressBar::new(total)
     };
     let style = if total == u64::MAX {
-        ProgressStyle::with_template("{spinner} {prefix:32} {pos} ({per_sec})")
+        ProgressStyle::with_template("{spinner} {prefix:30} {pos} ({elapsed})")
     } else {
-        ProgressStyle::with_template("{prefix:32} [{bar:30}] {pos}/{len} ({per_sec}, {eta})")
+        ProgressStyle::with_template("{prefix:30} [{bar:25}] {pos}/{len} (eta {eta})")
     };
     if let Ok(style) = style {
         bar.set_style(style.progress_chars("=> "));

@@ -123,7 +123,10 @@ pub fn validate(o: &Options) -> Result<(), String> {
 pub struct Row {
     pub name: &'static str,
     pub threads: usize,
+    /// Units the raw side did (messages written, rows read, jobs claimed).
     pub messages: u64,
+    /// Units the pgbroker side did (differs from `messages` only with `--seconds`).
+    pub pgbroker_messages: Option<u64>,
     pub raw_per_s: f64,
     pub pgbroker_per_s: Option<f64>,
     pub ratio_basis: Ratio,
@@ -205,7 +208,8 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
         rows.push(Row {
             name: w.name,
             threads: w.threads,
-            messages: w.messages,
+            messages: raw.units,
+            pgbroker_messages: pgbroker.as_ref().map(|s| s.units),
             raw_per_s: raw.per_s(),
             pgbroker_per_s: pgbroker.as_ref().map(|s| s.per_s()),
             ratio_basis: w.ratio,
@@ -260,6 +264,7 @@ impl Report {
                 m.insert("name".into(), json!(r.name));
                 m.insert("threads".into(), json!(r.threads));
                 m.insert("messages".into(), json!(r.messages));
+                m.insert("pgbroker_messages".into(), json!(r.pgbroker_messages));
                 m.insert("raw_per_s".into(), json!(round(r.raw_per_s, 1)));
                 m.insert(
                     "pgbroker_per_s".into(),
@@ -430,6 +435,7 @@ mod test {
                 name: "publish_single_t4",
                 threads: 4,
                 messages: 10,
+                pgbroker_messages: None,
                 raw_per_s: 1000.0,
                 pgbroker_per_s: None,
                 ratio_basis: Ratio::Throughput,

@@ -46,7 +46,11 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         about: "notify -> handler at a fixed rate with idle consumers; p50/p99/max latency \
                 (raw: pg_notify on one connection, LISTEN on another)",
         threads: 1,
-        messages: o.messages.min(u64::from(rate) * 5),
+        // At most 5 s of sending; exactly --seconds of it when given.
+        messages: match o.seconds {
+            Some(secs) => ((f64::from(rate) * secs) as u64).max(1),
+            None => o.messages.min(u64::from(rate) * 5),
+        },
         bounded: true,
         seed: None,
         ratio: Ratio::Latency,
