@@ -241,6 +241,35 @@ fn stats_json_and_prometheus() {
 }
 
 #[test]
+fn stats_without_the_schema() {
+    let db = support::empty_db();
+    let o = run(&["stats", "--json", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["schema"]["version"], Value::Null);
+    let o = run(&["stats", "--prometheus", "--url", &db.url]);
+    assert!(!stdout(&o).contains("\npgbroker_schema_version "));
+}
+
+#[test]
+fn demo_delivers_all_but_the_rolled_back() {
+    let o = run(&["demo", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let steps = j["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 6);
+    let got: Vec<(u64, usize)> = steps
+        .iter()
+        .map(|s| {
+            let n = s["received"].as_array().unwrap().len();
+            (s["expected"].as_u64().unwrap(), n)
+        })
+        .collect();
+    assert_eq!(got, [(1, 1), (1, 1), (0, 0), (2, 2), (1, 1), (1, 1)]);
+    assert_eq!(steps[0]["received"][0]["payload"], "hello");
+}
+
+#[test]
 fn no_database_is_a_usage_error() {
     for cmd in [
         &["setup"][..],

@@ -24,7 +24,14 @@ use crate::failure::Failure;
 
 /// PostgreSQL as a message broker: pub/sub, a durable event log and a job queue.
 #[derive(Debug, Parser)]
-#[command(name = "pgbroker", version, about, propagate_version = true)]
+#[command(
+    name = "pgbroker",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "The database comes from --url or $DATABASE_URL. \
+                  Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."
+)]
 struct Cli {
     /// Connection URL (postgres://user@host/db); defaults to $DATABASE_URL.
     #[arg(long, global = true, value_name = "URL")]
@@ -51,8 +58,13 @@ enum Command {
     /// Broker health: notification queue, schema, connections, horizon hold-back.
     Stats(stats::StatsArgs),
     /// Measure pgbroker against the raw PostgreSQL limit for the same work.
+    ///
+    /// On the database of --url / $DATABASE_URL when given (it installs the pgbroker schema
+    /// there and uses, then drops, a `pgbroker_bench` schema), else on a private throwaway
+    /// PostgreSQL. Each workload runs raw and through pgbroker on fresh tables, after a
+    /// warm-up; `-` marks a pgbroker side whose module has not landed yet.
     Bench(bench_command::BenchArgs),
-    /// Start a private PostgreSQL and show pub/sub at work.
+    /// Start a private throwaway PostgreSQL and show pub/sub at work.
     Demo,
 }
 
