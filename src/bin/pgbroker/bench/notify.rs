@@ -10,7 +10,7 @@ use pgbroker::{Event, TableOp};
 use super::harness::{per_s, percentiles, Budget, Ratio, Runner, Sample, Side, Workload};
 use super::raw::insert_single_job;
 use super::tables::JOB;
-use super::{Options, Result};
+use super::{BoxError, Options, Result};
 
 const WATCH_CHANNEL: &str = "pgbroker_bench_job";
 const LATENCY_CHANNEL: &str = "pgbroker_bench_latency";
@@ -108,7 +108,7 @@ fn paced(
     budget: &Budget,
     rate: u32,
     mut send: impl FnMut(u64) -> Result<()>,
-    received: &dyn Fn(u64) -> Result<Vec<(u64, Instant)>>,
+    received: impl FnOnce(u64) -> Result<Vec<(u64, Instant)>>,
 ) -> Result<Sample> {
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let start = Instant::now();
@@ -174,24 +174,28 @@ fn raw_latency(rate: u32) -> Runner {
             })
         };
         ready.wait();
-        let stmt = sender.prepare("SELECT pg_notify($1, $2)")?;
-        let thread = std::sync::Mutex::new(Some(thread));
-        paced(
-            budget,
-            rate,
-            |seq| {
-                sender.execute(&stmt, &[&LATENCY_CHANNEL, &seq.to_string()])?;
-                Ok(())
-            },
-            &|n| {
-                expected.store(n, Ordering::SeqCst);
-                let t = thread.lock().map_err(|_| "poisoned")?.take();
-                match t.map(|t| t.join()) {
-                    Some(Ok(r)) => r,
-                    _ => Err("raw listener thread failed".into()),
-                }
-            },
-        )
+        let result = sender
+            .prepare("SELECT pg_notify($1, $2)")
+            .map_err(BoxError::from)
+            .and_then(|stmt| {
+                paced(
+                    budget,
+                    rate,
+                    |seq| {
+                        sender.execute(&stmt, &[&LATENCY_CHANNEL, &seq.to_string()])?;
+                        Ok(())
+                    },
+                    |n| {
+                        expected.store(n, Ordering::SeqCst);
+                        thread
+                            .join()
+                            .unwrap_or_else(|_| Err("raw listener thread panicked".into()))
+                    },
+                )
+            });
+        // After a failed send the receiver was never joined: let it end (within 50 ms).
+        expected.store(0, Ordering::SeqCst);
+        result
     })
 }
 
@@ -214,7 +218,7 @@ fn pgbroker_latency(rate: u32) -> Runner {
             budget,
             rate,
             |seq| Ok(ctx.broker.notify(LATENCY_CHANNEL, &seq.to_string())?),
-            &|n| {
+            |n| {
                 let mut got = Vec::new();
                 let deadline = Instant::now() + DRAIN_TIMEOUT;
                 while (got.len() as u64) < n {
