@@ -1,0 +1,296 @@
+//! The harness: workloads with a raw side and a pgbroker side, a shared budget of work, and
+//! the warm-up / fresh tables / measure sequence each side goes through.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pgbroker::postgres::{Client, NoTls};
+use pgbroker::Broker;
+
+use super::{tables, Result};
+
+/// What every workload runs against.
+pub struct Ctx {
+    /// The database: raw sides open plain connections to it.
+    pub pg: pgbroker::postgres::Config,
+    /// A broker on the same database, for pgbroker sides.
+    pub broker: Broker,
+    /// Whether progress bars are drawn (stderr is a terminal and output is not JSON).
+    pub progress: bool,
+}
+
+impl Ctx {
+    /// A plain `postgres` connection, outside any pool.
+    pub fn client(&self) -> Result<Client> {
+        Ok(self.pg.connect(NoTls)?)
+    }
+}
+
+/// How much work a measured run may do: a count (`--messages`, or the workload's fixed
+/// size) and optionally a deadline (`--seconds`). Threads share it by taking chunks.
+pub struct Budget {
+    total: u64,
+    claimed: AtomicU64,
+    deadline: Option<Instant>,
+    bar: ProgressBar,
+}
+
+impl Budget {
+    pub fn new(total: u64, seconds: Option<f64>, bar: ProgressBar) -> Budget {
+        let start = Instant::now();
+        Budget {
+            total,
+            claimed: AtomicU64::new(0),
+            deadline: seconds.map(|s| start + Duration::from_secs_f64(s)),
+            bar,
+        }
+    }
+
+    /// Claims up to `k` units; 0 when the budget is spent or the deadline has passed.
+    pub fn take(&self, k: u64) -> u64 {
+        if self.expired() {
+            return 0;
+        }
+        let before = self.claimed.fetch_add(k, Ordering::Relaxed);
+        if before >= self.total {
+            return 0;
+        }
+        k.min(self.total - before)
+    }
+
+    /// True once `--seconds` have passed.
+    pub fn expired(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Reports `n` units done, for the progress bar.
+    pub fn done(&self, n: u64) {
+        self.bar.inc(n);
+    }
+}
+
+/// The outcome of one measured run.
+#[derive(Debug, Clone, Default)]
+pub struct Sample {
+    /// Units of work done (messages written, read, claimed, delivered).
+    pub units: u64,
+    pub elapsed: Duration,
+    /// Further numbers of this side (`p99_ms`, `notifies_per_s`, ...).
+    pub extra: Vec<(&'static str, f64)>,
+}
+
+impl Sample {
+    pub fn new(units: u64, elapsed: Duration) -> Sample {
+        Sample {
+            units,
+            elapsed,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn with(mut self, key: &'static str, value: f64) -> Sample {
+        self.extra.push((key, value));
+        self
+    }
+
+    pub fn per_s(&self) -> f64 {
+        per_s(self.units, self.elapsed)
+    }
+}
+
+pub fn per_s(units: u64, elapsed: Duration) -> f64 {
+    units as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// One side of a workload: does the work the budget allows and says how long it took.
+pub type Runner = Box<dyn Fn(&Ctx, &Budget) -> Result<Sample> + Send + Sync>;
+
+/// Fills the fresh tables before a run with `n` units of input (for workloads that consume).
+pub type Seed = fn(&Ctx, u64) -> Result<()>;
+
+/// pgbroker's side of a workload.
+pub enum Side {
+    Run(Runner),
+    /// Not measurable yet: the named module has not landed. Reported as `null` / `-`.
+    Pending {
+        module: &'static str,
+    },
+}
+
+/// A named piece of work, done the raw PostgreSQL way and the pgbroker way.
+pub struct Workload {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub threads: usize,
+    /// Units a measured run does (`--messages`, or the workload's own size).
+    pub messages: u64,
+    /// True when the count is inherent (seeded input, fixed size): `--seconds` then only
+    /// adds a deadline instead of replacing the count.
+    pub bounded: bool,
+    pub seed: Option<Seed>,
+    /// How the ratio compares the sides.
+    pub ratio: Ratio,
+    pub raw: Runner,
+    pub pgbroker: Side,
+}
+
+/// How a workload's ratio compares pgbroker to raw; either way above 1 means pgbroker did
+/// better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ratio {
+    /// pgbroker/s divided by raw/s.
+    Throughput,
+    /// raw p50 latency divided by pgbroker p50 latency (a fixed-rate workload).
+    Latency,
+}
+
+/// Both sides' results of one workload.
+pub struct Outcome {
+    pub raw: Sample,
+    pub pgbroker: Option<Sample>,
+}
+
+/// Runs both sides of `w`: for each, fresh tables, a warm-up, truncate, measure.
+pub fn run(ctx: &Ctx, w: &Workload, seconds: Option<f64>) -> Result<Outcome> {
+    let raw = run_side(ctx, w, &w.raw, "raw", seconds)?;
+    let pgbroker = match &w.pgbroker {
+        Side::Run(r) => Some(run_side(ctx, w, r, "pgbroker", seconds)?),
+        Side::Pending { .. } => None,
+    };
+    Ok(Outcome { raw, pgbroker })
+}
+
+fn run_side(
+    ctx: &Ctx,
+    w: &Workload,
+    runner: &Runner,
+    side: &str,
+    seconds: Option<f64>,
+) -> Result<Sample> {
+    let warm = (w.messages / 20).clamp(1, 2_000);
+    tables::recreate(ctx)?;
+    if let Some(seed) = w.seed {
+        seed(ctx, warm)?;
+    }
+    runner(ctx, &Budget::new(warm, None, ProgressBar::hidden()))?;
+
+    tables::truncate(ctx)?;
+    if let Some(seed) = w.seed {
+        seed(ctx, w.messages)?;
+    }
+    let total = match seconds {
+        Some(_) if !w.bounded => u64::MAX,
+        _ => w.messages,
+    };
+    let bar = progress_bar(ctx, total, &format!("{} {side}", w.name));
+    let sample = runner(ctx, &Budget::new(total, seconds, bar.clone()))
+        .map_err(|e| format!("workload {} ({side} side): {e}", w.name))?;
+    bar.finish_and_clear();
+    Ok(sample)
+}
+
+fn progress_bar(ctx: &Ctx, total: u64, label: &str) -> ProgressBar {
+    if !ctx.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = if total == u64::MAX {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::new(total)
+    };
+    let style = if total == u64::MAX {
+        ProgressStyle::with_template("{spinner} {prefix:30} {pos} ({elapsed})")
+    } else {
+        ProgressStyle::with_template("{prefix:30} [{bar:25}] {pos}/{len} (eta {eta})")
+    };
+    if let Ok(style) = style {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_owned());
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Runs `work` on `threads` threads, each with its own plain connection opened before the
+/// clock starts; returns the units done by all and the wall time from a common start.
+pub fn parallel<F>(ctx: &Ctx, threads: usize, budget: &Budget, work: F) -> Result<Sample>
+where
+    F: Fn(&mut Client, &Budget) -> Result<u64> + Sync,
+{
+    let clients = (0..threads)
+        .map(|_| ctx.client())
+        .collect::<Result<Vec<_>>>()?;
+    let gate = Arc::new(Barrier::new(threads + 1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| {
+                let gate = gate.clone();
+                let work = &work;
+                s.spawn(move || {
+                    gate.wait();
+                    work(&mut c, budget)
+                })
+            })
+            .collect();
+        gate.wait();
+        let start = Instant::now();
+        let mut units = 0;
+        let mut first_err = None;
+        for h in handles {
+            match h.join() {
+                Ok(Ok(n)) => units += n,
+                Ok(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(_) => {
+                    first_err.get_or_insert_with(|| "a benchmark thread panicked".into());
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(Sample::new(units, start.elapsed())),
+        }
+    })
+}
+
+/// Latency percentiles of `v` (sorted here) in milliseconds: p50, p99, max.
+pub fn percentiles(v: &mut [Duration]) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_unstable();
+    let at = |q: usize| v[(v.len() * q / 100).min(v.len() - 1)].as_secs_f64() * 1000.0;
+    (at(50), at(99), v[v.len() - 1].as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn budget_hands_out_exactly_the_total() {
+        let b = Budget::new(250, None, ProgressBar::hidden());
+        assert_eq!(b.take(100), 100);
+        assert_eq!(b.take(100), 100);
+        assert_eq!(b.take(100), 50);
+        assert_eq!(b.take(100), 0);
+    }
+
+    #[test]
+    fn deadline_stops_an_unbounded_budget() {
+        let b = Budget::new(u64::MAX, Some(0.0), ProgressBar::hidden());
+        assert_eq!(b.take(1), 0);
+        assert!(b.expired());
+    }
+
+    #[test]
+    fn percentiles_of_a_hundred() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentiles(&mut v), (51.0, 100.0, 100.0));
+        assert_eq!(percentiles(&mut []), (0.0, 0.0, 0.0));
+    }
+}

@@ -1,0 +1,458 @@
+//! The benchmark engine behind `pgbroker bench` and `examples/bench.rs`: every workload is
+//! done twice on the same database in the same run — the raw PostgreSQL way (the limit) and
+//! the pgbroker way — and reported side by side with their ratio.
+//!
+//! Self-contained (it needs only `crate::output` besides the pgbroker crate) so the example
+//! can include it with `#[path]`. Adding a workload: a `Workload` in the area's module
+//! (`notify`, `log`, `queue`); the log and queue modules' pgbroker sides are hooks there.
+
+mod harness;
+mod log;
+mod notify;
+mod queue;
+mod raw;
+mod tables;
+
+use std::time::Duration;
+
+use pgbroker::{Broker, TempPostgres};
+use serde_json::{json, Map, Value};
+
+use self::harness::{Ctx, Outcome, Ratio, Side, Workload};
+use crate::output::{thousands, Table};
+
+/// Any error of a benchmark run.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// What to run and how much.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Units of work per measured run (default 100 000).
+    pub messages: u64,
+    /// Run each side for this long instead (workloads with a fixed input stop earlier).
+    pub seconds: Option<f64>,
+    /// Threads of the multi-threaded variants (`*_t4`; default 4).
+    pub threads: usize,
+    /// Workload names to run (exact, or a prefix ending in `*`); empty = all.
+    pub only: Vec<String>,
+    /// Run the full sizes (seed 000's 10M rows), ignoring the --messages cap.
+    pub full: bool,
+    /// Notifications per second of the latency workload (default 1000).
+    pub rate: u32,
+    /// With a private cluster: keep fsync and synchronous_commit on.
+    pub durable: bool,
+    /// Draw progress bars on stderr.
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            messages: 100_000,
+            seconds: None,
+            threads: 4,
+            only: Vec::new(),
+            full: false,
+            rate: 1_000,
+            durable: false,
+            progress: false,
+        }
+    }
+}
+
+/// Every workload, in report order.
+fn all_workloads(o: &Options) -> Vec<Workload> {
+    let mut w = notify::workloads(o);
+    w.extend(log::workloads(o));
+    w.extend(queue::workloads(o));
+    w
+}
+
+/// The names and descriptions of every workload.
+pub fn list(o: &Options) -> Vec<(&'static str, &'static str)> {
+    all_workloads(o).iter().map(|w| (w.name, w.about)).collect()
+}
+
+fn selected(o: &Options) -> Result<Vec<Workload>> {
+    let all = all_workloads(o);
+    for pat in &o.only {
+        if !all.iter().any(|w| matches(pat, w.name)) {
+            let names: Vec<&str> = all.iter().map(|w| w.name).collect();
+            return Err(format!(
+                "no workload named {pat:?}; the workloads are: {}",
+                names.join(", ")
+            )
+            .into());
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|w| o.only.is_empty() || o.only.iter().any(|p| matches(p, w.name)))
+        .collect())
+}
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// Checks the options before anything starts; the message is for the user.
+pub fn validate(o: &Options) -> Result<(), String> {
+    if o.messages == 0 {
+        return Err("--messages must be at least 1".into());
+    }
+    if o.threads == 0 {
+        return Err("--threads must be at least 1".into());
+    }
+    if o.rate == 0 {
+        return Err("--rate must be at least 1".into());
+    }
+    if let Some(s) = o.seconds {
+        if !(s.is_finite() && s > 0.0) {
+            return Err(format!("--seconds must be a positive number, got {s}"));
+        }
+    }
+    selected(o).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// One workload's line of the report.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub name: &'static str,
+    pub threads: usize,
+    /// Units the raw side did (messages written, rows read, jobs claimed).
+    pub messages: u64,
+    /// Units the pgbroker side did (differs from `messages` only with `--seconds`).
+    pub pgbroker_messages: Option<u64>,
+    pub raw_per_s: f64,
+    pub pgbroker_per_s: Option<f64>,
+    pub ratio_basis: Ratio,
+    /// The module whose landing makes the pgbroker side measurable.
+    pub pending: Option<&'static str>,
+    pub raw_extra: Vec<(&'static str, f64)>,
+    pub pgbroker_extra: Vec<(&'static str, f64)>,
+}
+
+impl Row {
+    /// pgbroker's rate as a fraction of the raw limit.
+    pub fn ratio(&self) -> Option<f64> {
+        match self.ratio_basis {
+            Ratio::Throughput => self
+                .pgbroker_per_s
+                .filter(|_| self.raw_per_s > 0.0)
+                .map(|p| p / self.raw_per_s),
+            Ratio::Latency => {
+                let p50 = |v: &[(&str, f64)]| v.iter().find(|(k, _)| *k == "p50_ms").map(|x| x.1);
+                match (p50(&self.raw_extra), p50(&self.pgbroker_extra)) {
+                    (Some(r), Some(p)) if p > 0.0 => Some(r / p),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub peak_rss_kb: Option<u64>,
+    pub server_version: String,
+    pub private_cluster: bool,
+    pub durable: Option<bool>,
+}
+
+/// Runs the selected workloads on `url`, or on a private throwaway cluster without one.
+pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
+    validate(o)?;
+    let workloads = selected(o)?;
+    let temp = match url {
+        Some(_) => None,
+        None => {
+            if o.progress {
+                crate::output::note("starting a private PostgreSQL for the benchmark...");
+            }
+            Some(
+                TempPostgres::builder()
+                    .setting("max_connections", "200")
+                    .durable(o.durable)
+                    .start()?,
+            )
+        }
+    };
+    let url = match (&temp, url) {
+        (Some(t), _) => t.url(),
+        (None, Some(u)) => u.to_owned(),
+        (None, None) => unreachable!("a private cluster was started"),
+    };
+    let broker = Broker::builder()
+        .url(&url)
+        .pool_size((o.threads as u32 + 4).max(10))
+        .listener_poll(Duration::from_millis(50))
+        .application_name("pgbroker-bench")
+        .build()?;
+    broker.install()?;
+    let ctx = Ctx {
+        pg: broker.pg_config().clone(),
+        broker,
+        progress: o.progress,
+    };
+    let server_version: String = ctx.client()?.query_one("SHOW server_version", &[])?.get(0);
+
+    let mut rows = Vec::new();
+    let result = workloads.iter().try_for_each(|w| {
+        let Outcome { raw, pgbroker } = harness::run(&ctx, w, o.seconds)?;
+        rows.push(Row {
+            name: w.name,
+            threads: w.threads,
+            messages: raw.units,
+            pgbroker_messages: pgbroker.as_ref().map(|s| s.units),
+            raw_per_s: raw.per_s(),
+            pgbroker_per_s: pgbroker.as_ref().map(|s| s.per_s()),
+            ratio_basis: w.ratio,
+            pending: match w.pgbroker {
+                Side::Pending { module } => Some(module),
+                Side::Run(_) => None,
+            },
+            raw_extra: raw.extra,
+            pgbroker_extra: pgbroker.map(|s| s.extra).unwrap_or_default(),
+        });
+        Ok::<_, BoxError>(())
+    });
+    let cleanup = harness_cleanup(&ctx);
+    result?;
+    cleanup?;
+    Ok(Report {
+        rows,
+        peak_rss_kb: peak_rss_kb(),
+        server_version,
+        private_cluster: temp.is_some(),
+        durable: temp.as_ref().map(|_| o.durable),
+    })
+}
+
+fn harness_cleanup(ctx: &Ctx) -> Result<()> {
+    tables::drop_all(ctx)
+}
+
+/// This process's peak resident set size (`VmHWM`), on Linux.
+pub fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+fn round(v: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (v * f).round() / f
+}
+
+impl Report {
+    /// `{"workloads":[{"name","raw_per_s","pgbroker_per_s","ratio",...}],"peak_rss_kb":..}`;
+    /// each side's further numbers appear as `raw_<key>` / `pgbroker_<key>`.
+    pub fn to_json(&self) -> Value {
+        let workloads: Vec<Value> = self
+            .rows
+            .iter()
+            .map(|r| {
+                let mut m = Map::new();
+                m.insert("name".into(), json!(r.name));
+                m.insert("threads".into(), json!(r.threads));
+                m.insert("messages".into(), json!(r.messages));
+                m.insert("pgbroker_messages".into(), json!(r.pgbroker_messages));
+                m.insert("raw_per_s".into(), json!(round(r.raw_per_s, 1)));
+                m.insert(
+                    "pgbroker_per_s".into(),
+                    json!(r.pgbroker_per_s.map(|v| round(v, 1))),
+                );
+                m.insert("ratio".into(), json!(r.ratio().map(|v| round(v, 3))));
+                m.insert("pgbroker_pending".into(), json!(r.pending));
+                for (k, v) in &r.raw_extra {
+                    m.insert(format!("raw_{k}"), json!(round(*v, 3)));
+                }
+                for (k, v) in &r.pgbroker_extra {
+                    m.insert(format!("pgbroker_{k}"), json!(round(*v, 3)));
+                }
+                Value::Object(m)
+            })
+            .collect();
+        json!({
+            "workloads": workloads,
+            "peak_rss_kb": self.peak_rss_kb,
+            "server_version": self.server_version,
+            "private_cluster": self.private_cluster,
+            "durable": self.durable,
+        })
+    }
+
+    /// The human table: one line per workload, extras in the last column as `raw/pgbroker`.
+    pub fn table(&self) -> String {
+        let mut t = Table::new([
+            "workload",
+            "threads",
+            "messages",
+            "raw/s",
+            "pgbroker/s",
+            "ratio",
+            "notes",
+        ]);
+        for r in &self.rows {
+            t.row([
+                r.name.to_string(),
+                r.threads.to_string(),
+                thousands(r.messages as f64),
+                thousands(r.raw_per_s),
+                r.pgbroker_per_s.map_or("-".into(), thousands),
+                r.ratio().map_or("-".into(), |v| format!("{v:.2}x")),
+                notes(r),
+            ]);
+        }
+        let mut out = t.render();
+        let where_ = if self.private_cluster {
+            format!(
+                "private cluster, PostgreSQL {}, {}",
+                self.server_version,
+                if self.durable == Some(true) {
+                    "durable"
+                } else {
+                    "fsync off"
+                }
+            )
+        } else {
+            format!("PostgreSQL {} at --url", self.server_version)
+        };
+        out.push_str(&format!(
+            "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50); '-' = the pgbroker side \
+             lands with its module\n",
+            self.peak_rss_kb.map_or("?".into(), |v| thousands(v as f64))
+        ));
+        out
+    }
+}
+
+fn notes(r: &Row) -> String {
+    if let Some(m) = r.pending {
+        let mut parts: Vec<String> = r
+            .raw_extra
+            .iter()
+            .map(|(k, v)| format!("raw {k} {}", fmt_num(*v)))
+            .collect();
+        parts.push(format!("pgbroker side lands with the {m} module"));
+        return parts.join(", ");
+    }
+    let mut keys: Vec<&str> = r.raw_extra.iter().map(|(k, _)| *k).collect();
+    for (k, _) in &r.pgbroker_extra {
+        if !keys.contains(k) {
+            keys.push(k);
+        }
+    }
+    let get = |v: &[(&str, f64)], k: &str| {
+        v.iter()
+            .find(|(x, _)| *x == k)
+            .map_or("-".to_string(), |(_, v)| fmt_num(*v))
+    };
+    keys.iter()
+        .map(|k| format!("{k} {}/{}", get(&r.raw_extra, k), get(&r.pgbroker_extra, k)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn fmt_num(v: f64) -> String {
+    if v.abs() >= 100.0 {
+        thousands(v)
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn the_fixed_names_exist() {
+        let names: Vec<&str> = list(&Options::default()).iter().map(|(n, _)| *n).collect();
+        for n in [
+            "publish_single_t4",
+            "enqueue_single_t4",
+            "publish_batch_10000",
+            "claim_complete_b100_t4",
+            "publish_single_t1",
+            "enqueue_single_t1",
+            "publish_batch_100",
+            "enqueue_batch_100",
+            "claim_complete_b1_t1",
+            "log_read_sub1",
+            "log_read_sub10",
+            "pgmb_1kb_b100_p5_c10",
+            "watch_table_1k",
+            "watch_table_100k",
+            "notify_latency",
+        ] {
+            assert!(names.contains(&n), "{n} missing");
+        }
+        assert!(!names.contains(&"watch_table_10m"));
+        let full = Options {
+            full: true,
+            ..Options::default()
+        };
+        assert!(list(&full).iter().any(|(n, _)| *n == "watch_table_10m"));
+    }
+
+    #[test]
+    fn only_selects_by_name_or_prefix() {
+        let o = Options {
+            only: vec!["claim_complete_b1_*".into(), "notify_latency".into()],
+            ..Options::default()
+        };
+        let names: Vec<&str> = selected(&o).unwrap().iter().map(|w| w.name).collect();
+        assert_eq!(
+            names,
+            [
+                "notify_latency",
+                "claim_complete_b1_t1",
+                "claim_complete_b1_t4"
+            ]
+        );
+        let bad = Options {
+            only: vec!["nope".into()],
+            ..Options::default()
+        };
+        assert!(validate(&bad)
+            .unwrap_err()
+            .contains("no workload named \"nope\""));
+    }
+
+    #[test]
+    fn json_has_nulls_for_pending_sides() {
+        let report = Report {
+            rows: vec![Row {
+                name: "publish_single_t4",
+                threads: 4,
+                messages: 10,
+                pgbroker_messages: None,
+                raw_per_s: 1000.0,
+                pgbroker_per_s: None,
+                ratio_basis: Ratio::Throughput,
+                pending: Some("log"),
+                raw_extra: vec![],
+                pgbroker_extra: vec![],
+            }],
+            peak_rss_kb: Some(1),
+            server_version: "17".into(),
+            private_cluster: true,
+            durable: Some(false),
+        };
+        let j = report.to_json();
+        let w = &j["workloads"][0];
+        assert_eq!(w["pgbroker_per_s"], Value::Null);
+        assert_eq!(w["ratio"], Value::Null);
+        assert_eq!(w["pgbroker_pending"], "log");
+        assert!(report.table().contains("publish_single_t4"));
+    }
+}

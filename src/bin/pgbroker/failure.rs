@@ -1,0 +1,100 @@
+//! How a command fails: one readable line on stderr and an exit code.
+
+use std::fmt;
+
+use pgbroker::ErrorKind;
+
+/// A failed command: what to tell the user, and whether it was their input (exit 2) or the
+/// operation (exit 1).
+#[derive(Debug)]
+pub struct Failure {
+    usage: bool,
+    message: String,
+}
+
+impl Failure {
+    /// The operation failed (exit 1).
+    pub fn failed(message: impl fmt::Display) -> Failure {
+        Failure {
+            usage: false,
+            message: message.to_string(),
+        }
+    }
+
+    /// The command line or the configuration is wrong (exit 2).
+    pub fn usage(message: impl fmt::Display) -> Failure {
+        Failure {
+            usage: true,
+            message: message.to_string(),
+        }
+    }
+
+    /// Puts `context` in front of the message.
+    pub fn context(mut self, context: impl fmt::Display) -> Failure {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    pub fn code(&self) -> u8 {
+        if self.usage {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// Prints `pgbroker: error: ...` as one line, whatever the message holds.
+    pub fn print(&self) {
+        let line: Vec<&str> = self.message.split_whitespace().collect();
+        crate::output::note(format!("error: {}", line.join(" ")));
+    }
+}
+
+impl From<pgbroker::Error> for Failure {
+    fn from(e: pgbroker::Error) -> Failure {
+        match e.kind() {
+            ErrorKind::InvalidName
+            | ErrorKind::InvalidInput
+            | ErrorKind::PayloadTooLarge
+            | ErrorKind::Config => Failure::usage(e),
+            _ => Failure::failed(e),
+        }
+    }
+}
+
+impl From<pgbroker::postgres::Error> for Failure {
+    fn from(e: pgbroker::postgres::Error) -> Failure {
+        Failure::from(pgbroker::Error::from(e))
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Failure {
+        Failure::failed(format!("i/o error: {e}"))
+    }
+}
+
+impl From<Box<dyn std::error::Error + Send + Sync>> for Failure {
+    fn from(e: Box<dyn std::error::Error + Send + Sync>) -> Failure {
+        match e.downcast::<pgbroker::Error>() {
+            Ok(e) => Failure::from(*e),
+            Err(e) => match e.downcast::<pgbroker::postgres::Error>() {
+                Ok(e) => Failure::from(*e),
+                Err(e) => Failure::failed(e),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(Failure::failed("x").code(), 1);
+        assert_eq!(Failure::usage("x").code(), 2);
+        let e = pgbroker::notify::validate_channel("").unwrap_err();
+        assert_eq!(Failure::from(e).code(), 2);
+    }
+}

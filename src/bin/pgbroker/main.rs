@@ -1,0 +1,95 @@
+//! `pgbroker`: install the schema, send and receive notifications, watch the broker's health,
+//! and measure pgbroker against the raw PostgreSQL limit on the same database.
+//!
+//! Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error.
+#![forbid(unsafe_code)]
+#![warn(rust_2018_idioms, clippy::all)]
+
+mod bench;
+mod bench_command;
+mod connection;
+mod demo;
+mod failure;
+mod output;
+mod pubsub;
+mod setup;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::connection::Target;
+use crate::failure::Failure;
+
+/// PostgreSQL as a message broker: pub/sub, a durable event log and a job queue.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgbroker",
+    version,
+    about,
+    propagate_version = true,
+    after_help = "The database comes from --url or $DATABASE_URL. \
+                  Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."
+)]
+struct Cli {
+    /// Connection URL (postgres://user@host/db); defaults to $DATABASE_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    url: Option<String>,
+
+    /// Machine-readable JSON output instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install the pgbroker schema (tables, functions) and print its version.
+    Setup,
+    /// Upgrade the pgbroker schema to this version (same as setup; says what changed).
+    Migrate,
+    /// Send a notification: PAYLOAD as given, or one notification per line of stdin with `-`.
+    Notify(pubsub::NotifyArgs),
+    /// Print notifications as JSON lines until killed, --count or --timeout.
+    Listen(pubsub::ListenArgs),
+    /// Broker health: notification queue, schema, connections, horizon hold-back.
+    Stats(stats::StatsArgs),
+    /// Measure pgbroker against the raw PostgreSQL limit for the same work.
+    ///
+    /// On the database of --url / $DATABASE_URL when given (it installs the pgbroker schema
+    /// there and uses, then drops, a `pgbroker_bench` schema), else on a private throwaway
+    /// PostgreSQL. Each workload runs raw and through pgbroker on fresh tables, after a
+    /// warm-up; `-` marks a pgbroker side whose module has not landed yet.
+    Bench(bench_command::BenchArgs),
+    /// Start a private throwaway PostgreSQL and show pub/sub at work.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    // clap exits with 2 on usage errors and 0 for --help/--version.
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            failure.print();
+            ExitCode::from(failure.code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let target = Target::from_args(cli.url.as_deref());
+    let json = cli.json;
+    match cli.command {
+        Command::Setup => setup::setup(target.require()?, json),
+        Command::Migrate => setup::migrate(target.require()?, json),
+        Command::Notify(args) => pubsub::notify(target.require()?, &args),
+        Command::Listen(args) => pubsub::listen(target.require()?, &args),
+        Command::Stats(args) => stats::stats(target.require()?, &args, json),
+        Command::Bench(args) => bench_command::bench(target.url(), &args, json),
+        Command::Demo => demo::demo(json),
+    }
+}

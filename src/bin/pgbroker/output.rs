@@ -1,0 +1,124 @@
+//! Human output: aligned text tables.
+
+use std::fmt::Write as _;
+
+/// A table of text cells printed with aligned columns; numeric-looking cells align right.
+#[derive(Debug, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Table {
+        Table {
+            header: header.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    pub fn render(&self) -> String {
+        let cols = self.header.len();
+        let mut width = vec![0; cols];
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            for (i, c) in r.iter().enumerate().take(cols) {
+                width[i] = width[i].max(c.chars().count());
+            }
+        }
+        // A column is right-aligned, header included, when all its cells are numbers.
+        let numeric: Vec<bool> = (0..cols)
+            .map(|i| {
+                let mut cells = self.rows.iter().filter_map(|r| r.get(i));
+                !self.rows.is_empty() && cells.all(|c| looks_numeric(c))
+            })
+            .collect();
+        let mut out = String::new();
+        let line = |out: &mut String, r: &[String]| {
+            let mut s = String::new();
+            for (i, w) in width.iter().enumerate() {
+                let c = r.get(i).map_or("", String::as_str);
+                let pad = w - c.chars().count();
+                if i > 0 {
+                    s.push_str("  ");
+                }
+                if numeric[i] {
+                    s.push_str(&" ".repeat(pad));
+                    s.push_str(c);
+                } else {
+                    s.push_str(c);
+                    s.push_str(&" ".repeat(pad));
+                }
+            }
+            let _ = writeln!(out, "{}", s.trim_end());
+        };
+        line(&mut out, &self.header);
+        let rule: Vec<String> = width.iter().map(|w| "-".repeat(*w)).collect();
+        let _ = writeln!(out, "{}", rule.join("  "));
+        for r in &self.rows {
+            line(&mut out, r);
+        }
+        out
+    }
+}
+
+fn looks_numeric(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '-' | '%' | 'x' | ' '))
+}
+
+/// Writes one status line to stderr, `pgbroker: ` first. Unlike `eprintln!`, never panics
+/// when stderr is closed (whoever watched it went away; the work goes on).
+pub fn note(line: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "pgbroker: {line}");
+}
+
+/// `1234567.8` as `1,234,568`.
+pub fn thousands(v: f64) -> String {
+    let n = v.round() as i128;
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn aligns() {
+        let mut t = Table::new(["name", "n"]);
+        t.row(["a", "1"]);
+        t.row(["bbb", "1,000"]);
+        assert_eq!(
+            t.render(),
+            "name      n\n----  -----\na         1\nbbb   1,000\n"
+        );
+    }
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0.0), "0");
+        assert_eq!(thousands(999.4), "999");
+        assert_eq!(thousands(1234567.8), "1,234,568");
+        assert_eq!(thousands(-1000.0), "-1,000");
+    }
+}

@@ -1,0 +1,326 @@
+//! `pgbroker stats`: the broker's health from one database connection.
+//!
+//! Each area contributes a collector to [`COLLECTORS`]; a collector returns metrics, and the
+//! three output forms (table, `--json`, `--prometheus`) are made from that one list. The log
+//! (subscription lag) and the queue (jobs by state, oldest age) add their collectors here
+//! when they land.
+
+use clap::Args;
+use pgbroker::postgres::Client;
+use serde_json::{json, Map, Value};
+
+use crate::failure::Failure;
+use crate::output::Table;
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Prometheus text exposition format.
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
+}
+
+/// One measured value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    /// The group in JSON and the table (`notify`, `horizon`, ...).
+    pub section: &'static str,
+    /// The key inside the group.
+    pub key: String,
+    pub value: Value,
+    /// How Prometheus sees it; `None` for JSON-only facts (a pid, a name).
+    pub prometheus: Option<Exposition>,
+}
+
+/// A metric's Prometheus name, help text and labels (every pgbroker metric is a gauge).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exposition {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+}
+
+impl Metric {
+    fn gauge(
+        section: &'static str,
+        key: impl Into<String>,
+        value: Value,
+        name: &'static str,
+        help: &'static str,
+    ) -> Metric {
+        Metric {
+            section,
+            key: key.into(),
+            value,
+            prometheus: Some(Exposition {
+                name,
+                help,
+                labels: Vec::new(),
+            }),
+        }
+    }
+
+    fn fact(section: &'static str, key: impl Into<String>, value: Value) -> Metric {
+        Metric {
+            section,
+            key: key.into(),
+            value,
+            prometheus: None,
+        }
+    }
+
+    fn label(mut self, name: &'static str, value: impl Into<String>) -> Metric {
+        if let Some(p) = &mut self.prometheus {
+            p.labels.push((name, value.into()));
+        }
+        self
+    }
+}
+
+type Collector = fn(&mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error>;
+
+/// Every area's collector, in output order.
+const COLLECTORS: &[Collector] = &[schema, notify, connections, horizon];
+
+pub fn stats(url: &str, args: &StatsArgs, json: bool) -> Result<(), Failure> {
+    let broker = crate::connection::broker(url)?;
+    let mut conn = broker.conn()?;
+    let mut metrics = Vec::new();
+    for collect in COLLECTORS {
+        metrics.extend(collect(&mut conn)?);
+    }
+    if args.prometheus {
+        print!("{}", prometheus(&metrics));
+    } else if json {
+        println!("{}", to_json(&metrics));
+    } else {
+        print!("{}", table(&metrics));
+    }
+    Ok(())
+}
+
+fn schema(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {
+    // Not via Broker::schema_version: stats must work on a database without the schema.
+    let installed: bool = c
+        .query_one(
+            "SELECT to_regclass('pgbroker.schema_version') IS NOT NULL",
+            &[],
+        )?
+        .get(0);
+    let version: Option<i32> = if installed {
+        c.query_one("SELECT max(version) FROM pgbroker.schema_version", &[])?
+            .get(0)
+    } else {
+        None
+    };
+    Ok(vec![Metric::gauge(
+        "schema",
+        "version",
+        json!(version),
+        "pgbroker_schema_version",
+        "Installed pgbroker schema version (absent when not installed).",
+    )])
+}
+
+fn notify(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {
+    let usage: f64 = c
+        .query_one("SELECT pg_notification_queue_usage()", &[])?
+        .get(0);
+    Ok(vec![Metric::gauge(
+        "notify",
+        "queue_usage",
+        json!(usage),
+        "pgbroker_notification_queue_usage_ratio",
+        "Fraction of the cluster's NOTIFY queue in use; a listener that stops reading makes it grow.",
+    )])
+}
+
+fn connections(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {
+    let mut out = Vec::new();
+    let max: i32 = c
+        .query_one("SELECT current_setting('max_connections')::int", &[])?
+        .get(0);
+    let rows = c.query(
+        "SELECT coalesce(state, 'unknown'), count(*)
+           FROM pg_stat_activity
+          WHERE backend_type = 'client backend'
+          GROUP BY 1 ORDER BY 1",
+        &[],
+    )?;
+    let mut total = 0i64;
+    for r in rows {
+        let state: String = r.get(0);
+        let n: i64 = r.get(1);
+        total += n;
+        out.push(
+            Metric::gauge(
+                "connections",
+                state.clone(),
+                json!(n),
+                "pgbroker_connections",
+                "Client connections to the cluster, by state.",
+            )
+            .label("state", state),
+        );
+    }
+    out.push(Metric::gauge(
+        "connections",
+        "total",
+        json!(total),
+        "pgbroker_connections_total",
+        "Client connections to the cluster.",
+    ));
+    out.push(Metric::gauge(
+        "connections",
+        "max",
+        json!(max),
+        "pgbroker_connections_max",
+        "The server's max_connections.",
+    ));
+    Ok(out)
+}
+
+/// What holds back `pg_snapshot_xmin(pg_current_snapshot())`, the horizon below which log
+/// readers may deliver: the oldest transaction that has an xid and is still running (a
+/// session's or a prepared one). Read-only transactions have no xid and hold nothing back.
+/// Sessions of other users show only with `pg_read_all_stats`.
+fn horizon(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {
+    let row = c.query_opt(
+        "SELECT * FROM (
+             SELECT pid, application_name AS holder, state, false AS prepared,
+                    extract(epoch FROM clock_timestamp() - xact_start)::float8 AS seconds,
+                    age(backend_xid)::int8 AS xids
+               FROM pg_stat_activity
+              WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+             UNION ALL
+             SELECT NULL, gid, 'prepared', true,
+                    extract(epoch FROM clock_timestamp() - prepared)::float8,
+                    age(transaction)::int8
+               FROM pg_prepared_xacts
+         ) t ORDER BY xids DESC, seconds DESC LIMIT 1",
+        &[],
+    )?;
+    let (seconds, xids, pid, holder, state, prepared) = match &row {
+        Some(r) => (
+            r.get::<_, Option<f64>>("seconds").unwrap_or(0.0),
+            r.get::<_, i64>("xids"),
+            json!(r.get::<_, Option<i32>>("pid")),
+            json!(r.get::<_, Option<String>>("holder")),
+            json!(r.get::<_, Option<String>>("state")),
+            json!(r.get::<_, bool>("prepared")),
+        ),
+        None => (0.0, 0, Value::Null, Value::Null, Value::Null, Value::Null),
+    };
+    Ok(vec![
+        Metric::gauge(
+            "horizon",
+            "holdback_seconds",
+            json!(seconds),
+            "pgbroker_horizon_holdback_seconds",
+            "Age of the oldest running transaction with an xid; log delivery waits for it.",
+        ),
+        Metric::gauge(
+            "horizon",
+            "holdback_xids",
+            json!(xids),
+            "pgbroker_horizon_holdback_xids",
+            "Transactions started since the oldest running one with an xid.",
+        ),
+        Metric::fact("horizon", "pid", pid),
+        Metric::fact("horizon", "holder", holder),
+        Metric::fact("horizon", "state", state),
+        Metric::fact("horizon", "prepared", prepared),
+    ])
+}
+
+/// `{"section": {"key": value}}`, sections and keys in collection order.
+fn to_json(metrics: &[Metric]) -> Value {
+    let mut out = Map::new();
+    for m in metrics {
+        let section = out
+            .entry(m.section)
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Value::Object(s) = section {
+            s.insert(m.key.clone(), m.value.clone());
+        }
+    }
+    Value::Object(out)
+}
+
+fn prometheus(metrics: &[Metric]) -> String {
+    let mut out = String::new();
+    let mut described: Vec<&str> = Vec::new();
+    for m in metrics {
+        let Some(p) = &m.prometheus else { continue };
+        let Some(v) = m.value.as_f64() else { continue };
+        if !described.contains(&p.name) {
+            described.push(p.name);
+            out.push_str(&format!(
+                "# HELP {} {}\n# TYPE {} gauge\n",
+                p.name, p.help, p.name
+            ));
+        }
+        let labels: Vec<String> = p
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect();
+        let labels = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{}}}", labels.join(","))
+        };
+        out.push_str(&format!("{}{} {}\n", p.name, labels, v));
+    }
+    out
+}
+
+fn table(metrics: &[Metric]) -> String {
+    let mut t = Table::new(["metric", "value"]);
+    for m in metrics {
+        let v = match &m.value {
+            Value::Null => "-".to_string(),
+            Value::String(s) => s.clone(),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{f:.3}"),
+                _ => n.to_string(),
+            },
+            other => other.to_string(),
+        };
+        t.row([format!("{}.{}", m.section, m.key), v]);
+    }
+    t.render()
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn sample() -> Vec<Metric> {
+        vec![
+            Metric::gauge("notify", "queue_usage", json!(0.5), "q", "Queue."),
+            Metric::gauge("connections", "idle", json!(2), "c", "Conns.").label("state", "idle"),
+            Metric::gauge("connections", "active", json!(1), "c", "Conns.")
+                .label("state", "active"),
+            Metric::fact("horizon", "pid", Value::Null),
+        ]
+    }
+
+    #[test]
+    fn json_groups_by_section() {
+        assert_eq!(
+            to_json(&sample()),
+            json!({"notify": {"queue_usage": 0.5},
+                   "connections": {"idle": 2, "active": 1},
+                   "horizon": {"pid": null}})
+        );
+    }
+
+    #[test]
+    fn prometheus_describes_each_name_once() {
+        assert_eq!(
+            prometheus(&sample()),
+            "# HELP q Queue.\n# TYPE q gauge\nq 0.5\n\
+             # HELP c Conns.\n# TYPE c gauge\nc{state=\"idle\"} 2\nc{state=\"active\"} 1\n"
+        );
+    }
+}

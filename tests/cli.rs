@@ -1,0 +1,374 @@
+//! The `pgbroker` command, driven as a user would: the built binary against a test database.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStderr, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+fn pgbroker() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pgbroker"));
+    c.env_remove("DATABASE_URL");
+    c
+}
+
+fn run(args: &[&str]) -> Output {
+    pgbroker().args(args).output().expect("run pgbroker")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// Asserts the command failed with `code` and exactly one `pgbroker: error:` line.
+fn assert_one_line_error(o: &Output, code: i32, starts: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "stderr: {err:?}");
+    assert!(err.starts_with(starts), "stderr: {err:?}");
+}
+
+#[test]
+fn setup_installs_then_reports_up_to_date() {
+    let db = support::empty_db();
+    let v = pgbroker::SCHEMA_VERSION;
+    let o = run(&["setup", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("installed pgbroker schema version {v}\n")
+    );
+    let o = run(&["migrate", "--url", &db.url]);
+    assert_eq!(
+        stdout(&o),
+        format!("pgbroker schema version {v} is up to date\n")
+    );
+    let o = run(&["setup", "--json", "--url", &db.url]);
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j, serde_json::json!({"previous": v, "version": v}));
+}
+
+/// Starts `listen` and waits until it says it is listening; returns the child and the rest
+/// of its stderr (kept open: the command goes on reporting there).
+fn spawn_listen(args: &[&str]) -> (Child, BufReader<ChildStderr>) {
+    let mut child = pgbroker()
+        .arg("listen")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.starts_with("pgbroker: listening on "), "{line:?}");
+    (child, err)
+}
+
+/// `{"channel":C,"payload":P,"pid":N}` with any pid.
+fn assert_line(line: &str, channel: &str, payload: &str) {
+    let prefix = format!(
+        "{{\"channel\":{},\"payload\":{},\"pid\":",
+        Value::from(channel),
+        Value::from(payload)
+    );
+    let pid = line
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix('}'))
+        .unwrap_or_else(|| panic!("{line:?} is not {prefix}N}}"));
+    assert!(pid.parse::<i32>().unwrap() > 0, "{line:?}");
+}
+
+#[test]
+fn notify_and_listen_round_trip() {
+    let db = support::db();
+    let (listen, _stderr) = spawn_listen(&[
+        "orders",
+        "Mixed \"Case\"",
+        "--count",
+        "4",
+        "--timeout",
+        "20",
+        "--url",
+        &db.url,
+    ]);
+    let o = run(&["notify", "orders", "first", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "");
+    let o = run(&["notify", "Mixed \"Case\"", "{\"a\": 1}", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut stdin_notify = pgbroker()
+        .args(["notify", "orders", "-", "--url", &db.url])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    stdin_notify
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"line one\nline two\n")
+        .unwrap();
+    assert!(stdin_notify.wait().unwrap().success());
+
+    let out = listen.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 4, "{text}");
+    // In order per channel; across channels, listener threads may interleave.
+    let on = |prefix: &str| -> Vec<&str> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{{\"channel\":{}", Value::from(prefix))))
+            .collect()
+    };
+    let orders = on("orders");
+    assert_eq!(orders.len(), 3, "{text}");
+    assert_line(orders[0], "orders", "first");
+    assert_line(orders[1], "orders", "line one");
+    assert_line(orders[2], "orders", "line two");
+    let mixed = on("Mixed \"Case\"");
+    assert_eq!(mixed.len(), 1, "{text}");
+    assert_line(mixed[0], "Mixed \"Case\"", "{\"a\": 1}");
+}
+
+#[test]
+fn listen_says_on_stderr_when_it_reconnects() {
+    let db = support::db();
+    let (listen, mut status) =
+        spawn_listen(&["jobs", "--count", "1", "--timeout", "30", "--url", &db.url]);
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        support::terminate_backends(&db, "LISTEN%") > 0
+    }));
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            status.read_line(&mut line).unwrap() > 0,
+            "stderr ended: {lines:?}"
+        );
+        let done = line.contains("reconnected");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    assert!(
+        lines[0].starts_with("pgbroker: connection of listener \"jobs\" lost, reconnecting: "),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].starts_with("pgbroker: listener \"jobs\" reconnected after "),
+        "{lines:?}"
+    );
+    let o = run(&["notify", "jobs", "after", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = listen.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_line(stdout(&out).trim_end(), "jobs", "after");
+}
+
+#[test]
+fn listen_timeout_short_of_count_fails() {
+    let db = support::db();
+    let o = run(&[
+        "listen",
+        "quiet",
+        "--count",
+        "1",
+        "--timeout",
+        "0.3",
+        "--url",
+        &db.url,
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(
+        err.lines().last(),
+        Some("pgbroker: error: timed out after 0.3 s with 0 of 1 notifications")
+    );
+}
+
+#[test]
+fn stats_json_and_prometheus() {
+    let db = support::db();
+    // A writing transaction left open holds back the log horizon.
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    let o = run(&["stats", "--json", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["schema"]["version"], pgbroker::SCHEMA_VERSION);
+    assert!(j["notify"]["queue_usage"].as_f64().unwrap() >= 0.0);
+    assert!(j["connections"]["total"].as_i64().unwrap() >= 2);
+    assert!(j["connections"]["max"].as_i64().unwrap() > 0);
+    // The oldest xid holder in the cluster is at least as old as ours.
+    assert!(
+        j["horizon"]["holdback_seconds"].as_f64().unwrap() >= 0.3,
+        "{j}"
+    );
+    assert!(j["horizon"]["holdback_xids"].as_i64().unwrap() >= 1, "{j}");
+    assert!(j["horizon"]["pid"].as_i64().is_some(), "{j}");
+
+    let o = run(&["stats", "--prometheus", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for needle in [
+        "# TYPE pgbroker_notification_queue_usage_ratio gauge\n",
+        "\npgbroker_notification_queue_usage_ratio ",
+        &format!("\npgbroker_schema_version {}\n", pgbroker::SCHEMA_VERSION),
+        "\npgbroker_connections{state=\"",
+        "\npgbroker_connections_total ",
+        "\npgbroker_connections_max ",
+        "\npgbroker_horizon_holdback_seconds ",
+        "\npgbroker_horizon_holdback_xids ",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing in:\n{text}");
+    }
+    holder.batch_execute("ROLLBACK").unwrap();
+
+    let o = run(&["stats", "--url", &db.url]);
+    assert!(stdout(&o).contains("horizon.holdback_seconds"));
+}
+
+#[test]
+fn stats_without_the_schema() {
+    let db = support::empty_db();
+    let o = run(&["stats", "--json", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(j["schema"]["version"], Value::Null);
+    let o = run(&["stats", "--prometheus", "--url", &db.url]);
+    assert!(!stdout(&o).contains("\npgbroker_schema_version "));
+}
+
+#[test]
+fn demo_delivers_all_but_the_rolled_back() {
+    let o = run(&["demo", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let steps = j["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 6);
+    let got: Vec<(u64, usize)> = steps
+        .iter()
+        .map(|s| {
+            let n = s["received"].as_array().unwrap().len();
+            (s["expected"].as_u64().unwrap(), n)
+        })
+        .collect();
+    assert_eq!(got, [(1, 1), (1, 1), (0, 0), (2, 2), (1, 1), (1, 1)]);
+    assert_eq!(steps[0]["received"][0]["payload"], "hello");
+}
+
+#[test]
+fn no_database_is_a_usage_error() {
+    for cmd in [
+        &["setup"][..],
+        &["stats"],
+        &["notify", "c", "x"],
+        &["listen", "c"],
+    ] {
+        let o = run(cmd);
+        assert_one_line_error(&o, 2, "pgbroker: error: no database given");
+    }
+    let o = pgbroker()
+        .args(["setup"])
+        .env("DATABASE_URL", "")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn bad_input_is_one_line() {
+    let db = support::db();
+    let o = run(&["notify", "", "x", "--url", &db.url]);
+    assert_one_line_error(
+        &o,
+        2,
+        "pgbroker: error: invalid name: channel name is empty",
+    );
+    let long = "c".repeat(64);
+    let o = run(&["listen", &long, "--url", &db.url]);
+    assert_one_line_error(
+        &o,
+        2,
+        "pgbroker: error: invalid name: channel name is 64 bytes",
+    );
+    let big = "x".repeat(8000);
+    let o = run(&["notify", "c", &big, "--url", &db.url]);
+    assert_one_line_error(&o, 2, "pgbroker: error: payload too large");
+    let o = run(&["setup", "--url", "not a url"]);
+    assert_one_line_error(&o, 2, "pgbroker: error: configuration error");
+    let o = run(&["setup", "--url", "postgres://nobody@127.0.0.1:1/none"]);
+    assert_one_line_error(&o, 1, "pgbroker: error: connection failed");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(run(&[]).status.code(), Some(2));
+    assert_eq!(run(&["listen"]).status.code(), Some(2));
+    assert_eq!(run(&["bench", "--messages", "lots"]).status.code(), Some(2));
+    let o = run(&["bench", "--only", "nope"]);
+    assert_one_line_error(&o, 2, "pgbroker: error: no workload named \"nope\"");
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn bench_smoke() {
+    let db = support::db();
+    let o = run(&["bench", "--messages", "1000", "--json", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(j["peak_rss_kb"].as_u64().unwrap() > 0);
+    assert_eq!(j["private_cluster"], false);
+    let rows = j["workloads"].as_array().unwrap();
+    let row = |name: &str| -> &Value {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("{name} missing in {j}"))
+    };
+    for name in [
+        "publish_single_t4",
+        "enqueue_single_t4",
+        "publish_batch_10000",
+        "claim_complete_b100_t4",
+    ] {
+        let r = row(name);
+        assert!(r["raw_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert_eq!(r["pgbroker_per_s"], Value::Null, "{r}");
+        assert_eq!(r["ratio"], Value::Null, "{r}");
+    }
+    assert_eq!(row("publish_single_t4")["pgbroker_pending"], "log");
+    assert_eq!(row("claim_complete_b100_t4")["pgbroker_pending"], "queue");
+    for name in ["watch_table_1k", "watch_table_100k", "notify_latency"] {
+        let r = row(name);
+        assert!(r["pgbroker_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert_eq!(row("watch_table_100k")["messages"], 1000);
+    assert!(
+        row("watch_table_1k")["pgbroker_notifies_per_s"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert!(row("notify_latency")["pgbroker_p99_ms"].as_f64().unwrap() > 0.0);
+    // The bench's tables are gone afterwards.
+    let mut c = db.client();
+    let left: bool = c
+        .query_one("SELECT to_regnamespace('pgbroker_bench') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!left);
+}
