@@ -61,3 +61,8 @@ pub use worker::{BoxError, HandlerResult, StatsSnapshot, WorkerPool, WorkerPoolB
 
 /// Re-exported so users name the same `postgres` types pgbroker uses.
 pub use postgres;
+
+// The README's Rust blocks compile as doctests, so what it shows stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

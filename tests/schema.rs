@@ -109,3 +109,19 @@ fn connection_errors_are_typed() {
     let err = Broker::builder().build().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config);
 }
+
+#[test]
+fn readme_sql_block_runs() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```sql\n").expect("README has a sql block") + 7;
+    let end = start + readme[start..].find("```").unwrap();
+    let db = support::db();
+    let mut c = db.client();
+    c.batch_execute(&readme[start..end])
+        .unwrap_or_else(|e| panic!("README sql block failed: {e:?}"));
+    let events: i64 = c
+        .query_one("SELECT count(*) FROM pgbroker.events", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(events, 1);
+}
