@@ -8,4 +8,5 @@
 \ir schema/notify.sql
 \ir schema/log.sql
 \ir schema/queue.sql
+\ir schema/routing.sql
 \ir schema/version.sql

@@ -15,6 +15,7 @@ const PARTS: &[(&str, &str)] = &[
     ("schema/notify.sql", include_str!("../schema/notify.sql")),
     ("schema/log.sql", include_str!("../schema/log.sql")),
     ("schema/queue.sql", include_str!("../schema/queue.sql")),
+    ("schema/routing.sql", include_str!("../schema/routing.sql")),
     ("schema/version.sql", include_str!("../schema/version.sql")),
 ];
 
