@@ -398,6 +398,7 @@ impl PartitionConsumer {
         let part = self.partition as i32;
         let mut waiting = false;
         let mut touched = Instant::now();
+        let mut acked: Option<super::Position> = None;
         loop {
             if self.ctx.is_stopping() {
                 return Ok(());
@@ -405,14 +406,15 @@ impl PartitionConsumer {
             if self.options.reliable && !self.run_due_retries(client)? {
                 return Ok(());
             }
-            let events = read_events(
+            let batch = read_events(
                 client,
                 &read,
                 &self.name,
                 self.partition,
                 self.options.batch_size,
             )?;
-            if !events.is_empty() {
+            let ack_to = batch.ack_position();
+            if !batch.is_empty() {
                 if waiting {
                     client.execute(
                         "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
@@ -420,17 +422,11 @@ impl PartitionConsumer {
                     )?;
                     waiting = false;
                 }
-                let batch = Arc::new(Batch {
-                    subscription: self.name.clone(),
-                    partition: self.partition,
-                    events,
-                    attempt: 0,
-                });
+                let batch = Arc::new(batch);
                 let outcome = self.dispatch(batch.clone());
                 let Outcome::Done(result) = outcome else {
                     return Ok(());
                 };
-                let last = batch.last_position().expect("non-empty batch");
                 let mut tx = client.transaction()?;
                 if let Err(e) = result {
                     if self.options.reliable {
@@ -443,10 +439,19 @@ impl PartitionConsumer {
                         );
                     }
                 }
-                super::read::ack_with(&mut tx, &ack, &self.name, self.partition, last)?;
+                if let Some(pos) = ack_to {
+                    super::read::ack_with(&mut tx, &ack, &self.name, self.partition, pos)?;
+                }
                 tx.commit()?;
+                acked = ack_to;
                 touched = Instant::now();
                 continue;
+            }
+            // Nothing matched up to the horizon: move past what was scanned, once per change.
+            if let Some(pos) = ack_to.filter(|p| acked.map_or(true, |a| *p > a)) {
+                super::read::ack_with(client, &ack, &self.name, self.partition, pos)?;
+                acked = Some(pos);
+                touched = Instant::now();
             }
             if !waiting {
                 // Register as waiting, then read once more: an event committed in between
@@ -564,6 +569,8 @@ impl PartitionConsumer {
                 partition: self.partition,
                 events: vec![event.clone()],
                 attempt,
+                horizon: None,
+                requested: 1,
             });
             let Outcome::Done(result) = self.dispatch(batch) else {
                 return Ok(false);
