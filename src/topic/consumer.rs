@@ -328,7 +328,14 @@ impl PartitionConsumer {
                 return;
             };
             match self.consume(&mut client) {
-                Ok(()) => return,
+                Ok(()) => {
+                    // Stopped: no longer waiting for wake-ups.
+                    let _ = client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    );
+                    return;
+                }
                 Err(e) => {
                     failures += 1;
                     log::warn!(
@@ -370,6 +377,12 @@ impl PartitionConsumer {
                     continue;
                 }
             };
+            // Waiter rows of consumers that died make publishers notify for nothing.
+            let _ = client.execute(
+                "DELETE FROM pgbroker.log_waiters w \
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)",
+                &[],
+            );
             loop {
                 match client.query_one(
                     "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
