@@ -412,12 +412,23 @@ impl PartitionConsumer {
         let mut waiting = false;
         let mut touched = Instant::now();
         let mut acked: Option<super::Position> = None;
+        let mut retry_due: Option<Instant> = Some(Instant::now());
+        let mut retry_checked = Instant::now();
         loop {
             if self.ctx.is_stopping() {
                 return Ok(());
             }
-            if self.options.reliable && !self.run_due_retries(client)? {
-                return Ok(());
+            // Retries are looked at when one is due, and at least every poll interval (a
+            // re-drive from elsewhere makes some due at once): not on every batch.
+            if self.options.reliable
+                && (retry_due.is_some_and(|d| d <= Instant::now())
+                    || retry_checked.elapsed() >= self.options.poll_interval)
+            {
+                if !self.run_due_retries(client)? {
+                    return Ok(());
+                }
+                retry_checked = Instant::now();
+                retry_due = None;
             }
             let batch = read_events(
                 client,
@@ -444,6 +455,9 @@ impl PartitionConsumer {
                 if let Err(e) = result {
                     if self.options.reliable {
                         self.record_failure(&mut tx, &batch, &e)?;
+                        let first = self.options.retry.delay(1).unwrap_or_default();
+                        let due = Instant::now() + first;
+                        retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
                     } else {
                         log::warn!(
                             "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
@@ -491,7 +505,9 @@ impl PartitionConsumer {
                     .query_one(NEXT_RETRY_SQL, &[&&*self.name, &part])?
                     .get(0);
                 if let Some(secs) = next {
-                    wait = wait.min(Duration::from_secs_f64(secs.max(0.0)));
+                    let due = Duration::from_secs_f64(secs.max(0.0));
+                    retry_due = Some(Instant::now() + due);
+                    wait = wait.min(due);
                 }
             }
             select! {
