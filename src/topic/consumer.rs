@@ -316,6 +316,10 @@ SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
  WHERE subscription = $1 AND partition = $2 AND NOT dead AND run_at <= now()
  ORDER BY run_at, tx, id LIMIT 100";
 
+/// The first and the longest re-read delay after a wake-up that found nothing readable.
+const QUICK_FIRST: Duration = Duration::from_millis(5);
+const QUICK_MAX: Duration = Duration::from_secs(1);
+
 const NEXT_RETRY_SQL: &str = "\
 SELECT extract(epoch FROM min(run_at) - now())::float8 FROM pgbroker.event_retries
  WHERE subscription = $1 AND partition = $2 AND NOT dead";
@@ -414,6 +418,7 @@ impl PartitionConsumer {
         let mut acked: Option<super::Position> = None;
         let mut retry_due: Option<Instant> = Some(Instant::now());
         let mut retry_checked = Instant::now();
+        let mut quick: Option<Duration> = None;
         loop {
             if self.ctx.is_stopping() {
                 return Ok(());
@@ -439,6 +444,7 @@ impl PartitionConsumer {
             )?;
             let ack_to = batch.ack_position();
             if !batch.is_empty() {
+                quick = None;
                 if waiting {
                     client.execute(
                         "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
@@ -510,8 +516,15 @@ impl PartitionConsumer {
                     wait = wait.min(due);
                 }
             }
+            // Woken but nothing readable: the event is behind the horizon (an older
+            // transaction is still open), and its end sends no wake-up. Re-read soon, backing
+            // off, rather than after a whole poll interval.
+            if let Some(q) = quick {
+                wait = wait.min(q);
+                quick = (q < QUICK_MAX).then(|| q * 2);
+            }
             select! {
-                recv(self.wake) -> _ => {}
+                recv(self.wake) -> _ => quick = Some(QUICK_FIRST),
                 recv(self.ctx.stop_signal()) -> _ => return Ok(()),
                 default(wait) => {}
             }
