@@ -459,3 +459,31 @@ fn stopped_consumers_leave_no_waiter_and_maintenance_runs_on_a_timer() {
     pool.shutdown().unwrap();
     assert_eq!(waiters(&mut c), 0);
 }
+
+#[test]
+fn consumers_of_a_deleted_subscription_stop() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 2);
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with("s", options(), |_| Ok(()))
+        .start()
+        .unwrap();
+    let mut c = db.client();
+    let locks = |c: &mut pgbroker::postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+              WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert!(support::wait_until(WAIT, || locks(&mut c) == 2));
+    assert!(broker.unsubscribe("s").unwrap());
+    // Both partition consumers notice, stop, and close their connections (and locks).
+    assert!(support::wait_until(WAIT, || locks(&mut c) == 0));
+    pool.shutdown().unwrap();
+}

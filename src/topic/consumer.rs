@@ -12,7 +12,7 @@ use super::read::{read_events, READ_SETTINGS, READ_SQL};
 use super::{validate_subscription, Batch, EventId, LogEvent, RetryPolicy, WAKEUP_CHANNEL};
 use crate::notify::Event;
 use crate::worker::{Source, SourceContext, Task};
-use crate::{Error, HandlerResult, Result, WorkerPoolBuilder};
+use crate::{Error, ErrorKind, HandlerResult, Result, WorkerPoolBuilder};
 
 type BatchHandler = Arc<dyn Fn(&Batch) -> HandlerResult + Send + Sync>;
 
@@ -340,6 +340,18 @@ impl PartitionConsumer {
                     );
                     return;
                 }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    log::warn!(
+                        "pgbroker consumer of {:?} partition {} stops: {e}",
+                        self.name,
+                        self.partition
+                    );
+                    let _ = client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    );
+                    return;
+                }
                 Err(e) => {
                     failures += 1;
                     log::warn!(
@@ -498,11 +510,14 @@ impl PartitionConsumer {
                 continue;
             }
             if touched.elapsed() > Duration::from_secs(10) {
-                client.execute(
+                let found = client.execute(
                     "UPDATE pgbroker.subscription_cursors SET active_at = now() \
                      WHERE subscription = $1 AND partition = $2",
                     &[&&*self.name, &part],
                 )?;
+                if found == 0 {
+                    return Err(super::subscription::not_found(&self.name, self.partition));
+                }
                 touched = Instant::now();
             }
             let mut wait = self.options.poll_interval;
