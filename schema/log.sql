@@ -314,6 +314,14 @@ AS $$
      ORDER BY e.tx, e.id
 $$;
 
+-- The horizon: every transaction below it has ended, so every event with a smaller tx is
+-- readable now. A reader that got fewer events than it asked for may ack (horizon, 0) to skip
+-- the other topics' events it scanned (take it in the same statement or snapshot as the read).
+CREATE OR REPLACE FUNCTION pgbroker.horizon() RETURNS xid8
+LANGUAGE sql STABLE AS $$
+    SELECT pg_snapshot_xmin(pg_current_snapshot())
+$$;
+
 -- Moves the cursor forward to (tx, id); never backwards (use seek for that). Returns whether the
 -- subscription partition exists.
 CREATE OR REPLACE FUNCTION pgbroker.ack(subscription text, tx xid8, id bigint,

@@ -634,3 +634,43 @@ fn background_publisher_flushes_everything() {
     assert_eq!(failed.lock().unwrap()[0].payload(), &json!("lost?"));
     publisher.close().unwrap();
 }
+
+#[test]
+fn sparse_subscriptions_move_past_other_topics() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "rare", &["rare"]);
+    from_beginning(&broker, "rare-pooled", &["rare"]);
+    broker
+        .publish_batch((0..1000).map(|i| NewEvent::new("busy", json!(i))))
+        .unwrap();
+    let wanted = broker.publish("rare", &json!("x")).unwrap();
+    broker
+        .publish_batch((0..1000).map(|i| NewEvent::new("busy", json!(i))))
+        .unwrap();
+    let b = read_n(&broker, "rare", 1);
+    assert_eq!(ids(&b), vec![wanted.get()]);
+    // Fewer than asked for: acknowledging moves past the busy events scanned after it.
+    let pos = b.ack_position().unwrap();
+    assert!(pos > b.last_position().unwrap());
+    broker.ack("rare", pos).unwrap();
+    let after = broker.read("rare", 10).unwrap();
+    assert!(after.is_empty());
+    assert!(after.ack_position().unwrap() >= pos);
+    // A full batch is acknowledged at its last event only.
+    let full = broker.read("rare-pooled", 1).unwrap();
+    assert_eq!(full.ack_position(), full.last_position());
+
+    // Consumers do the same on their own, even with nothing to deliver.
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription("rare-pooled", |_| Ok(()))
+        .start()
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        broker.lag("rare-pooled").unwrap()[0].cursor >= pos
+    }));
+    pool.shutdown().unwrap();
+    assert_eq!(broker.lag("rare-pooled").unwrap()[0].events_behind, 0);
+}

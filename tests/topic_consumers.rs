@@ -422,3 +422,68 @@ fn starting_a_consumer_of_a_missing_subscription_fails() {
         .unwrap_err();
     assert_eq!(err.kind(), pgbroker::ErrorKind::NotFound);
 }
+
+#[test]
+fn stopped_consumers_leave_no_waiter_and_maintenance_runs_on_a_timer() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    from_beginning(&broker, "s", "t", 1);
+    // A partition three days ahead, dropped: the maintenance timer must create it again.
+    let name: String = c
+        .query_one(
+            "SELECT 'pgbroker.events_p' || to_char((now() AT TIME ZONE 'UTC')::date + 3, 'YYYYMMDD')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute(&format!("DROP TABLE {name}")).unwrap();
+    let waiters = |c: &mut pgbroker::postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM pgbroker.log_waiters", &[])
+            .unwrap()
+            .get(0)
+    };
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with("s", options(), |_| Ok(()))
+        .log_maintenance(Duration::from_millis(100), Duration::from_secs(7 * 86400))
+        .start()
+        .unwrap();
+    assert!(support::wait_until(WAIT, || waiters(&mut c) == 1));
+    assert!(support::wait_until(WAIT, || {
+        c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .unwrap()
+            .get::<_, bool>(0)
+    }));
+    pool.shutdown().unwrap();
+    assert_eq!(waiters(&mut c), 0);
+}
+
+#[test]
+fn consumers_of_a_deleted_subscription_stop() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 2);
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with("s", options(), |_| Ok(()))
+        .start()
+        .unwrap();
+    let mut c = db.client();
+    let locks = |c: &mut pgbroker::postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+              WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert!(support::wait_until(WAIT, || locks(&mut c) == 2));
+    assert!(broker.unsubscribe("s").unwrap());
+    // Both partition consumers notice, stop, and close their connections (and locks).
+    assert!(support::wait_until(WAIT, || locks(&mut c) == 0));
+    pool.shutdown().unwrap();
+}

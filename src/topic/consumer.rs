@@ -12,7 +12,7 @@ use super::read::{read_events, READ_SETTINGS, READ_SQL};
 use super::{validate_subscription, Batch, EventId, LogEvent, RetryPolicy, WAKEUP_CHANNEL};
 use crate::notify::Event;
 use crate::worker::{Source, SourceContext, Task};
-use crate::{Error, HandlerResult, Result, WorkerPoolBuilder};
+use crate::{Error, ErrorKind, HandlerResult, Result, WorkerPoolBuilder};
 
 type BatchHandler = Arc<dyn Fn(&Batch) -> HandlerResult + Send + Sync>;
 
@@ -316,6 +316,10 @@ SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
  WHERE subscription = $1 AND partition = $2 AND NOT dead AND run_at <= now()
  ORDER BY run_at, tx, id LIMIT 100";
 
+/// The first and the longest re-read delay after a wake-up that found nothing readable.
+const QUICK_FIRST: Duration = Duration::from_millis(5);
+const QUICK_MAX: Duration = Duration::from_secs(1);
+
 const NEXT_RETRY_SQL: &str = "\
 SELECT extract(epoch FROM min(run_at) - now())::float8 FROM pgbroker.event_retries
  WHERE subscription = $1 AND partition = $2 AND NOT dead";
@@ -328,7 +332,26 @@ impl PartitionConsumer {
                 return;
             };
             match self.consume(&mut client) {
-                Ok(()) => return,
+                Ok(()) => {
+                    // Stopped: no longer waiting for wake-ups.
+                    let _ = client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    );
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    log::warn!(
+                        "pgbroker consumer of {:?} partition {} stops: {e}",
+                        self.name,
+                        self.partition
+                    );
+                    let _ = client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    );
+                    return;
+                }
                 Err(e) => {
                     failures += 1;
                     log::warn!(
@@ -370,6 +393,12 @@ impl PartitionConsumer {
                     continue;
                 }
             };
+            // Waiter rows of consumers that died make publishers notify for nothing.
+            let _ = client.execute(
+                "DELETE FROM pgbroker.log_waiters w \
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)",
+                &[],
+            );
             loop {
                 match client.query_one(
                     "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
@@ -398,21 +427,36 @@ impl PartitionConsumer {
         let part = self.partition as i32;
         let mut waiting = false;
         let mut touched = Instant::now();
+        let mut acked: Option<super::Position> = None;
+        let mut retry_due: Option<Instant> = Some(Instant::now());
+        let mut retry_checked = Instant::now();
+        let mut quick: Option<Duration> = None;
         loop {
             if self.ctx.is_stopping() {
                 return Ok(());
             }
-            if self.options.reliable && !self.run_due_retries(client)? {
-                return Ok(());
+            // Retries are looked at when one is due, and at least every poll interval (a
+            // re-drive from elsewhere makes some due at once): not on every batch.
+            if self.options.reliable
+                && (retry_due.is_some_and(|d| d <= Instant::now())
+                    || retry_checked.elapsed() >= self.options.poll_interval)
+            {
+                if !self.run_due_retries(client)? {
+                    return Ok(());
+                }
+                retry_checked = Instant::now();
+                retry_due = None;
             }
-            let events = read_events(
+            let batch = read_events(
                 client,
                 &read,
                 &self.name,
                 self.partition,
                 self.options.batch_size,
             )?;
-            if !events.is_empty() {
+            let ack_to = batch.ack_position();
+            if !batch.is_empty() {
+                quick = None;
                 if waiting {
                     client.execute(
                         "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
@@ -420,21 +464,18 @@ impl PartitionConsumer {
                     )?;
                     waiting = false;
                 }
-                let batch = Arc::new(Batch {
-                    subscription: self.name.clone(),
-                    partition: self.partition,
-                    events,
-                    attempt: 0,
-                });
+                let batch = Arc::new(batch);
                 let outcome = self.dispatch(batch.clone());
                 let Outcome::Done(result) = outcome else {
                     return Ok(());
                 };
-                let last = batch.last_position().expect("non-empty batch");
                 let mut tx = client.transaction()?;
                 if let Err(e) = result {
                     if self.options.reliable {
                         self.record_failure(&mut tx, &batch, &e)?;
+                        let first = self.options.retry.delay(1).unwrap_or_default();
+                        let due = Instant::now() + first;
+                        retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
                     } else {
                         log::warn!(
                             "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
@@ -443,10 +484,19 @@ impl PartitionConsumer {
                         );
                     }
                 }
-                super::read::ack_with(&mut tx, &ack, &self.name, self.partition, last)?;
+                if let Some(pos) = ack_to {
+                    super::read::ack_with(&mut tx, &ack, &self.name, self.partition, pos)?;
+                }
                 tx.commit()?;
+                acked = ack_to;
                 touched = Instant::now();
                 continue;
+            }
+            // Nothing matched up to the horizon: move past what was scanned, once per change.
+            if let Some(pos) = ack_to.filter(|p| acked.map_or(true, |a| *p > a)) {
+                super::read::ack_with(client, &ack, &self.name, self.partition, pos)?;
+                acked = Some(pos);
+                touched = Instant::now();
             }
             if !waiting {
                 // Register as waiting, then read once more: an event committed in between
@@ -460,11 +510,14 @@ impl PartitionConsumer {
                 continue;
             }
             if touched.elapsed() > Duration::from_secs(10) {
-                client.execute(
+                let found = client.execute(
                     "UPDATE pgbroker.subscription_cursors SET active_at = now() \
                      WHERE subscription = $1 AND partition = $2",
                     &[&&*self.name, &part],
                 )?;
+                if found == 0 {
+                    return Err(super::subscription::not_found(&self.name, self.partition));
+                }
                 touched = Instant::now();
             }
             let mut wait = self.options.poll_interval;
@@ -473,11 +526,20 @@ impl PartitionConsumer {
                     .query_one(NEXT_RETRY_SQL, &[&&*self.name, &part])?
                     .get(0);
                 if let Some(secs) = next {
-                    wait = wait.min(Duration::from_secs_f64(secs.max(0.0)));
+                    let due = Duration::from_secs_f64(secs.max(0.0));
+                    retry_due = Some(Instant::now() + due);
+                    wait = wait.min(due);
                 }
             }
+            // Woken but nothing readable: the event is behind the horizon (an older
+            // transaction is still open), and its end sends no wake-up. Re-read soon, backing
+            // off, rather than after a whole poll interval.
+            if let Some(q) = quick {
+                wait = wait.min(q);
+                quick = (q < QUICK_MAX).then(|| q * 2);
+            }
             select! {
-                recv(self.wake) -> _ => {}
+                recv(self.wake) -> _ => quick = Some(QUICK_FIRST),
                 recv(self.ctx.stop_signal()) -> _ => return Ok(()),
                 default(wait) => {}
             }
@@ -564,6 +626,8 @@ impl PartitionConsumer {
                 partition: self.partition,
                 events: vec![event.clone()],
                 attempt,
+                horizon: None,
+                requested: 1,
             });
             let Outcome::Done(result) = self.dispatch(batch) else {
                 return Ok(false);

@@ -15,6 +15,34 @@
 //! [`ack`](crate::Broker::ack)) or on the worker pool
 //! ([`WorkerPoolBuilder::subscription`](crate::WorkerPoolBuilder::subscription)): one active
 //! consumer per partition, retries on a schedule, then dead letters that can be re-driven.
+//! The same protocol is usable from any client through the SQL functions of
+//! `schema/log.sql` (`pgbroker.publish`, `subscribe`, `read`, `ack`, `seek`, `redrive`,
+//! `publish_table_changes`, `log_maintain`, `subscription_lag`).
+//!
+//! # How it behaves
+//!
+//! - **Delivery** is at least once: a handler's batch is acknowledged after it returns, so a
+//!   consumer dying in between sees it again. Acknowledge in your own transaction
+//!   ([`Broker::ack_in`](crate::Broker::ack_in)) for exactly-once effects.
+//! - **Order** is `(tx, id)`: the order transactions became visible, then publishing order
+//!   within one. A partitioned subscription keeps the order of each key.
+//! - **Patterns**: `*` is exactly one dot-separated segment; `#` is any number of segments
+//!   (none included) and only allowed last (`orders.#`, or `#` for everything).
+//! - **A new subscription** starts after the last event visible when it is created
+//!   ([`StartAt::End`]); events of a transaction still open then and older than that event are
+//!   not delivered to it. Use [`StartAt::Beginning`] or a [`Position`] to include history.
+//! - **Sparse subscriptions**: a read that returns fewer events than asked for may be
+//!   acknowledged up to the horizon ([`Batch::ack_position`]), so other topics' events are
+//!   not scanned again. Consumers on the worker pool do this themselves.
+//! - **Wake-ups**: publishing sends one `NOTIFY pgbroker_events` per statement (folded to one
+//!   per transaction) only while some consumer waits (rows in `pgbroker.log_waiters`), so busy
+//!   consumers cost publishers nothing and NOTIFY's commit lock does not serialise publishing.
+//!   Consumers also poll (`poll_interval`, 1 s) and re-read after a listener reconnects.
+//! - **Retention** drops whole daily partitions, read or not: keep it longer than the longest
+//!   time a subscription may fall behind. Dead letters are copies and survive it.
+//! - **Connections**: each partition consumer holds one dedicated connection (it carries the
+//!   partition's advisory lock), plus one listener connection per subscription and pool.
+//!   Neither works through PgBouncer in transaction mode.
 //!
 //! ```no_run
 //! use pgbroker::topic::{NewEvent, StartAt};

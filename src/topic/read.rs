@@ -11,9 +11,14 @@ use crate::{Broker, Error, ErrorKind, Result};
 /// The most events one read returns.
 pub const MAX_READ: usize = 10_000;
 
-/// The pull API reads through the SQL function, whose settings give the right plan.
-const READ_FN_SQL: &str = "SELECT id, topic, payload, headers, key, tx::text, created_at \
-                           FROM pgbroker.read($1, $2, $3)";
+/// The pull API reads through the SQL function, whose settings give the right plan, and also
+/// returns the horizon of the same snapshot (the function is STABLE: it shares the snapshot).
+const READ_FN_SQL: &str = "\
+SELECT r.id, r.topic, r.payload, r.headers, r.key, r.tx::text, r.created_at,
+       pg_snapshot_xmin(pg_current_snapshot())::text
+  FROM (VALUES (1)) one
+  LEFT JOIN LATERAL pgbroker.read($1, $2, $3) r ON true
+ ORDER BY r.tx, r.id";
 
 /// Planner settings for [`READ_SQL`], set on consumer connections (as `pgbroker.read()` sets them
 /// for its body): walk the `(tx, id)` index in order and stop at the limit.
@@ -21,9 +26,10 @@ pub(crate) const READ_SETTINGS: &str =
     "SET enable_sort = off; SET enable_bitmapscan = off; SET jit = off";
 
 /// The body of `pgbroker.read()` (schema/log.sql), with `tx` as text for the Rust side, prepared
-/// once per consumer connection. Keep the two in step; a test compares them.
+/// once per consumer connection, plus a last row with only the horizon of the same snapshot (in
+/// the `tx` column). Keep the two in step; a test compares them.
 pub(crate) const READ_SQL: &str = "\
-SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx::text, e.created_at
+(SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx::text, e.created_at
   FROM pgbroker.subscription_cursors c
   JOIN pgbroker.subscriptions s ON s.name = c.subscription
  CROSS JOIN LATERAL (
@@ -36,7 +42,9 @@ SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx::text, e.created_at
         ORDER BY ev.tx, ev.id
         LIMIT $2) e
  WHERE c.subscription = $1 AND c.partition = $3
- ORDER BY e.tx, e.id";
+ ORDER BY e.tx, e.id)
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(pg_current_snapshot())::text, NULL";
 
 pub(crate) const ACK_SQL: &str = "\
 UPDATE pgbroker.subscription_cursors SET tx = $3::text::xid8, id = $4, active_at = now()
@@ -52,6 +60,10 @@ pub struct Batch {
     pub(crate) partition: u32,
     pub(crate) events: Vec<LogEvent>,
     pub(crate) attempt: u32,
+    /// The read's horizon: every transaction below it had ended.
+    pub(crate) horizon: Option<u64>,
+    /// How many events were asked for.
+    pub(crate) requested: usize,
 }
 
 impl Batch {
@@ -86,22 +98,78 @@ impl Batch {
         self.attempt
     }
 
-    /// The position of the last event: acknowledge it to move past the batch.
+    /// The position of the last event.
     pub fn last_position(&self) -> Option<Position> {
         self.events.last().map(LogEvent::position)
     }
+
+    /// Where to acknowledge once the batch is handled: past the last event, or, when the read
+    /// found fewer events than asked for, past everything it scanned (up to the horizon) so
+    /// the next read does not scan the other topics' events again. `None` when there is
+    /// nothing to acknowledge.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let batch = broker.read("rare-topic", 100)?;
+    /// // ... handle batch.events() ...
+    /// if let Some(pos) = batch.ack_position() {
+    ///     broker.ack("rare-topic", pos)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn ack_position(&self) -> Option<Position> {
+        let last = self.last_position();
+        match self.horizon {
+            Some(h) if self.events.len() < self.requested => {
+                let scanned = Position::new(h, 0);
+                Some(last.map_or(scanned, |l| l.max(scanned)))
+            }
+            _ => last,
+        }
+    }
+}
+
+/// Splits rows of events plus one horizon row (NULL id, the horizon in column 5, or in column 7
+/// of every row) into events and the horizon.
+fn split_rows(rows: &[postgres::Row], horizon_col: usize) -> Result<(Vec<LogEvent>, Option<u64>)> {
+    let mut events = Vec::with_capacity(rows.len());
+    let mut horizon = None;
+    for row in rows {
+        let h: Option<&str> = row.try_get(horizon_col)?;
+        if let Some(h) = h {
+            horizon = h.parse().ok();
+        }
+        if row.try_get::<_, Option<i64>>(0)?.is_some() {
+            events.push(LogEvent::from_row(row)?);
+        }
+    }
+    Ok((events, horizon))
 }
 
 /// Reads with a prepared READ_SQL statement.
 pub(crate) fn read_events(
     client: &mut impl GenericClient,
     stmt: &postgres::Statement,
-    subscription: &str,
+    subscription: &Arc<str>,
     partition: u32,
     max: usize,
-) -> Result<Vec<LogEvent>> {
-    let rows = client.query(stmt, &[&subscription, &(max as i64), &(partition as i32)])?;
-    rows.iter().map(LogEvent::from_row).collect()
+) -> Result<Batch> {
+    let rows = client.query(
+        stmt,
+        &[&&**subscription, &(max as i64), &(partition as i32)],
+    )?;
+    let (events, horizon) = split_rows(&rows, 5)?;
+    Ok(Batch {
+        subscription: subscription.clone(),
+        partition,
+        events,
+        attempt: 0,
+        horizon,
+        requested: max,
+    })
 }
 
 fn check_max(max: usize) -> Result<()> {
@@ -132,8 +200,8 @@ impl Broker {
     /// for event in batch.events() {
     ///     println!("{} {}", event.topic(), event.payload());
     /// }
-    /// if let Some(last) = batch.last_position() {
-    ///     broker.ack("audit", last)?;
+    /// if let Some(pos) = batch.ack_position() {
+    ///     broker.ack("audit", pos)?;
     /// }
     /// # Ok(()) }
     /// ```
@@ -157,10 +225,7 @@ impl Broker {
         let mut conn = self.conn()?;
         let stmt = conn.statement(READ_FN_SQL)?;
         let rows = conn.query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])?;
-        let events = rows
-            .iter()
-            .map(LogEvent::from_row)
-            .collect::<Result<Vec<_>>>()?;
+        let (events, horizon) = split_rows(&rows, 7)?;
         if events.is_empty()
             && conn
                 .query_opt(EXISTS_SQL, &[&subscription, &(partition as i32)])?
@@ -173,6 +238,8 @@ impl Broker {
             partition,
             events,
             attempt: 0,
+            horizon,
+            requested: max,
         })
     }
 
