@@ -508,3 +508,88 @@ fn schema_install_is_idempotent_and_keeps_jobs() {
     broker.install().unwrap();
     assert!(broker.job(id).unwrap().is_some());
 }
+
+#[test]
+fn wake_ups_only_while_a_worker_waits_and_one_per_transaction() {
+    let db = support::db();
+    let broker = db.broker();
+    let listener = broker.listen("pgbroker.jobs").unwrap();
+    // Nobody waits: producers send no NOTIFY at all.
+    broker.enqueue("mail", "{}").unwrap();
+    assert!(listener
+        .recv_timeout(Duration::from_millis(300))
+        .unwrap()
+        .is_none());
+    // An idle worker registered: one notification per transaction, payload = queue name.
+    let mut c = db.client();
+    c.execute("SELECT pgbroker.wait_for_jobs('mail', 'w1')", &[])
+        .unwrap();
+    let mut conn = broker.conn().unwrap();
+    let mut tx = conn.transaction().unwrap();
+    for _ in 0..3 {
+        broker.enqueue_in(&mut tx, &Job::new("mail", "{}")).unwrap();
+    }
+    tx.query("SELECT pgbroker.enqueue('mail', '{}')", &[])
+        .unwrap();
+    // Delayed jobs and other queues wake nobody.
+    broker
+        .enqueue_in(
+            &mut tx,
+            &Job::new("mail", "{}").delay(Duration::from_secs(60)),
+        )
+        .unwrap();
+    broker
+        .enqueue_in(&mut tx, &Job::new("other", "{}"))
+        .unwrap();
+    tx.commit().unwrap();
+    let mut got = Vec::new();
+    while let Some(pgbroker::Event::Notification(n)) =
+        listener.recv_timeout(Duration::from_millis(300)).unwrap()
+    {
+        got.push(n.payload().to_owned());
+    }
+    assert_eq!(got, vec!["mail".to_owned()]);
+    c.execute("SELECT pgbroker.stop_waiting('mail', 'w1')", &[])
+        .unwrap();
+    broker.enqueue("mail", "{}").unwrap();
+    assert!(listener
+        .recv_timeout(Duration::from_millis(300))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn sql_claims_use_the_same_order_as_rust_claims() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let prios = [4, -2, 4, 0, -2, 9];
+    let mut expected: Vec<(i32, i64)> = prios
+        .iter()
+        .map(|p| {
+            let id: i64 = c
+                .query_one("SELECT pgbroker.enqueue('o', '{}', priority => $1)", &[p])
+                .unwrap()
+                .get(0);
+            (*p, id)
+        })
+        .collect();
+    expected.sort();
+    let mut got: Vec<(i32, i64)> = c
+        .query(
+            "SELECT priority, id FROM pgbroker.claim('o', 'psql', 3, '1 minute')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    got.extend(
+        broker
+            .claim_jobs("o", "rust", 10, LEASE)
+            .unwrap()
+            .iter()
+            .map(|j| (j.priority, j.id)),
+    );
+    assert_eq!(got, expected);
+}
