@@ -254,7 +254,7 @@ fn failures_retry_with_backoff_then_die_and_can_be_redriven() {
         .enqueue_job(
             &Job::new("r", "{}")
                 .max_attempts(3)
-                .backoff(Duration::from_millis(200), Duration::from_secs(1)),
+                .backoff(Duration::from_secs(10), Duration::from_secs(15)),
         )
         .unwrap();
     for attempt in 1..=3 {
@@ -265,17 +265,31 @@ fn failures_retry_with_backoff_then_die_and_can_be_redriven() {
             .unwrap();
         if attempt < 3 {
             assert_eq!(state, Some(JobState::Available));
-            let info = broker.job(id).unwrap().unwrap();
-            let wait = info.run_at.duration_since(SystemTime::now()).unwrap();
-            // base 200 ms * 2^(attempt-1), ±25%
-            let nominal = 0.2 * f64::from(1 << (attempt - 1));
+            // The delay from the failure to the next run: base 10 s * 2^(attempt-1) with
+            // ±25% jitter, at most 15 s.
+            let wait: f64 = db
+                .client()
+                .query_one(
+                    "SELECT extract(epoch FROM run_at - (errors->-1->>'at')::timestamptz)::float8
+                       FROM pgbroker.jobs WHERE id = $1",
+                    &[&id],
+                )
+                .unwrap()
+                .get(0);
+            let nominal = 10.0 * f64::from(1 << (attempt - 1));
             assert!(
-                wait.as_secs_f64() <= nominal * 1.25 + 0.05
-                    && wait.as_secs_f64() >= nominal * 0.75 - 0.1,
-                "attempt {attempt}: waited {wait:?}"
+                wait >= nominal * 0.75 - 0.01 && wait <= (nominal * 1.25).min(15.0) + 0.01,
+                "attempt {attempt}: backoff {wait}"
             );
             // Not claimable during the backoff.
             assert!(broker.claim_jobs("r", "w", 1, LEASE).unwrap().is_empty());
+            // Fast-forward to the retry.
+            db.client()
+                .execute(
+                    "UPDATE pgbroker.jobs SET run_at = now() WHERE id = $1",
+                    &[&id],
+                )
+                .unwrap();
         } else {
             assert_eq!(state, Some(JobState::Dead));
         }

@@ -269,7 +269,7 @@ fn cancelling_running_and_pending_jobs() {
     let pool = broker
         .worker_pool()
         .threads(2)
-        .queue_with(opts("long", 2), move |job| {
+        .queue_with(opts("long", 1), move |job| {
             s.store(job.id() as u64, Ordering::SeqCst);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
@@ -288,6 +288,7 @@ fn cancelling_running_and_pending_jobs() {
         .enqueue_job(&Job::new("long", "{}").delay(Duration::from_millis(500)))
         .unwrap();
     assert!(support::wait_until(WAIT, || started.load(Ordering::SeqCst) == running as u64));
+    // One slot: the pending job cannot start while the running one holds it.
     assert!(broker.cancel_job(pending).unwrap());
     assert!(broker.cancel_job(running).unwrap());
     assert!(support::wait_until(WAIT, || observed.load(Ordering::SeqCst)));
