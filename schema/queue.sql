@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS pgbroker.jobs (
     CONSTRAINT jobs_state_check
         CHECK (state IN ('available', 'running', 'completed', 'dead', 'cancelled')),
     CONSTRAINT jobs_max_attempts_check CHECK (max_attempts > 0),
-    CONSTRAINT jobs_queue_check CHECK (queue ~ '^[A-Za-z0-9_.:-]{1,48}$')
+    -- The full name rule is checked where jobs enter (pgbroker.enqueue, the Rust API); a
+    -- regex here would cost every insert.
+    CONSTRAINT jobs_queue_check CHECK (octet_length(queue) BETWEEN 1 AND 48)
 ) WITH (fillfactor = 80);
 
 COMMENT ON TABLE pgbroker.jobs IS 'pgbroker job queue: one row per pending, running, kept, dead or cancelled job';
@@ -119,7 +121,10 @@ DECLARE
     job_id bigint;
     at     timestamptz := coalesce(enqueue.run_at, now());
 BEGIN
-    PERFORM pgbroker.check_queue_name(enqueue.queue);
+    -- Checks inline rather than calling helpers: each nested call costs an executor round.
+    IF enqueue.queue IS NULL OR enqueue.queue !~ '^[A-Za-z0-9_.:-]{1,48}$' THEN
+        PERFORM pgbroker.check_queue_name(enqueue.queue); -- raises the error
+    END IF;
     IF enqueue.payload IS NULL THEN
         RAISE EXCEPTION 'pgbroker: payload must not be NULL' USING ERRCODE = '22023';
     END IF;
@@ -154,8 +159,10 @@ BEGIN
         DO UPDATE SET unique_key = EXCLUDED.unique_key
         RETURNING j.id INTO job_id;
     END IF;
-    IF at <= now() THEN
-        PERFORM pgbroker.wake(enqueue.queue);
+    IF at <= now() AND EXISTS (SELECT 1 FROM pgbroker.queue_waiters w
+                                WHERE w.queue = enqueue.queue
+                                  AND w.since > now() - interval '10 minutes') THEN
+        PERFORM pg_notify('pgbroker.jobs', enqueue.queue);
     END IF;
     RETURN job_id;
 END

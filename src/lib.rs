@@ -32,6 +32,27 @@
 //! pool.shutdown()?;
 //! # Ok(()) }
 //! ```
+//!
+//! The [job queue](queue): durable jobs with priorities, delays, retries with backoff, leases
+//! rescued when a worker dies, unique jobs, cancellation and status events — all plain SQL
+//! underneath (`pgbroker.enqueue`, `pgbroker.claim`, ...), so any language can take part.
+//!
+//! ```no_run
+//! use pgbroker::queue::Job;
+//!
+//! # fn main() -> pgbroker::Result<()> {
+//! # let broker = pgbroker::Broker::connect("postgres://app@localhost/app")?;
+//! broker.enqueue_job(&Job::new("emails", r#"{"to": "a@example.com"}"#).max_attempts(5))?;
+//! let pool = broker
+//!     .worker_pool()
+//!     .queue("emails", 4, |job| {
+//!         println!("sending {} (attempt {})", job.payload(), job.attempt());
+//!         Ok(())
+//!     })
+//!     .start()?;
+//! pool.shutdown()?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, clippy::all)]
 

@@ -254,7 +254,7 @@ fn failures_retry_with_backoff_then_die_and_can_be_redriven() {
         .enqueue_job(
             &Job::new("r", "{}")
                 .max_attempts(3)
-                .backoff(Duration::from_millis(200), Duration::from_secs(1)),
+                .backoff(Duration::from_secs(10), Duration::from_secs(15)),
         )
         .unwrap();
     for attempt in 1..=3 {
@@ -265,17 +265,31 @@ fn failures_retry_with_backoff_then_die_and_can_be_redriven() {
             .unwrap();
         if attempt < 3 {
             assert_eq!(state, Some(JobState::Available));
-            let info = broker.job(id).unwrap().unwrap();
-            let wait = info.run_at.duration_since(SystemTime::now()).unwrap();
-            // base 200 ms * 2^(attempt-1), ±25%
-            let nominal = 0.2 * f64::from(1 << (attempt - 1));
+            // The delay from the failure to the next run: base 10 s * 2^(attempt-1) with
+            // ±25% jitter, at most 15 s.
+            let wait: f64 = db
+                .client()
+                .query_one(
+                    "SELECT extract(epoch FROM run_at - (errors->-1->>'at')::timestamptz)::float8
+                       FROM pgbroker.jobs WHERE id = $1",
+                    &[&id],
+                )
+                .unwrap()
+                .get(0);
+            let nominal = 10.0 * f64::from(1 << (attempt - 1));
             assert!(
-                wait.as_secs_f64() <= nominal * 1.25 + 0.05
-                    && wait.as_secs_f64() >= nominal * 0.75 - 0.1,
-                "attempt {attempt}: waited {wait:?}"
+                wait >= nominal * 0.75 - 0.01 && wait <= (nominal * 1.25).min(15.0) + 0.01,
+                "attempt {attempt}: backoff {wait}"
             );
             // Not claimable during the backoff.
             assert!(broker.claim_jobs("r", "w", 1, LEASE).unwrap().is_empty());
+            // Fast-forward to the retry.
+            db.client()
+                .execute(
+                    "UPDATE pgbroker.jobs SET run_at = now() WHERE id = $1",
+                    &[&id],
+                )
+                .unwrap();
         } else {
             assert_eq!(state, Some(JobState::Dead));
         }
@@ -507,4 +521,89 @@ fn schema_install_is_idempotent_and_keeps_jobs() {
     let id = broker.enqueue("keep", "{}").unwrap();
     broker.install().unwrap();
     assert!(broker.job(id).unwrap().is_some());
+}
+
+#[test]
+fn wake_ups_only_while_a_worker_waits_and_one_per_transaction() {
+    let db = support::db();
+    let broker = db.broker();
+    let listener = broker.listen("pgbroker.jobs").unwrap();
+    // Nobody waits: producers send no NOTIFY at all.
+    broker.enqueue("mail", "{}").unwrap();
+    assert!(listener
+        .recv_timeout(Duration::from_millis(300))
+        .unwrap()
+        .is_none());
+    // An idle worker registered: one notification per transaction, payload = queue name.
+    let mut c = db.client();
+    c.execute("SELECT pgbroker.wait_for_jobs('mail', 'w1')", &[])
+        .unwrap();
+    let mut conn = broker.conn().unwrap();
+    let mut tx = conn.transaction().unwrap();
+    for _ in 0..3 {
+        broker.enqueue_in(&mut tx, &Job::new("mail", "{}")).unwrap();
+    }
+    tx.query("SELECT pgbroker.enqueue('mail', '{}')", &[])
+        .unwrap();
+    // Delayed jobs and other queues wake nobody.
+    broker
+        .enqueue_in(
+            &mut tx,
+            &Job::new("mail", "{}").delay(Duration::from_secs(60)),
+        )
+        .unwrap();
+    broker
+        .enqueue_in(&mut tx, &Job::new("other", "{}"))
+        .unwrap();
+    tx.commit().unwrap();
+    let mut got = Vec::new();
+    while let Some(pgbroker::Event::Notification(n)) =
+        listener.recv_timeout(Duration::from_millis(300)).unwrap()
+    {
+        got.push(n.payload().to_owned());
+    }
+    assert_eq!(got, vec!["mail".to_owned()]);
+    c.execute("SELECT pgbroker.stop_waiting('mail', 'w1')", &[])
+        .unwrap();
+    broker.enqueue("mail", "{}").unwrap();
+    assert!(listener
+        .recv_timeout(Duration::from_millis(300))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn sql_claims_use_the_same_order_as_rust_claims() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let prios = [4, -2, 4, 0, -2, 9];
+    let mut expected: Vec<(i32, i64)> = prios
+        .iter()
+        .map(|p| {
+            let id: i64 = c
+                .query_one("SELECT pgbroker.enqueue('o', '{}', priority => $1)", &[p])
+                .unwrap()
+                .get(0);
+            (*p, id)
+        })
+        .collect();
+    expected.sort();
+    let mut got: Vec<(i32, i64)> = c
+        .query(
+            "SELECT priority, id FROM pgbroker.claim('o', 'psql', 3, '1 minute')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    got.extend(
+        broker
+            .claim_jobs("o", "rust", 10, LEASE)
+            .unwrap()
+            .iter()
+            .map(|j| (j.priority, j.id)),
+    );
+    assert_eq!(got, expected);
 }

@@ -269,7 +269,7 @@ fn cancelling_running_and_pending_jobs() {
     let pool = broker
         .worker_pool()
         .threads(2)
-        .queue_with(opts("long", 2), move |job| {
+        .queue_with(opts("long", 1), move |job| {
             s.store(job.id() as u64, Ordering::SeqCst);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
@@ -288,6 +288,7 @@ fn cancelling_running_and_pending_jobs() {
         .enqueue_job(&Job::new("long", "{}").delay(Duration::from_millis(500)))
         .unwrap();
     assert!(support::wait_until(WAIT, || started.load(Ordering::SeqCst) == running as u64));
+    // One slot: the pending job cannot start while the running one holds it.
     assert!(broker.cancel_job(pending).unwrap());
     assert!(broker.cancel_job(running).unwrap());
     assert!(support::wait_until(WAIT, || observed.load(Ordering::SeqCst)));
@@ -497,4 +498,36 @@ fn bad_queue_options_fail_start() {
         .start()
         .unwrap_err();
     assert_eq!(err.kind(), pgbroker::ErrorKind::Config);
+}
+
+#[test]
+fn workers_survive_losing_every_connection() {
+    let db = support::db();
+    let broker = db.broker();
+    let done = Arc::new(AtomicU64::new(0));
+    let d = done.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(2)
+        .queue_with(opts("resilient", 2), move |_job| {
+            d.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    broker.enqueue("resilient", "{}").unwrap();
+    assert!(support::wait_until(WAIT, || done.load(Ordering::SeqCst) == 1));
+    // Kill the listener's and every pooled connection's backend.
+    assert!(support::terminate_backends(&db, "%") > 0);
+    let producer = db.broker(); // a fresh pool: the old one's connections are dead too
+    for _ in 0..5 {
+        producer.enqueue("resilient", "{}").unwrap();
+    }
+    assert!(
+        support::wait_until(WAIT, || done.load(Ordering::SeqCst) == 6),
+        "done {}",
+        done.load(Ordering::SeqCst)
+    );
+    assert!(support::wait_until(WAIT, || jobs_left(&producer) == 0));
+    pool.shutdown().unwrap();
 }

@@ -64,9 +64,25 @@ impl ClaimedJob {
     }
 }
 
-const CLAIM_SQL: &str = "SELECT id, queue, payload, attempt, max_attempts, priority, run_at, \
-     lease_until, created_at, unique_key \
-     FROM pgbroker.claim($1, $2, $3, make_interval(secs => $4))";
+// The hot paths are prepared statements with cached plans, the same SQL as the bodies of
+// `pgbroker.claim` and `pgbroker.complete_many` (calling those re-plans on every call).
+const CLAIM_SQL: &str = "WITH picked AS (
+        SELECT c.id FROM pgbroker.jobs c
+         WHERE c.queue = $1 AND c.state = 'available' AND c.run_at <= now()
+         ORDER BY c.priority, c.run_at, c.id
+         LIMIT $3::integer
+         FOR UPDATE SKIP LOCKED
+    )
+    UPDATE pgbroker.jobs j
+       SET state = 'running', attempt = j.attempt + 1, worker = $2,
+           lease_until = now() + make_interval(secs => $4)
+      FROM picked
+     WHERE j.id = picked.id
+    RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
+              j.lease_until, j.created_at, j.unique_key";
+const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
+     USING unnest($1::bigint[], $2::integer[]) AS t(id, attempt)
+     WHERE j.id = t.id AND j.state = 'running' AND j.attempt = t.attempt";
 const EXTEND_SQL: &str = "SELECT pgbroker.extend_leases($1, $2, make_interval(secs => $3))";
 const COMPLETE_SQL: &str = "SELECT pgbroker.complete_many($1, $2, $3, make_interval(secs => $4))";
 const FAIL_SQL: &str = "SELECT pgbroker.fail($1, $2, make_interval(secs => $3), $4, $5)";
@@ -123,7 +139,9 @@ impl Broker {
         let mut conn = self.conn()?;
         let stmt = conn.statement(CLAIM_SQL)?;
         let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
-        Ok(rows.iter().map(ClaimedJob::from_row).collect())
+        let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
+        jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        Ok(jobs)
     }
 
     /// Completes claimed jobs in one statement: they are deleted. Returns how many were
@@ -155,8 +173,12 @@ impl Broker {
         }
         let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
-        let keep = keep.map(secs);
         let mut conn = self.conn()?;
+        if keep.is_none() {
+            let stmt = conn.statement(DELETE_SQL)?;
+            return Ok(conn.execute(&stmt, &[&ids, &attempts])?);
+        }
+        let keep = keep.map(secs);
         let stmt = conn.statement(COMPLETE_SQL)?;
         let row = conn.query_one(&stmt, &[&ids, &attempts, &result, &keep])?;
         Ok(row.get::<_, i32>(0) as u64)

@@ -60,7 +60,7 @@ mod watch;
 pub use claim::ClaimedJob;
 pub use consumer::QueueOptions;
 pub use context::JobContext;
-pub use job::{Job, JobPayload};
+pub use job::{Job, JobPayload, DEFAULT_MAX_ATTEMPTS};
 pub use stats::{JobInfo, QueueStats};
 pub use watch::{JobEvent, JobWatcher};
 
