@@ -353,28 +353,35 @@ $$;
 -- Table mutation events -----------------------------------------------------------------------
 
 -- Trigger function: TG_ARGV[0] is the topic prefix '<schema>.<table>', TG_ARGV[1] the join
--- condition pairing old_rows o and new_rows n on the primary key (updates only).
+-- condition pairing old_rows o and new_rows n on the primary key (updates only), TG_ARGV[2] the
+-- primary key columns as a text[] literal ('' without one). The event key is the JSON array of
+-- the row's primary key values, so a partitioned subscription keeps each row's changes in order.
 CREATE OR REPLACE FUNCTION pgbroker.table_change_publish() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     head jsonb := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME);
+    keys text[] := CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE TG_ARGV[2]::text[] END;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO pgbroker.events (topic, payload)
+        INSERT INTO pgbroker.events (topic, payload, key)
         SELECT TG_ARGV[0] || '.insert',
-               head || jsonb_build_object('op', 'insert', 'row', to_jsonb(n))
-          FROM new_rows n;
+               head || jsonb_build_object('op', 'insert', 'row', x.r),
+               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+          FROM (SELECT to_jsonb(n) AS r FROM new_rows n) x;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO pgbroker.events (topic, payload)
+        INSERT INTO pgbroker.events (topic, payload, key)
         SELECT TG_ARGV[0] || '.delete',
-               head || jsonb_build_object('op', 'delete', 'old', to_jsonb(o))
-          FROM old_rows o;
+               head || jsonb_build_object('op', 'delete', 'old', x.r),
+               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+          FROM (SELECT to_jsonb(o) AS r FROM old_rows o) x;
     ELSE
         EXECUTE format(
-            'INSERT INTO pgbroker.events (topic, payload) '
-            'SELECT $1, $2 || jsonb_build_object(''op'', ''update'', ''row'', to_jsonb(n), '
-            '''old'', to_jsonb(o)) FROM new_rows n JOIN old_rows o ON %s', TG_ARGV[1])
-        USING TG_ARGV[0] || '.update', head;
+            'INSERT INTO pgbroker.events (topic, payload, key) '
+            'SELECT $1, $2 || jsonb_build_object(''op'', ''update'', ''row'', x.r, ''old'', x.o), '
+            '       (SELECT jsonb_agg(x.r -> k)::text FROM unnest($3) k) '
+            '  FROM (SELECT to_jsonb(n) AS r, to_jsonb(o) AS o '
+            '          FROM new_rows n JOIN old_rows o ON %s) x', TG_ARGV[1])
+        USING TG_ARGV[0] || '.update', head, keys;
     END IF;
     RETURN NULL;
 END
@@ -382,8 +389,8 @@ $$;
 
 -- Publishes '<schema>.<table>.insert|update|delete' events for every changed row, in the
 -- changing transaction (statement-level triggers with transition tables). Updates carry the new
--- row as "row" and the old one as "old", paired by primary key (required for 'update').
--- Calling it again replaces the triggers.
+-- row as "row" and the old one as "old", paired by primary key (required for 'update'); the
+-- event key is the JSON array of the primary key values. Calling it again replaces the triggers.
 CREATE OR REPLACE FUNCTION pgbroker.publish_table_changes(
     tbl regclass,
     ops text[] DEFAULT ARRAY['insert', 'update', 'delete']
@@ -394,6 +401,7 @@ DECLARE
     rel    text;
     prefix text;
     cond   text;
+    pkey   text[];
     op     text;
 BEGIN
     SELECT n.nspname, c.relname INTO nsp, rel
@@ -408,27 +416,26 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: ops must be a non-empty subset of insert, update, delete'
             USING ERRCODE = '22023';
     END IF;
-    IF 'update' = ANY (ops) THEN
-        SELECT string_agg(format('o.%1$I IS NOT DISTINCT FROM n.%1$I', a.attname), ' AND ')
-          INTO cond
-          FROM pg_index i
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-         WHERE i.indrelid = tbl AND i.indisprimary;
-        IF cond IS NULL THEN
-            RAISE EXCEPTION 'pgbroker: update events of % need a primary key to pair old and '
-                            'new rows', tbl USING ERRCODE = '22023';
-        END IF;
+    SELECT string_agg(format('o.%1$I IS NOT DISTINCT FROM n.%1$I', a.attname), ' AND '),
+           array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+      INTO cond, pkey
+      FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    IF 'update' = ANY (ops) AND cond IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: update events of % need a primary key to pair old and '
+                        'new rows', tbl USING ERRCODE = '22023';
     END IF;
     PERFORM pgbroker.unpublish_table_changes(tbl);
     FOREACH op IN ARRAY ops LOOP
         EXECUTE format(
             'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L)',
+            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L, %L)',
             'pgbroker_events_' || op, upper(op), tbl,
             CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows'
                     WHEN 'delete' THEN 'OLD TABLE AS old_rows'
                     ELSE 'OLD TABLE AS old_rows NEW TABLE AS new_rows' END,
-            prefix, coalesce(cond, ''));
+            prefix, coalesce(cond, ''), coalesce(pkey::text, ''));
     END LOOP;
 END
 $$;

@@ -439,6 +439,10 @@ fn table_changes_publish_in_the_same_transaction() {
         &json!({"op": "delete", "schema": "public", "table": "items",
                 "old": {"id": 1, "name": "a!"}})
     );
+    // The key is the primary key: one row's changes stay in one partition, in order.
+    let keys: Vec<Option<&str>> = b.events().iter().map(|e| e.key()).collect();
+    assert_eq!(keys[0], Some("[1]"));
+    assert_eq!(keys[4], Some("[1]"));
     broker.ack("s", b.last_position().unwrap()).unwrap();
 
     assert!(broker.unpublish_table_changes("items").unwrap());
