@@ -487,3 +487,70 @@ fn consumers_of_a_deleted_subscription_stop() {
     assert!(support::wait_until(WAIT, || locks(&mut c) == 0));
     pool.shutdown().unwrap();
 }
+
+#[test]
+fn transactional_handlers_commit_results_and_cursor_together() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    c.batch_execute("CREATE TABLE results (event_id bigint NOT NULL)")
+        .unwrap();
+    from_beginning(&broker, "s", "t", 2);
+    let pool = broker
+        .worker_pool()
+        .threads(2)
+        .subscription_tx(
+            "s",
+            options()
+                .batch_size(10)
+                .retry(RetryPolicy::new([Duration::from_millis(50)])),
+            |batch, tx| {
+                for e in batch.events() {
+                    tx.execute(
+                        "INSERT INTO results (event_id) VALUES ($1)",
+                        &[&e.id().get()],
+                    )?;
+                }
+                // Fails after writing: the writes must be rolled back with the batch.
+                if batch.attempt() == 0
+                    && batch.events().iter().any(|e| e.payload()["fail"] == true)
+                {
+                    return Err("first delivery of a failing event".into());
+                }
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap();
+    let ids: Vec<i64> = broker
+        .publish_batch((0..50).map(|i| {
+            NewEvent::new("t", json!({"seq": i, "fail": i % 17 == 3})).key(format!("k{}", i % 5))
+        }))
+        .unwrap()
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    let count = |c: &mut pgbroker::postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM results", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert!(support::wait_until(WAIT, || count(&mut c) == 50
+        && broker.pending_retries("s").unwrap() == 0));
+    std::thread::sleep(Duration::from_millis(300));
+    pool.shutdown().unwrap();
+    let mut got: Vec<i64> = c
+        .query("SELECT event_id FROM results ORDER BY event_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    got.sort();
+    assert_eq!(got, ids, "every event's effects exactly once");
+    assert!(broker.dead_letters("s", 10).unwrap().is_empty());
+    assert!(broker
+        .lag("s")
+        .unwrap()
+        .iter()
+        .all(|p| p.events_behind == 0));
+}

@@ -1,7 +1,7 @@
 //! Consuming subscriptions on the worker pool: one consumer thread per partition holding an
 //! advisory lock on its own connection, handlers run on the pool's workers.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,6 +15,14 @@ use crate::worker::{Source, SourceContext, Task};
 use crate::{Error, ErrorKind, HandlerResult, Result, WorkerPoolBuilder};
 
 type BatchHandler = Arc<dyn Fn(&Batch) -> HandlerResult + Send + Sync>;
+type TxHandler = Arc<dyn Fn(&Batch, &mut postgres::Transaction<'_>) -> HandlerResult + Send + Sync>;
+
+/// A registered handler: plain, or given the transaction that acknowledges the batch.
+#[derive(Clone)]
+enum Handler {
+    Plain(BatchHandler),
+    Tx(TxHandler),
+}
 
 /// Returned (boxed) by a reliable handler to fail only some events of a batch: those go to
 /// retry, the others count as handled.
@@ -207,7 +215,45 @@ impl WorkerPoolBuilder {
         self.source(Box::new(SubscriptionSource {
             name: name.to_owned(),
             options,
-            handler: Arc::new(handler),
+            handler: Handler::Plain(Arc::new(handler)),
+        }))
+    }
+
+    /// Consumes subscription `name` reliably with a handler that writes its results in the
+    /// transaction that also acknowledges the batch: results and cursor commit together, so
+    /// each event's effects happen exactly once even when consumers die. On `Err` (or a panic)
+    /// the transaction is rolled back and the events go to retry as with
+    /// [`subscription`](Self::subscription). The transaction runs on the partition consumer's
+    /// own connection (the one holding its lock): keep it short.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::ConsumerOptions;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .subscription_tx("billing", ConsumerOptions::new(), |batch, tx| {
+    ///         for e in batch.events() {
+    ///             tx.execute(
+    ///                 "INSERT INTO invoices (order_id) VALUES (($1::jsonb ->> 'id')::bigint)",
+    ///                 &[e.payload()],
+    ///             )?;
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn subscription_tx<F>(self, name: &str, options: ConsumerOptions, handler: F) -> Self
+    where
+        F: Fn(&Batch, &mut postgres::Transaction<'_>) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.source(Box::new(SubscriptionSource {
+            name: name.to_owned(),
+            options,
+            handler: Handler::Tx(Arc::new(handler)),
         }))
     }
 
@@ -236,7 +282,7 @@ impl WorkerPoolBuilder {
 struct SubscriptionSource {
     name: String,
     options: ConsumerOptions,
-    handler: BatchHandler,
+    handler: Handler,
 }
 
 impl Source for SubscriptionSource {
@@ -298,16 +344,37 @@ struct PartitionConsumer {
     name: Arc<str>,
     partition: u32,
     options: Arc<ConsumerOptions>,
-    handler: BatchHandler,
+    handler: Handler,
     wake: Receiver<()>,
     ctx: SourceContext,
 }
 
 /// What became of a handler call.
 enum Outcome {
-    Done(std::result::Result<(), Error>),
+    /// The handler ran; `finished` when its success was already recorded in its transaction.
+    Done {
+        result: std::result::Result<(), Error>,
+        finished: bool,
+    },
     /// The pool is stopping and the task was not run.
     Abandoned,
+    /// The connection failed around a transactional handler.
+    Lost(Error),
+}
+
+/// What success of a handler call records.
+enum Finish {
+    /// Move the cursor.
+    Ack(Option<super::Position>),
+    /// Remove the retried event from the retry table.
+    Retried { tx: String, id: i64 },
+}
+
+/// The consumer connection, shared with transactional handlers while they run.
+type Shared = Arc<Mutex<Client>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Client> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 const RETRY_DUE_SQL: &str = "\
@@ -320,6 +387,9 @@ SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
 const QUICK_FIRST: Duration = Duration::from_millis(5);
 const QUICK_MAX: Duration = Duration::from_secs(1);
 
+const DELETE_RETRY_SQL: &str = "DELETE FROM pgbroker.event_retries \
+     WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3";
+
 const NEXT_RETRY_SQL: &str = "\
 SELECT extract(epoch FROM min(run_at) - now())::float8 FROM pgbroker.event_retries
  WHERE subscription = $1 AND partition = $2 AND NOT dead";
@@ -328,10 +398,13 @@ impl PartitionConsumer {
     fn run(self) {
         let mut failures: u32 = 0;
         while !self.ctx.is_stopping() {
-            let Some(mut client) = self.connect_and_lock() else {
+            let Some(client) = self.connect_and_lock() else {
                 return;
             };
-            match self.consume(&mut client) {
+            let shared: Shared = Arc::new(Mutex::new(client));
+            let result = self.consume(&shared);
+            let mut client = lock(&shared);
+            match result {
                 Ok(()) => {
                     // Stopped: no longer waiting for wake-ups.
                     let _ = client.execute(
@@ -420,10 +493,15 @@ impl PartitionConsumer {
     }
 
     /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails.
-    fn consume(&self, client: &mut Client) -> Result<()> {
-        client.batch_execute(READ_SETTINGS)?;
-        let read = client.prepare(READ_SQL)?;
-        let ack = client.prepare(super::read::ACK_SQL)?;
+    fn consume(&self, shared: &Shared) -> Result<()> {
+        let (read, ack) = {
+            let mut client = lock(shared);
+            client.batch_execute(READ_SETTINGS)?;
+            (
+                client.prepare(READ_SQL)?,
+                client.prepare(super::read::ACK_SQL)?,
+            )
+        };
         let part = self.partition as i32;
         let mut waiting = false;
         let mut touched = Instant::now();
@@ -441,14 +519,15 @@ impl PartitionConsumer {
                 && (retry_due.is_some_and(|d| d <= Instant::now())
                     || retry_checked.elapsed() >= self.options.poll_interval)
             {
-                if !self.run_due_retries(client)? {
+                if !self.run_due_retries(shared, &ack)? {
                     return Ok(());
                 }
                 retry_checked = Instant::now();
                 retry_due = None;
             }
+            let mut client = lock(shared);
             let batch = read_events(
-                client,
+                &mut *client,
                 &read,
                 &self.name,
                 self.partition,
@@ -464,11 +543,19 @@ impl PartitionConsumer {
                     )?;
                     waiting = false;
                 }
+                drop(client); // a transactional handler uses it
                 let batch = Arc::new(batch);
-                let outcome = self.dispatch(batch.clone());
-                let Outcome::Done(result) = outcome else {
-                    return Ok(());
+                let result = match self.dispatch(shared, &ack, batch.clone(), Finish::Ack(ack_to)) {
+                    Outcome::Done { finished: true, .. } => {
+                        acked = ack_to;
+                        touched = Instant::now();
+                        continue;
+                    }
+                    Outcome::Done { result, .. } => result,
+                    Outcome::Abandoned => return Ok(()),
+                    Outcome::Lost(e) => return Err(e),
                 };
+                let mut client = lock(shared);
                 let mut tx = client.transaction()?;
                 if let Err(e) = result {
                     if self.options.reliable {
@@ -494,7 +581,7 @@ impl PartitionConsumer {
             }
             // Nothing matched up to the horizon: move past what was scanned, once per change.
             if let Some(pos) = ack_to.filter(|p| acked.map_or(true, |a| *p > a)) {
-                super::read::ack_with(client, &ack, &self.name, self.partition, pos)?;
+                super::read::ack_with(&mut *client, &ack, &self.name, self.partition, pos)?;
                 acked = Some(pos);
                 touched = Instant::now();
             }
@@ -531,6 +618,7 @@ impl PartitionConsumer {
                     wait = wait.min(due);
                 }
             }
+            drop(client);
             // Woken but nothing readable: the event is behind the horizon (an older
             // transaction is still open), and its end sends no wake-up. Re-read soon, backing
             // off, rather than after a whole poll interval.
@@ -546,17 +634,69 @@ impl PartitionConsumer {
         }
     }
 
-    /// Runs the handler on a worker and waits for it.
-    fn dispatch(&self, batch: Arc<Batch>) -> Outcome {
+    /// Runs the handler on a worker and waits for it. A transactional handler runs in a
+    /// transaction on the consumer connection that also records `finish` on success.
+    fn dispatch(
+        &self,
+        shared: &Shared,
+        ack: &postgres::Statement,
+        batch: Arc<Batch>,
+        finish: Finish,
+    ) -> Outcome {
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let abandoned = done_tx.clone();
-        let handler = self.handler.clone();
         let stats = self.ctx.stats.clone();
         let what = format!("subscription {:?}", self.name);
-        let task = Task::new(move || {
-            let result = stats.run_handler(&what, || handler(&batch));
-            let _ = done_tx.send(Outcome::Done(result));
-        })
+        let task = match self.handler.clone() {
+            Handler::Plain(handler) => Task::new(move || {
+                let result = stats.run_handler(&what, || handler(&batch));
+                let _ = done_tx.send(Outcome::Done {
+                    result,
+                    finished: false,
+                });
+            }),
+            Handler::Tx(handler) => {
+                let shared = shared.clone();
+                let ack = ack.clone();
+                let name = self.name.clone();
+                let partition = self.partition;
+                Task::new(move || {
+                    let mut client = lock(&shared);
+                    let outcome = (|| {
+                        let mut tx = match client.transaction() {
+                            Ok(tx) => tx,
+                            Err(e) => return Outcome::Lost(e.into()),
+                        };
+                        let result = stats.run_handler(&what, || handler(&batch, &mut tx));
+                        if result.is_err() {
+                            return Outcome::Done {
+                                result,
+                                finished: false,
+                            }; // dropping tx rolls the handler's writes back
+                        }
+                        let recorded = match &finish {
+                            Finish::Ack(Some(pos)) => {
+                                super::read::ack_with(&mut tx, &ack, &name, partition, *pos)
+                            }
+                            Finish::Ack(None) => Ok(()),
+                            Finish::Retried { tx: t, id } => tx
+                                .execute(DELETE_RETRY_SQL, &[&&*name, t, id])
+                                .map(|_| ())
+                                .map_err(Error::from),
+                        };
+                        match recorded.and_then(|()| tx.commit().map_err(Error::from)) {
+                            Ok(()) => Outcome::Done {
+                                result,
+                                finished: true,
+                            },
+                            Err(e) => Outcome::Lost(e),
+                        }
+                    })();
+                    drop(client);
+                    let _ = done_tx.send(outcome);
+                })
+            }
+        }
         .on_abandon(move || {
             let _ = abandoned.send(Outcome::Abandoned);
         });
@@ -615,9 +755,9 @@ impl PartitionConsumer {
     }
 
     /// Delivers the due retries, one event at a time. False when the pool stops.
-    fn run_due_retries(&self, client: &mut Client) -> Result<bool> {
+    fn run_due_retries(&self, shared: &Shared, ack: &postgres::Statement) -> Result<bool> {
         let part = self.partition as i32;
-        let rows = client.query(RETRY_DUE_SQL, &[&&*self.name, &part])?;
+        let rows = lock(shared).query(RETRY_DUE_SQL, &[&&*self.name, &part])?;
         for row in rows {
             let event = LogEvent::from_row(&row)?;
             let attempt = row.get::<_, i32>(7).max(0) as u32;
@@ -629,17 +769,21 @@ impl PartitionConsumer {
                 horizon: None,
                 requested: 1,
             });
-            let Outcome::Done(result) = self.dispatch(batch) else {
-                return Ok(false);
-            };
             let tx_text = event.tx.to_string();
+            let finish = Finish::Retried {
+                tx: tx_text.clone(),
+                id: event.id,
+            };
+            let result = match self.dispatch(shared, ack, batch, finish) {
+                Outcome::Done { finished: true, .. } => continue,
+                Outcome::Done { result, .. } => result,
+                Outcome::Abandoned => return Ok(false),
+                Outcome::Lost(e) => return Err(e),
+            };
+            let mut client = lock(shared);
             match result {
                 Ok(()) => {
-                    client.execute(
-                        "DELETE FROM pgbroker.event_retries
-                          WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3",
-                        &[&&*self.name, &tx_text, &event.id],
-                    )?;
+                    client.execute(DELETE_RETRY_SQL, &[&&*self.name, &tx_text, &event.id])?;
                 }
                 Err(e) => {
                     let failures = attempt + 1;
