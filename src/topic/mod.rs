@@ -22,8 +22,10 @@
 //! # How it behaves
 //!
 //! - **Delivery** is at least once: a handler's batch is acknowledged after it returns, so a
-//!   consumer dying in between sees it again. Acknowledge in your own transaction
-//!   ([`Broker::ack_in`](crate::Broker::ack_in)) for exactly-once effects.
+//!   consumer dying in between sees it again. For exactly-once effects write results in the
+//!   acknowledging transaction:
+//!   [`WorkerPoolBuilder::subscription_tx`](crate::WorkerPoolBuilder::subscription_tx), or
+//!   [`Broker::ack_in`](crate::Broker::ack_in) with the pull API.
 //! - **Order** is `(tx, id)`: the order transactions became visible, then publishing order
 //!   within one. A partitioned subscription keeps the order of each key.
 //! - **Patterns**: `*` is exactly one dot-separated segment; `#` is any number of segments

@@ -73,6 +73,18 @@ impl PublisherBuilder {
     }
 
     /// Starts the publisher thread.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let publisher = broker
+    ///     .publisher()
+    ///     .on_error(|err, events| eprintln!("{} events lost: {err}", events.len()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
     pub fn start(self) -> Result<Publisher> {
         let (tx, rx) = crossbeam_channel::unbounded::<Command>();
         let on_error = self.on_error.unwrap_or_else(|| Arc::new(log_failed));
@@ -211,6 +223,17 @@ impl Broker {
 impl Publisher {
     /// Buffers an event. Checks it first ([`NewEvent::validate`]); fails with
     /// [`ErrorKind::Shutdown`] once closed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::NewEvent;
+    /// let publisher = broker.publisher().start()?;
+    /// publisher.publish(NewEvent::new("clicks", serde_json::json!({"x": 1})))?;
+    /// # Ok(()) }
+    /// ```
     pub fn publish(&self, event: NewEvent) -> Result<()> {
         event.validate()?;
         self.sender()?
@@ -220,6 +243,18 @@ impl Publisher {
 
     /// Writes everything buffered and waits for it. Fails when some event published since the
     /// last flush could not be written (those went to `on_error`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// # let publisher = broker.publisher().start()?;
+    /// if let Err(e) = publisher.flush() {
+    ///     eprintln!("some events were not published: {e}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn flush(&self) -> Result<()> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         self.sender()?
@@ -231,6 +266,17 @@ impl Publisher {
     }
 
     /// Flushes and stops the thread.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let publisher = broker.publisher().start()?;
+    /// // ...
+    /// publisher.close()?;
+    /// # Ok(()) }
+    /// ```
     pub fn close(mut self) -> Result<()> {
         let result = self.flush();
         self.stop();

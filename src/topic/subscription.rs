@@ -6,6 +6,17 @@ use super::{validate_pattern, validate_subscription, Position};
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// Where a new subscription starts reading.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// use pgbroker::topic::{Position, StartAt};
+/// let last_seen: Position = "7412-90".parse()?; // e.g. an SSE Last-Event-ID
+/// broker.subscription("sse-42").pattern("orders.#").start_at(StartAt::Position(last_seen)).save()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartAt {
     /// Only events published from now on (default).
