@@ -120,6 +120,11 @@ fn new_subscription_starts_at_end_and_replays_from_positions() {
         .save()
         .unwrap();
     assert_eq!(ids(&read_n(&broker, "from-pos", 1)), vec![new.get()]);
+    let subs = broker.subscriptions().unwrap();
+    let names: Vec<&str> = subs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["all", "end", "from-pos"]);
+    assert_eq!(subs[0].patterns, ["t"]);
+    assert_eq!((subs[0].partitions, subs[0].expire_after), (1, None));
     assert!(broker.unsubscribe("from-pos").unwrap());
     assert!(!broker.unsubscribe("from-pos").unwrap());
 }

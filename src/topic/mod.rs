@@ -95,7 +95,7 @@ pub use publish::MAX_BATCH_EVENTS;
 pub use publisher::{Publisher, PublisherBuilder};
 pub use read::{Batch, MAX_READ};
 pub use retry::{DeadLetter, RetryPolicy};
-pub use subscription::{StartAt, SubscriptionBuilder};
+pub use subscription::{StartAt, SubscriptionBuilder, SubscriptionInfo};
 
 /// The channel consumers LISTEN on for wake-ups (payload empty).
 pub const WAKEUP_CHANNEL: &str = "pgbroker_events";
