@@ -518,6 +518,8 @@ BEGIN
         EXECUTE format('DROP TABLE pgbroker.%I', p.relname);
         dropped := dropped + 1;
     END LOOP;
+    -- Rows that fell into the default partition (no daily one existed) expire row by row.
+    DELETE FROM pgbroker.events_default WHERE created_at < now() - retention;
     WITH d AS (
         DELETE FROM pgbroker.subscriptions s
          WHERE s.expire_after IS NOT NULL

@@ -402,7 +402,11 @@ impl PartitionConsumer {
                 return;
             };
             let shared: Shared = Arc::new(Mutex::new(client));
+            let started = Instant::now();
             let result = self.consume(&shared);
+            if started.elapsed() > Duration::from_secs(30) {
+                failures = 0; // it worked for a while: back off from scratch
+            }
             let mut client = lock(&shared);
             match result {
                 Ok(()) => {
