@@ -27,7 +27,9 @@
 //!   [`WorkerPoolBuilder::subscription_tx`](crate::WorkerPoolBuilder::subscription_tx), or
 //!   [`Broker::ack_in`](crate::Broker::ack_in) with the pull API.
 //! - **Order** is `(tx, id)`: the order transactions became visible, then publishing order
-//!   within one. A partitioned subscription keeps the order of each key.
+//!   within one. A partitioned subscription keeps the order of each key. A failed event is
+//!   retried on its own schedule while later events flow, so retries (and re-driven dead
+//!   letters) arrive out of order.
 //! - **Patterns**: `*` is exactly one dot-separated segment; `#` is any number of segments
 //!   (none included) and only allowed last (`orders.#`, or `#` for everything).
 //! - **A new subscription** starts after the last event visible when it is created
