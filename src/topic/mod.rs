@@ -76,6 +76,7 @@ mod event;
 mod lag;
 mod maintenance;
 mod name;
+mod partition_consumer;
 mod position;
 mod publish;
 mod publisher;
