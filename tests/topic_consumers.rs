@@ -554,3 +554,48 @@ fn transactional_handlers_commit_results_and_cursor_together() {
         .iter()
         .all(|p| p.events_behind == 0));
 }
+
+#[test]
+fn assigned_partitions_are_consumed_only_by_their_pool() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 4);
+    let seen: Vec<Arc<Mutex<Vec<u32>>>> = (0..2).map(|_| Arc::default()).collect();
+    let pools: Vec<_> = (0..2u32)
+        .map(|w| {
+            let sink = seen[w as usize].clone();
+            broker
+                .worker_pool()
+                .threads(1)
+                .subscription_with(
+                    "s",
+                    options().only_partitions((0..4).filter(move |p| p % 2 == w)),
+                    move |batch| {
+                        sink.lock()
+                            .unwrap()
+                            .extend(batch.events().iter().map(|_| batch.partition()));
+                        Ok(())
+                    },
+                )
+                .start()
+                .unwrap()
+        })
+        .collect();
+    broker
+        .publish_batch((0..200).map(|i| NewEvent::new("t", json!(i)).key(format!("k{i}"))))
+        .unwrap();
+    assert!(support::wait_until(WAIT, || {
+        seen.iter().map(|s| s.lock().unwrap().len()).sum::<usize>() == 200
+    }));
+    for pool in pools {
+        pool.shutdown().unwrap();
+    }
+    for (w, s) in seen.iter().enumerate() {
+        let s = s.lock().unwrap();
+        assert!(!s.is_empty());
+        assert!(
+            s.iter().all(|p| *p as usize % 2 == w),
+            "worker {w} got {s:?}"
+        );
+    }
+}

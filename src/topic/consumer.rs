@@ -106,6 +106,7 @@ pub struct ConsumerOptions {
     pub(crate) lock_retry: Duration,
     pub(crate) retry: RetryPolicy,
     pub(crate) reliable: bool,
+    pub(crate) only_partitions: Option<Vec<u32>>,
 }
 
 impl Default for ConsumerOptions {
@@ -116,6 +117,7 @@ impl Default for ConsumerOptions {
             lock_retry: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             reliable: true,
+            only_partitions: None,
         }
     }
 }
@@ -155,6 +157,34 @@ impl ConsumerOptions {
     /// Fire-and-forget: a failed batch is logged and skipped, never retried. Default: false.
     pub fn fire_and_forget(mut self, yes: bool) -> Self {
         self.reliable = !yes;
+        self
+    }
+
+    /// Consumes only these partitions (numbers past the subscription's count are ignored), to
+    /// spread a partitioned subscription over processes by assignment rather than by whoever
+    /// takes the locks first. Default: every partition (each process then stands by for the
+    /// partitions others hold).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// # let worker_number = 0;
+    /// use pgbroker::topic::ConsumerOptions;
+    /// // worker 0 of 2 takes partitions 0 and 2 of 4
+    /// let mine = (0..4).filter(|p| p % 2 == worker_number);
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .subscription_with("billing", ConsumerOptions::new().only_partitions(mine), |_| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn only_partitions(mut self, partitions: impl IntoIterator<Item = u32>) -> Self {
+        let mut v: Vec<u32> = partitions.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        self.only_partitions = Some(v);
         self
     }
 }
@@ -294,7 +324,11 @@ impl Source for SubscriptionSource {
         let name: Arc<str> = self.name.as_str().into();
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
-        for partition in 0..partitions {
+        let mine: Vec<u32> = match &options.only_partitions {
+            Some(only) => only.iter().copied().filter(|p| *p < partitions).collect(),
+            None => (0..partitions).collect(),
+        };
+        for partition in mine {
             let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
             wakers.push(wake_tx);
             let consumer = PartitionConsumer {
