@@ -226,20 +226,6 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: partitions must be between 1 and 1024, got %', partitions
             USING ERRCODE = '22023';
     END IF;
-    SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
-     WHERE s.name = subscribe.name FOR UPDATE;
-    IF FOUND THEN
-        IF existing <> partitions THEN
-            RAISE EXCEPTION 'pgbroker: subscription % has % partitions, not %: unsubscribe '
-                            'and subscribe again to change them', name, existing, partitions
-                USING ERRCODE = '22023';
-        END IF;
-        UPDATE pgbroker.subscriptions s
-           SET patterns = subscribe.patterns, topic_regex = regex,
-               expire_after = subscribe.expire_after, updated_at = now()
-         WHERE s.name = subscribe.name;
-        RETURN false;
-    END IF;
     IF start_at IS NULL OR start_at = 'end' THEN
         -- Everything committed now is history: start after the last visible event, or at the
         -- horizon when that is later. (Events of a transaction still open now and older than
@@ -260,8 +246,24 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: start_at must be ''end'', ''beginning'' or ''<tx>-<id>'', '
                         'got %', quote_literal(start_at) USING ERRCODE = '22023';
     END IF;
+    -- Insert-or-update that is safe when several processes subscribe at once (at boot).
     INSERT INTO pgbroker.subscriptions (name, patterns, topic_regex, partitions, expire_after)
-    VALUES (name, patterns, regex, partitions, expire_after);
+    VALUES (name, patterns, regex, partitions, expire_after)
+    ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
+         WHERE s.name = subscribe.name FOR UPDATE;
+        IF existing <> partitions THEN
+            RAISE EXCEPTION 'pgbroker: subscription % has % partitions, not %: unsubscribe '
+                            'and subscribe again to change them', name, existing, partitions
+                USING ERRCODE = '22023';
+        END IF;
+        UPDATE pgbroker.subscriptions s
+           SET patterns = subscribe.patterns, topic_regex = regex,
+               expire_after = subscribe.expire_after, updated_at = now()
+         WHERE s.name = subscribe.name;
+        RETURN false;
+    END IF;
     INSERT INTO pgbroker.subscription_cursors (subscription, partition, tx, id)
     SELECT name, p, c_tx, c_id FROM generate_series(0, partitions - 1) p;
     RETURN true;

@@ -683,3 +683,28 @@ fn sparse_subscriptions_move_past_other_topics() {
     pool.shutdown().unwrap();
     assert_eq!(broker.lag("rare-pooled").unwrap()[0].events_behind, 0);
 }
+
+#[test]
+fn concurrent_subscribes_create_once() {
+    let db = support::db();
+    let broker = db.broker();
+    let created: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let broker = broker.clone();
+                scope.spawn(move || {
+                    broker
+                        .subscription("boot")
+                        .pattern("t.#")
+                        .partitions(3)
+                        .save()
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(created.iter().filter(|c| **c).count(), 1);
+    assert_eq!(broker.subscription_partitions("boot").unwrap(), 3);
+    assert_eq!(broker.lag("boot").unwrap().len(), 3);
+}
