@@ -472,6 +472,8 @@ DECLARE
     hi      timestamptz;
     created integer := 0;
 BEGIN
+    -- Installers and maintenance may create the same day at once.
+    PERFORM pg_advisory_xact_lock(hashtext('pgbroker.event_partitions'));
     FOR d IN SELECT generate_series(from_day, to_day, interval '1 day')::date LOOP
         name := 'events_p' || to_char(d, 'YYYYMMDD');
         CONTINUE WHEN to_regclass('pgbroker.' || name) IS NOT NULL;
