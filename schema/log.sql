@@ -504,6 +504,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p      record;
     today  date := (now() AT TIME ZONE 'UTC')::date;
+    old_lt text := current_setting('lock_timeout');
 BEGIN
     created := 0; dropped := 0; expired := 0;
     IF NOT pg_try_advisory_xact_lock(hashtext('pgbroker.log_maintain')) THEN
@@ -519,9 +520,17 @@ BEGIN
                 AND ((to_date(substr(c.relname, 9), 'YYYYMMDD') + 1)::timestamp
                      AT TIME ZONE 'UTC') <= now() - retention
     LOOP
-        EXECUTE format('DROP TABLE pgbroker.%I', p.relname);
-        dropped := dropped + 1;
+        -- Dropping locks the whole events table: never queue publishers behind a long reader,
+        -- give up on this partition for this run instead.
+        BEGIN
+            SET LOCAL lock_timeout = '2s';
+            EXECUTE format('DROP TABLE pgbroker.%I', p.relname);
+            dropped := dropped + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'pgbroker: partition % is busy, not dropped this time', p.relname;
+        END;
     END LOOP;
+    PERFORM set_config('lock_timeout', old_lt, true);
     -- Rows that fell into the default partition (no daily one existed) expire row by row.
     DELETE FROM pgbroker.events_default WHERE created_at < now() - retention;
     WITH d AS (
