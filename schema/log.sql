@@ -471,6 +471,7 @@ DECLARE
     lo      timestamptz;
     hi      timestamptz;
     created integer := 0;
+    old_lt  text := current_setting('lock_timeout');
 BEGIN
     -- Installers and maintenance may create the same day at once.
     PERFORM pg_advisory_xact_lock(hashtext('pgbroker.event_partitions'));
@@ -484,10 +485,17 @@ BEGIN
             RAISE WARNING 'pgbroker: events of % are in events_default; not partitioning it', d;
             CONTINUE;
         END IF;
-        EXECUTE format('CREATE TABLE pgbroker.%I PARTITION OF pgbroker.events '
-                       'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
-        created := created + 1;
+        -- Creating locks the events table: do not queue publishers behind a long reader.
+        BEGIN
+            SET LOCAL lock_timeout = '2s';
+            EXECUTE format('CREATE TABLE pgbroker.%I PARTITION OF pgbroker.events '
+                           'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+            created := created + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'pgbroker: events table busy, partition % not created this time', name;
+        END;
     END LOOP;
+    PERFORM set_config('lock_timeout', old_lt, true);
     RETURN created;
 END
 $$;
