@@ -599,3 +599,34 @@ fn assigned_partitions_are_consumed_only_by_their_pool() {
         );
     }
 }
+
+#[test]
+fn a_transactional_handler_that_swallows_an_sql_error_counts_as_failed() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_tx("s", options().retry(RetryPolicy::none()), move |_, tx| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.execute("SELECT 1 / 0", &[]); // error ignored: tx is now aborted
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let id = broker.publish("t", &json!(1)).unwrap();
+    assert!(support::wait_until(WAIT, || broker
+        .dead_letters("s", 10)
+        .unwrap()
+        .len()
+        == 1));
+    pool.shutdown().unwrap();
+    let dead = broker.dead_letters("s", 10).unwrap();
+    assert_eq!(dead[0].event.id(), id);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("aborted"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(broker.read("s", 10).unwrap().is_empty());
+}

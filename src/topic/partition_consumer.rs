@@ -367,6 +367,18 @@ impl PartitionConsumer {
                                 result,
                                 finished: true,
                             },
+                            // The handler swallowed an SQL error: its transaction is dead.
+                            Err(e) if e.db_code() == Some("25P02") => Outcome::Done {
+                                result: Err(Error::with_cause(
+                                    ErrorKind::Handler,
+                                    Some(format!(
+                                        "handler for {what} returned Ok with its transaction \
+                                         aborted by an earlier error"
+                                    )),
+                                    e,
+                                )),
+                                finished: false,
+                            },
                             Err(e) => Outcome::Lost(e),
                         }
                     })();
