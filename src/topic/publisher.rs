@@ -63,7 +63,8 @@ impl PublisherBuilder {
     }
 
     /// Called on the publisher thread with the error and every event of a batch that could
-    /// not be written. Default: log them all (as JSON) at error level.
+    /// not be written (transient errors are first retried 3 times, over about 0.7 s). Default:
+    /// log them all (as JSON) at error level.
     pub fn on_error<F>(mut self, f: F) -> Self
     where
         F: Fn(&Error, &[NewEvent]) + Send + Sync + 'static,
@@ -101,7 +102,19 @@ impl PublisherBuilder {
                         return;
                     }
                     let events = std::mem::take(buf);
-                    if let Err(e) = broker.publish_batch(events.iter().cloned()) {
+                    // Transient failures (connection lost, pool exhausted) are retried a few
+                    // times before the events go to on_error.
+                    let mut attempt = 0;
+                    let written = loop {
+                        match broker.publish_batch(events.iter().cloned()) {
+                            Err(e) if e.is_transient() && attempt < 3 => {
+                                std::thread::sleep(Duration::from_millis(100 << attempt));
+                                attempt += 1;
+                            }
+                            other => break other,
+                        }
+                    };
+                    if let Err(e) = written {
                         on_error(&e, &events);
                         let n = failed.as_ref().map_or(0, |f| f.0) + events.len();
                         *failed = Some((n, e.to_string()));
