@@ -8,10 +8,19 @@
 -- delays (never loses) delivery; pgbroker.subscription_lag() shows it.
 --
 -- From psql:
---   SELECT pgbroker.subscribe('billing', ARRAY['orders.*']);
---   SELECT pgbroker.publish('orders.created', '{"id": 1}');
---   SELECT * FROM pgbroker.read('billing', 100);
+--   SELECT pgbroker.subscribe('billing', ARRAY['orders.*']);          -- or (name, patterns,
+--                                  -- partitions, 'end' | 'beginning' | '<tx>-<id>', expire_after)
+--   SELECT pgbroker.publish('orders.created', '{"id": 1}');           -- (topic, payload,
+--                                                                       --  headers, key)
+--   SELECT * FROM pgbroker.read('billing', 100);                       -- (name, max, partition)
 --   SELECT pgbroker.ack('billing', '<tx>', <id>);   -- the tx and id of the last event handled
+--   SELECT pgbroker.seek('billing', '0', 0);        -- replay from the beginning
+--   SELECT pgbroker.redrive('billing');             -- dead letters back to retry
+--   SELECT pgbroker.publish_table_changes('public.users');   -- and unpublish_table_changes
+--   SELECT * FROM pgbroker.log_maintain('7 days');  -- partitions ahead, retention, expiry
+--   SELECT * FROM pgbroker.subscription_lag('billing');
+--
+-- Needs PostgreSQL 14 or later (xid8 snapshot functions, CREATE OR REPLACE TRIGGER).
 
 CREATE SEQUENCE IF NOT EXISTS pgbroker.events_id_seq AS bigint CACHE 1;
 
