@@ -1,5 +1,6 @@
-//! A partitioned subscription spread over two consumers (standing for two processes); events
-//! of one key always go to the same partition, in order.
+//! A partitioned subscription spread over two consumers (standing for two processes), each
+//! assigned two of the four partitions; events of one key always go to the same partition, in
+//! order.
 //!
 //! Run with `cargo run --example partitioned_consumers` (uses `DATABASE_URL`, or starts a
 //! throwaway PostgreSQL when it is unset).
@@ -39,7 +40,11 @@ fn main() -> pgbroker::Result<()> {
                 .threads(2)
                 .subscription_with(
                     "example-shipping",
-                    ConsumerOptions::new().lock_retry(Duration::from_millis(200)),
+                    // Each consumer is assigned half the partitions. Without an assignment
+                    // the first to start takes all and the other stands by to take over.
+                    ConsumerOptions::new()
+                        .only_partitions((0..4).filter(move |p| *p as usize % 2 == consumer))
+                        .lock_retry(Duration::from_millis(200)),
                     move |batch| {
                         *h.lock()
                             .unwrap()

@@ -8,10 +8,19 @@
 -- delays (never loses) delivery; pgbroker.subscription_lag() shows it.
 --
 -- From psql:
---   SELECT pgbroker.subscribe('billing', ARRAY['orders.*']);
---   SELECT pgbroker.publish('orders.created', '{"id": 1}');
---   SELECT * FROM pgbroker.read('billing', 100);
+--   SELECT pgbroker.subscribe('billing', ARRAY['orders.*']);          -- or (name, patterns,
+--                                  -- partitions, 'end' | 'beginning' | '<tx>-<id>', expire_after)
+--   SELECT pgbroker.publish('orders.created', '{"id": 1}');           -- (topic, payload,
+--                                                                       --  headers, key)
+--   SELECT * FROM pgbroker.read('billing', 100);                       -- (name, max, partition)
 --   SELECT pgbroker.ack('billing', '<tx>', <id>);   -- the tx and id of the last event handled
+--   SELECT pgbroker.seek('billing', '0', 0);        -- replay from the beginning
+--   SELECT pgbroker.redrive('billing');             -- dead letters back to retry
+--   SELECT pgbroker.publish_table_changes('public.users');   -- and unpublish_table_changes
+--   SELECT * FROM pgbroker.log_maintain('7 days');  -- partitions ahead, retention, expiry
+--   SELECT * FROM pgbroker.subscription_lag('billing');
+--
+-- Needs PostgreSQL 14 or later (xid8 snapshot functions, CREATE OR REPLACE TRIGGER).
 
 CREATE SEQUENCE IF NOT EXISTS pgbroker.events_id_seq AS bigint CACHE 1;
 
@@ -226,20 +235,6 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: partitions must be between 1 and 1024, got %', partitions
             USING ERRCODE = '22023';
     END IF;
-    SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
-     WHERE s.name = subscribe.name FOR UPDATE;
-    IF FOUND THEN
-        IF existing <> partitions THEN
-            RAISE EXCEPTION 'pgbroker: subscription % has % partitions, not %: unsubscribe '
-                            'and subscribe again to change them', name, existing, partitions
-                USING ERRCODE = '22023';
-        END IF;
-        UPDATE pgbroker.subscriptions s
-           SET patterns = subscribe.patterns, topic_regex = regex,
-               expire_after = subscribe.expire_after, updated_at = now()
-         WHERE s.name = subscribe.name;
-        RETURN false;
-    END IF;
     IF start_at IS NULL OR start_at = 'end' THEN
         -- Everything committed now is history: start after the last visible event, or at the
         -- horizon when that is later. (Events of a transaction still open now and older than
@@ -260,8 +255,24 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: start_at must be ''end'', ''beginning'' or ''<tx>-<id>'', '
                         'got %', quote_literal(start_at) USING ERRCODE = '22023';
     END IF;
+    -- Insert-or-update that is safe when several processes subscribe at once (at boot).
     INSERT INTO pgbroker.subscriptions (name, patterns, topic_regex, partitions, expire_after)
-    VALUES (name, patterns, regex, partitions, expire_after);
+    VALUES (name, patterns, regex, partitions, expire_after)
+    ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
+    IF NOT FOUND THEN
+        SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
+         WHERE s.name = subscribe.name FOR UPDATE;
+        IF existing <> partitions THEN
+            RAISE EXCEPTION 'pgbroker: subscription % has % partitions, not %: unsubscribe '
+                            'and subscribe again to change them', name, existing, partitions
+                USING ERRCODE = '22023';
+        END IF;
+        UPDATE pgbroker.subscriptions s
+           SET patterns = subscribe.patterns, topic_regex = regex,
+               expire_after = subscribe.expire_after, updated_at = now()
+         WHERE s.name = subscribe.name;
+        RETURN false;
+    END IF;
     INSERT INTO pgbroker.subscription_cursors (subscription, partition, tx, id)
     SELECT name, p, c_tx, c_id FROM generate_series(0, partitions - 1) p;
     RETURN true;
@@ -353,28 +364,35 @@ $$;
 -- Table mutation events -----------------------------------------------------------------------
 
 -- Trigger function: TG_ARGV[0] is the topic prefix '<schema>.<table>', TG_ARGV[1] the join
--- condition pairing old_rows o and new_rows n on the primary key (updates only).
+-- condition pairing old_rows o and new_rows n on the primary key (updates only), TG_ARGV[2] the
+-- primary key columns as a text[] literal ('' without one). The event key is the JSON array of
+-- the row's primary key values, so a partitioned subscription keeps each row's changes in order.
 CREATE OR REPLACE FUNCTION pgbroker.table_change_publish() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
     head jsonb := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME);
+    keys text[] := CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE TG_ARGV[2]::text[] END;
 BEGIN
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO pgbroker.events (topic, payload)
+        INSERT INTO pgbroker.events (topic, payload, key)
         SELECT TG_ARGV[0] || '.insert',
-               head || jsonb_build_object('op', 'insert', 'row', to_jsonb(n))
-          FROM new_rows n;
+               head || jsonb_build_object('op', 'insert', 'row', x.r),
+               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+          FROM (SELECT to_jsonb(n) AS r FROM new_rows n) x;
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO pgbroker.events (topic, payload)
+        INSERT INTO pgbroker.events (topic, payload, key)
         SELECT TG_ARGV[0] || '.delete',
-               head || jsonb_build_object('op', 'delete', 'old', to_jsonb(o))
-          FROM old_rows o;
+               head || jsonb_build_object('op', 'delete', 'old', x.r),
+               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+          FROM (SELECT to_jsonb(o) AS r FROM old_rows o) x;
     ELSE
         EXECUTE format(
-            'INSERT INTO pgbroker.events (topic, payload) '
-            'SELECT $1, $2 || jsonb_build_object(''op'', ''update'', ''row'', to_jsonb(n), '
-            '''old'', to_jsonb(o)) FROM new_rows n JOIN old_rows o ON %s', TG_ARGV[1])
-        USING TG_ARGV[0] || '.update', head;
+            'INSERT INTO pgbroker.events (topic, payload, key) '
+            'SELECT $1, $2 || jsonb_build_object(''op'', ''update'', ''row'', x.r, ''old'', x.o), '
+            '       (SELECT jsonb_agg(x.r -> k)::text FROM unnest($3) k) '
+            '  FROM (SELECT to_jsonb(n) AS r, to_jsonb(o) AS o '
+            '          FROM new_rows n JOIN old_rows o ON %s) x', TG_ARGV[1])
+        USING TG_ARGV[0] || '.update', head, keys;
     END IF;
     RETURN NULL;
 END
@@ -382,8 +400,8 @@ $$;
 
 -- Publishes '<schema>.<table>.insert|update|delete' events for every changed row, in the
 -- changing transaction (statement-level triggers with transition tables). Updates carry the new
--- row as "row" and the old one as "old", paired by primary key (required for 'update').
--- Calling it again replaces the triggers.
+-- row as "row" and the old one as "old", paired by primary key (required for 'update'); the
+-- event key is the JSON array of the primary key values. Calling it again replaces the triggers.
 CREATE OR REPLACE FUNCTION pgbroker.publish_table_changes(
     tbl regclass,
     ops text[] DEFAULT ARRAY['insert', 'update', 'delete']
@@ -394,6 +412,7 @@ DECLARE
     rel    text;
     prefix text;
     cond   text;
+    pkey   text[];
     op     text;
 BEGIN
     SELECT n.nspname, c.relname INTO nsp, rel
@@ -408,27 +427,26 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: ops must be a non-empty subset of insert, update, delete'
             USING ERRCODE = '22023';
     END IF;
-    IF 'update' = ANY (ops) THEN
-        SELECT string_agg(format('o.%1$I IS NOT DISTINCT FROM n.%1$I', a.attname), ' AND ')
-          INTO cond
-          FROM pg_index i
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
-         WHERE i.indrelid = tbl AND i.indisprimary;
-        IF cond IS NULL THEN
-            RAISE EXCEPTION 'pgbroker: update events of % need a primary key to pair old and '
-                            'new rows', tbl USING ERRCODE = '22023';
-        END IF;
+    SELECT string_agg(format('o.%1$I IS NOT DISTINCT FROM n.%1$I', a.attname), ' AND '),
+           array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
+      INTO cond, pkey
+      FROM pg_index i
+      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+     WHERE i.indrelid = tbl AND i.indisprimary;
+    IF 'update' = ANY (ops) AND cond IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: update events of % need a primary key to pair old and '
+                        'new rows', tbl USING ERRCODE = '22023';
     END IF;
     PERFORM pgbroker.unpublish_table_changes(tbl);
     FOREACH op IN ARRAY ops LOOP
         EXECUTE format(
             'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L)',
+            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L, %L)',
             'pgbroker_events_' || op, upper(op), tbl,
             CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows'
                     WHEN 'delete' THEN 'OLD TABLE AS old_rows'
                     ELSE 'OLD TABLE AS old_rows NEW TABLE AS new_rows' END,
-            prefix, coalesce(cond, ''));
+            prefix, coalesce(cond, ''), coalesce(pkey::text, ''));
     END LOOP;
 END
 $$;
@@ -462,7 +480,10 @@ DECLARE
     lo      timestamptz;
     hi      timestamptz;
     created integer := 0;
+    old_lt  text := current_setting('lock_timeout');
 BEGIN
+    -- Installers and maintenance may create the same day at once.
+    PERFORM pg_advisory_xact_lock(hashtext('pgbroker.event_partitions'));
     FOR d IN SELECT generate_series(from_day, to_day, interval '1 day')::date LOOP
         name := 'events_p' || to_char(d, 'YYYYMMDD');
         CONTINUE WHEN to_regclass('pgbroker.' || name) IS NOT NULL;
@@ -473,10 +494,17 @@ BEGIN
             RAISE WARNING 'pgbroker: events of % are in events_default; not partitioning it', d;
             CONTINUE;
         END IF;
-        EXECUTE format('CREATE TABLE pgbroker.%I PARTITION OF pgbroker.events '
-                       'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
-        created := created + 1;
+        -- Creating locks the events table: do not queue publishers behind a long reader.
+        BEGIN
+            SET LOCAL lock_timeout = '2s';
+            EXECUTE format('CREATE TABLE pgbroker.%I PARTITION OF pgbroker.events '
+                           'FOR VALUES FROM (%L) TO (%L)', name, lo, hi);
+            created := created + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'pgbroker: events table busy, partition % not created this time', name;
+        END;
     END LOOP;
+    PERFORM set_config('lock_timeout', old_lt, true);
     RETURN created;
 END
 $$;
@@ -493,6 +521,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     p      record;
     today  date := (now() AT TIME ZONE 'UTC')::date;
+    old_lt text := current_setting('lock_timeout');
 BEGIN
     created := 0; dropped := 0; expired := 0;
     IF NOT pg_try_advisory_xact_lock(hashtext('pgbroker.log_maintain')) THEN
@@ -508,9 +537,19 @@ BEGIN
                 AND ((to_date(substr(c.relname, 9), 'YYYYMMDD') + 1)::timestamp
                      AT TIME ZONE 'UTC') <= now() - retention
     LOOP
-        EXECUTE format('DROP TABLE pgbroker.%I', p.relname);
-        dropped := dropped + 1;
+        -- Dropping locks the whole events table: never queue publishers behind a long reader,
+        -- give up on this partition for this run instead.
+        BEGIN
+            SET LOCAL lock_timeout = '2s';
+            EXECUTE format('DROP TABLE pgbroker.%I', p.relname);
+            dropped := dropped + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            RAISE WARNING 'pgbroker: partition % is busy, not dropped this time', p.relname;
+        END;
     END LOOP;
+    PERFORM set_config('lock_timeout', old_lt, true);
+    -- Rows that fell into the default partition (no daily one existed) expire row by row.
+    DELETE FROM pgbroker.events_default WHERE created_at < now() - retention;
     WITH d AS (
         DELETE FROM pgbroker.subscriptions s
          WHERE s.expire_after IS NOT NULL

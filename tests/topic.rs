@@ -120,6 +120,11 @@ fn new_subscription_starts_at_end_and_replays_from_positions() {
         .save()
         .unwrap();
     assert_eq!(ids(&read_n(&broker, "from-pos", 1)), vec![new.get()]);
+    let subs = broker.subscriptions().unwrap();
+    let names: Vec<&str> = subs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["all", "end", "from-pos"]);
+    assert_eq!(subs[0].patterns, ["t"]);
+    assert_eq!((subs[0].partitions, subs[0].expire_after), (1, None));
     assert!(broker.unsubscribe("from-pos").unwrap());
     assert!(!broker.unsubscribe("from-pos").unwrap());
 }
@@ -439,6 +444,10 @@ fn table_changes_publish_in_the_same_transaction() {
         &json!({"op": "delete", "schema": "public", "table": "items",
                 "old": {"id": 1, "name": "a!"}})
     );
+    // The key is the primary key: one row's changes stay in one partition, in order.
+    let keys: Vec<Option<&str>> = b.events().iter().map(|e| e.key()).collect();
+    assert_eq!(keys[0], Some("[1]"));
+    assert_eq!(keys[4], Some("[1]"));
     broker.ack("s", b.last_position().unwrap()).unwrap();
 
     assert!(broker.unpublish_table_changes("items").unwrap());
@@ -673,4 +682,29 @@ fn sparse_subscriptions_move_past_other_topics() {
     }));
     pool.shutdown().unwrap();
     assert_eq!(broker.lag("rare-pooled").unwrap()[0].events_behind, 0);
+}
+
+#[test]
+fn concurrent_subscribes_create_once() {
+    let db = support::db();
+    let broker = db.broker();
+    let created: Vec<bool> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let broker = broker.clone();
+                scope.spawn(move || {
+                    broker
+                        .subscription("boot")
+                        .pattern("t.#")
+                        .partitions(3)
+                        .save()
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(created.iter().filter(|c| **c).count(), 1);
+    assert_eq!(broker.subscription_partitions("boot").unwrap(), 3);
+    assert_eq!(broker.lag("boot").unwrap().len(), 3);
 }

@@ -487,3 +487,146 @@ fn consumers_of_a_deleted_subscription_stop() {
     assert!(support::wait_until(WAIT, || locks(&mut c) == 0));
     pool.shutdown().unwrap();
 }
+
+#[test]
+fn transactional_handlers_commit_results_and_cursor_together() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    c.batch_execute("CREATE TABLE results (event_id bigint NOT NULL)")
+        .unwrap();
+    from_beginning(&broker, "s", "t", 2);
+    let pool = broker
+        .worker_pool()
+        .threads(2)
+        .subscription_tx(
+            "s",
+            options()
+                .batch_size(10)
+                .retry(RetryPolicy::new([Duration::from_millis(50)])),
+            |batch, tx| {
+                for e in batch.events() {
+                    tx.execute(
+                        "INSERT INTO results (event_id) VALUES ($1)",
+                        &[&e.id().get()],
+                    )?;
+                }
+                // Fails after writing: the writes must be rolled back with the batch.
+                if batch.attempt() == 0
+                    && batch.events().iter().any(|e| e.payload()["fail"] == true)
+                {
+                    return Err("first delivery of a failing event".into());
+                }
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap();
+    let ids: Vec<i64> = broker
+        .publish_batch((0..50).map(|i| {
+            NewEvent::new("t", json!({"seq": i, "fail": i % 17 == 3})).key(format!("k{}", i % 5))
+        }))
+        .unwrap()
+        .iter()
+        .map(|i| i.get())
+        .collect();
+    let count = |c: &mut pgbroker::postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM results", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert!(support::wait_until(WAIT, || count(&mut c) == 50
+        && broker.pending_retries("s").unwrap() == 0));
+    std::thread::sleep(Duration::from_millis(300));
+    pool.shutdown().unwrap();
+    let mut got: Vec<i64> = c
+        .query("SELECT event_id FROM results ORDER BY event_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    got.sort();
+    assert_eq!(got, ids, "every event's effects exactly once");
+    assert!(broker.dead_letters("s", 10).unwrap().is_empty());
+    assert!(broker
+        .lag("s")
+        .unwrap()
+        .iter()
+        .all(|p| p.events_behind == 0));
+}
+
+#[test]
+fn assigned_partitions_are_consumed_only_by_their_pool() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 4);
+    let seen: Vec<Arc<Mutex<Vec<u32>>>> = (0..2).map(|_| Arc::default()).collect();
+    let pools: Vec<_> = (0..2u32)
+        .map(|w| {
+            let sink = seen[w as usize].clone();
+            broker
+                .worker_pool()
+                .threads(1)
+                .subscription_with(
+                    "s",
+                    options().only_partitions((0..4).filter(move |p| p % 2 == w)),
+                    move |batch| {
+                        sink.lock()
+                            .unwrap()
+                            .extend(batch.events().iter().map(|_| batch.partition()));
+                        Ok(())
+                    },
+                )
+                .start()
+                .unwrap()
+        })
+        .collect();
+    broker
+        .publish_batch((0..200).map(|i| NewEvent::new("t", json!(i)).key(format!("k{i}"))))
+        .unwrap();
+    assert!(support::wait_until(WAIT, || {
+        seen.iter().map(|s| s.lock().unwrap().len()).sum::<usize>() == 200
+    }));
+    for pool in pools {
+        pool.shutdown().unwrap();
+    }
+    for (w, s) in seen.iter().enumerate() {
+        let s = s.lock().unwrap();
+        assert!(!s.is_empty());
+        assert!(
+            s.iter().all(|p| *p as usize % 2 == w),
+            "worker {w} got {s:?}"
+        );
+    }
+}
+
+#[test]
+fn a_transactional_handler_that_swallows_an_sql_error_counts_as_failed() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_tx("s", options().retry(RetryPolicy::none()), move |_, tx| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let _ = tx.execute("SELECT 1 / 0", &[]); // error ignored: tx is now aborted
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let id = broker.publish("t", &json!(1)).unwrap();
+    assert!(support::wait_until(WAIT, || broker
+        .dead_letters("s", 10)
+        .unwrap()
+        .len()
+        == 1));
+    pool.shutdown().unwrap();
+    let dead = broker.dead_letters("s", 10).unwrap();
+    assert_eq!(dead[0].event.id(), id);
+    assert!(dead[0].last_error.as_deref().unwrap().contains("aborted"));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(broker.read("s", 10).unwrap().is_empty());
+}

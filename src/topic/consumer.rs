@@ -1,20 +1,28 @@
-//! Consuming subscriptions on the worker pool: one consumer thread per partition holding an
-//! advisory lock on its own connection, handlers run on the pool's workers.
+//! Consuming subscriptions on the worker pool: options, registration and the source that starts
+//! one consumer thread per partition (see `partition_consumer`).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver, Sender};
-use postgres::Client;
 
-use super::read::{read_events, READ_SETTINGS, READ_SQL};
-use super::{validate_subscription, Batch, EventId, LogEvent, RetryPolicy, WAKEUP_CHANNEL};
+use super::partition_consumer::PartitionConsumer;
+use super::{validate_subscription, Batch, EventId, RetryPolicy, WAKEUP_CHANNEL};
 use crate::notify::Event;
-use crate::worker::{Source, SourceContext, Task};
-use crate::{Error, ErrorKind, HandlerResult, Result, WorkerPoolBuilder};
+use crate::worker::{Source, SourceContext};
+use crate::{HandlerResult, Result, WorkerPoolBuilder};
 
-type BatchHandler = Arc<dyn Fn(&Batch) -> HandlerResult + Send + Sync>;
+pub(crate) type BatchHandler = Arc<dyn Fn(&Batch) -> HandlerResult + Send + Sync>;
+pub(crate) type TxHandler =
+    Arc<dyn Fn(&Batch, &mut postgres::Transaction<'_>) -> HandlerResult + Send + Sync>;
+
+/// A registered handler: plain, or given the transaction that acknowledges the batch.
+#[derive(Clone)]
+pub(crate) enum Handler {
+    Plain(BatchHandler),
+    Tx(TxHandler),
+}
 
 /// Returned (boxed) by a reliable handler to fail only some events of a batch: those go to
 /// retry, the others count as handled.
@@ -45,7 +53,7 @@ type BatchHandler = Arc<dyn Fn(&Batch) -> HandlerResult + Send + Sync>;
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FailedEvents {
-    ids: Vec<EventId>,
+    pub(crate) ids: Vec<EventId>,
     message: String,
 }
 
@@ -93,11 +101,12 @@ impl std::error::Error for FailedEvents {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct ConsumerOptions {
-    batch_size: usize,
-    poll_interval: Duration,
-    lock_retry: Duration,
-    retry: RetryPolicy,
-    reliable: bool,
+    pub(crate) batch_size: usize,
+    pub(crate) poll_interval: Duration,
+    pub(crate) lock_retry: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) reliable: bool,
+    pub(crate) only_partitions: Option<Vec<u32>>,
 }
 
 impl Default for ConsumerOptions {
@@ -108,6 +117,7 @@ impl Default for ConsumerOptions {
             lock_retry: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             reliable: true,
+            only_partitions: None,
         }
     }
 }
@@ -147,6 +157,34 @@ impl ConsumerOptions {
     /// Fire-and-forget: a failed batch is logged and skipped, never retried. Default: false.
     pub fn fire_and_forget(mut self, yes: bool) -> Self {
         self.reliable = !yes;
+        self
+    }
+
+    /// Consumes only these partitions (numbers past the subscription's count are ignored), to
+    /// spread a partitioned subscription over processes by assignment rather than by whoever
+    /// takes the locks first. Default: every partition (each process then stands by for the
+    /// partitions others hold).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// # let worker_number = 0;
+    /// use pgbroker::topic::ConsumerOptions;
+    /// // worker 0 of 2 takes partitions 0 and 2 of 4
+    /// let mine = (0..4).filter(|p| p % 2 == worker_number);
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .subscription_with("billing", ConsumerOptions::new().only_partitions(mine), |_| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn only_partitions(mut self, partitions: impl IntoIterator<Item = u32>) -> Self {
+        let mut v: Vec<u32> = partitions.into_iter().collect();
+        v.sort_unstable();
+        v.dedup();
+        self.only_partitions = Some(v);
         self
     }
 }
@@ -207,7 +245,45 @@ impl WorkerPoolBuilder {
         self.source(Box::new(SubscriptionSource {
             name: name.to_owned(),
             options,
-            handler: Arc::new(handler),
+            handler: Handler::Plain(Arc::new(handler)),
+        }))
+    }
+
+    /// Consumes subscription `name` reliably with a handler that writes its results in the
+    /// transaction that also acknowledges the batch: results and cursor commit together, so
+    /// each event's effects happen exactly once even when consumers die. On `Err` (or a panic)
+    /// the transaction is rolled back and the events go to retry as with
+    /// [`subscription`](Self::subscription). The transaction runs on the partition consumer's
+    /// own connection (the one holding its lock): keep it short.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::ConsumerOptions;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .subscription_tx("billing", ConsumerOptions::new(), |batch, tx| {
+    ///         for e in batch.events() {
+    ///             tx.execute(
+    ///                 "INSERT INTO invoices (order_id) VALUES (($1::jsonb ->> 'id')::bigint)",
+    ///                 &[e.payload()],
+    ///             )?;
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn subscription_tx<F>(self, name: &str, options: ConsumerOptions, handler: F) -> Self
+    where
+        F: Fn(&Batch, &mut postgres::Transaction<'_>) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.source(Box::new(SubscriptionSource {
+            name: name.to_owned(),
+            options,
+            handler: Handler::Tx(Arc::new(handler)),
         }))
     }
 
@@ -236,7 +312,7 @@ impl WorkerPoolBuilder {
 struct SubscriptionSource {
     name: String,
     options: ConsumerOptions,
-    handler: BatchHandler,
+    handler: Handler,
 }
 
 impl Source for SubscriptionSource {
@@ -248,7 +324,11 @@ impl Source for SubscriptionSource {
         let name: Arc<str> = self.name.as_str().into();
         let mut wakers = Vec::new();
         let mut threads = Vec::new();
-        for partition in 0..partitions {
+        let mine: Vec<u32> = match &options.only_partitions {
+            Some(only) => only.iter().copied().filter(|p| *p < partitions).collect(),
+            None => (0..partitions).collect(),
+        };
+        for partition in mine {
             let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
             wakers.push(wake_tx);
             let consumer = PartitionConsumer {
@@ -291,377 +371,5 @@ fn fan_out_wakeups(listener: crate::Listener, wakers: Vec<Sender<()>>, stop: Rec
             },
             recv(stop) -> _ => return,
         }
-    }
-}
-
-struct PartitionConsumer {
-    name: Arc<str>,
-    partition: u32,
-    options: Arc<ConsumerOptions>,
-    handler: BatchHandler,
-    wake: Receiver<()>,
-    ctx: SourceContext,
-}
-
-/// What became of a handler call.
-enum Outcome {
-    Done(std::result::Result<(), Error>),
-    /// The pool is stopping and the task was not run.
-    Abandoned,
-}
-
-const RETRY_DUE_SQL: &str = "\
-SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
-  FROM pgbroker.event_retries
- WHERE subscription = $1 AND partition = $2 AND NOT dead AND run_at <= now()
- ORDER BY run_at, tx, id LIMIT 100";
-
-/// The first and the longest re-read delay after a wake-up that found nothing readable.
-const QUICK_FIRST: Duration = Duration::from_millis(5);
-const QUICK_MAX: Duration = Duration::from_secs(1);
-
-const NEXT_RETRY_SQL: &str = "\
-SELECT extract(epoch FROM min(run_at) - now())::float8 FROM pgbroker.event_retries
- WHERE subscription = $1 AND partition = $2 AND NOT dead";
-
-impl PartitionConsumer {
-    fn run(self) {
-        let mut failures: u32 = 0;
-        while !self.ctx.is_stopping() {
-            let Some(mut client) = self.connect_and_lock() else {
-                return;
-            };
-            match self.consume(&mut client) {
-                Ok(()) => {
-                    // Stopped: no longer waiting for wake-ups.
-                    let _ = client.execute(
-                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
-                        &[],
-                    );
-                    return;
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {
-                    log::warn!(
-                        "pgbroker consumer of {:?} partition {} stops: {e}",
-                        self.name,
-                        self.partition
-                    );
-                    let _ = client.execute(
-                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
-                        &[],
-                    );
-                    return;
-                }
-                Err(e) => {
-                    failures += 1;
-                    log::warn!(
-                        "pgbroker consumer of {:?} partition {} failed, reconnecting: {e}",
-                        self.name,
-                        self.partition
-                    );
-                    let delay = self
-                        .ctx
-                        .broker
-                        .config()
-                        .reconnect_delay(failures.min(16) - 1);
-                    if !self.ctx.sleep(delay) {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-
-    /// A dedicated connection holding this partition's advisory lock; waits while another
-    /// consumer holds it. `None` when the pool stops first.
-    fn connect_and_lock(&self) -> Option<Client> {
-        let key = format!("pgbroker.topic:{}:{}", self.name, self.partition);
-        let mut attempt = 0;
-        loop {
-            if self.ctx.is_stopping() {
-                return None;
-            }
-            let mut client = match self.ctx.broker.connect_dedicated() {
-                Ok(c) => c,
-                Err(e) => {
-                    log::warn!("pgbroker consumer of {:?}: {e}", self.name);
-                    let delay = self.ctx.broker.config().reconnect_delay(attempt);
-                    attempt = (attempt + 1).min(16);
-                    if !self.ctx.sleep(delay) {
-                        return None;
-                    }
-                    continue;
-                }
-            };
-            // Waiter rows of consumers that died make publishers notify for nothing.
-            let _ = client.execute(
-                "DELETE FROM pgbroker.log_waiters w \
-                  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)",
-                &[],
-            );
-            loop {
-                match client.query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
-                    &[&key],
-                ) {
-                    Ok(row) if row.get::<_, bool>(0) => return Some(client),
-                    Ok(_) => {
-                        if !self.ctx.sleep(self.options.lock_retry) {
-                            return None;
-                        }
-                    }
-                    Err(e) => {
-                        log::warn!("pgbroker consumer of {:?}: {e}", self.name);
-                        break; // reconnect
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails.
-    fn consume(&self, client: &mut Client) -> Result<()> {
-        client.batch_execute(READ_SETTINGS)?;
-        let read = client.prepare(READ_SQL)?;
-        let ack = client.prepare(super::read::ACK_SQL)?;
-        let part = self.partition as i32;
-        let mut waiting = false;
-        let mut touched = Instant::now();
-        let mut acked: Option<super::Position> = None;
-        let mut retry_due: Option<Instant> = Some(Instant::now());
-        let mut retry_checked = Instant::now();
-        let mut quick: Option<Duration> = None;
-        loop {
-            if self.ctx.is_stopping() {
-                return Ok(());
-            }
-            // Retries are looked at when one is due, and at least every poll interval (a
-            // re-drive from elsewhere makes some due at once): not on every batch.
-            if self.options.reliable
-                && (retry_due.is_some_and(|d| d <= Instant::now())
-                    || retry_checked.elapsed() >= self.options.poll_interval)
-            {
-                if !self.run_due_retries(client)? {
-                    return Ok(());
-                }
-                retry_checked = Instant::now();
-                retry_due = None;
-            }
-            let batch = read_events(
-                client,
-                &read,
-                &self.name,
-                self.partition,
-                self.options.batch_size,
-            )?;
-            let ack_to = batch.ack_position();
-            if !batch.is_empty() {
-                quick = None;
-                if waiting {
-                    client.execute(
-                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
-                        &[],
-                    )?;
-                    waiting = false;
-                }
-                let batch = Arc::new(batch);
-                let outcome = self.dispatch(batch.clone());
-                let Outcome::Done(result) = outcome else {
-                    return Ok(());
-                };
-                let mut tx = client.transaction()?;
-                if let Err(e) = result {
-                    if self.options.reliable {
-                        self.record_failure(&mut tx, &batch, &e)?;
-                        let first = self.options.retry.delay(1).unwrap_or_default();
-                        let due = Instant::now() + first;
-                        retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
-                    } else {
-                        log::warn!(
-                            "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
-                            self.name,
-                            batch.len()
-                        );
-                    }
-                }
-                if let Some(pos) = ack_to {
-                    super::read::ack_with(&mut tx, &ack, &self.name, self.partition, pos)?;
-                }
-                tx.commit()?;
-                acked = ack_to;
-                touched = Instant::now();
-                continue;
-            }
-            // Nothing matched up to the horizon: move past what was scanned, once per change.
-            if let Some(pos) = ack_to.filter(|p| acked.map_or(true, |a| *p > a)) {
-                super::read::ack_with(client, &ack, &self.name, self.partition, pos)?;
-                acked = Some(pos);
-                touched = Instant::now();
-            }
-            if !waiting {
-                // Register as waiting, then read once more: an event committed in between
-                // is seen by that read, and any later one sends a wake-up.
-                client.execute(
-                    "INSERT INTO pgbroker.log_waiters (pid) VALUES (pg_backend_pid()) \
-                     ON CONFLICT DO NOTHING",
-                    &[],
-                )?;
-                waiting = true;
-                continue;
-            }
-            if touched.elapsed() > Duration::from_secs(10) {
-                let found = client.execute(
-                    "UPDATE pgbroker.subscription_cursors SET active_at = now() \
-                     WHERE subscription = $1 AND partition = $2",
-                    &[&&*self.name, &part],
-                )?;
-                if found == 0 {
-                    return Err(super::subscription::not_found(&self.name, self.partition));
-                }
-                touched = Instant::now();
-            }
-            let mut wait = self.options.poll_interval;
-            if self.options.reliable {
-                let next: Option<f64> = client
-                    .query_one(NEXT_RETRY_SQL, &[&&*self.name, &part])?
-                    .get(0);
-                if let Some(secs) = next {
-                    let due = Duration::from_secs_f64(secs.max(0.0));
-                    retry_due = Some(Instant::now() + due);
-                    wait = wait.min(due);
-                }
-            }
-            // Woken but nothing readable: the event is behind the horizon (an older
-            // transaction is still open), and its end sends no wake-up. Re-read soon, backing
-            // off, rather than after a whole poll interval.
-            if let Some(q) = quick {
-                wait = wait.min(q);
-                quick = (q < QUICK_MAX).then(|| q * 2);
-            }
-            select! {
-                recv(self.wake) -> _ => quick = Some(QUICK_FIRST),
-                recv(self.ctx.stop_signal()) -> _ => return Ok(()),
-                default(wait) => {}
-            }
-        }
-    }
-
-    /// Runs the handler on a worker and waits for it.
-    fn dispatch(&self, batch: Arc<Batch>) -> Outcome {
-        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-        let abandoned = done_tx.clone();
-        let handler = self.handler.clone();
-        let stats = self.ctx.stats.clone();
-        let what = format!("subscription {:?}", self.name);
-        let task = Task::new(move || {
-            let result = stats.run_handler(&what, || handler(&batch));
-            let _ = done_tx.send(Outcome::Done(result));
-        })
-        .on_abandon(move || {
-            let _ = abandoned.send(Outcome::Abandoned);
-        });
-        if !self.ctx.submit(task) {
-            return Outcome::Abandoned;
-        }
-        done_rx.recv().unwrap_or(Outcome::Abandoned)
-    }
-
-    /// Puts the failed events of a batch (all, or those a [`FailedEvents`] names) in the
-    /// retry table, dead at once when the policy has no retries.
-    fn record_failure(
-        &self,
-        tx: &mut postgres::Transaction<'_>,
-        batch: &Batch,
-        err: &Error,
-    ) -> Result<()> {
-        let named = std::error::Error::source(err).and_then(|s| s.downcast_ref::<FailedEvents>());
-        let failed: Vec<&LogEvent> = match named {
-            Some(f) => batch
-                .events
-                .iter()
-                .filter(|e| f.ids.contains(&e.id()))
-                .collect(),
-            None => batch.events.iter().collect(),
-        };
-        let message = err.to_string();
-        let delay = self.options.retry.delay(1);
-        let dead = delay.is_none();
-        let secs = delay.unwrap_or_default().as_secs_f64();
-        for e in failed {
-            tx.execute(
-                "INSERT INTO pgbroker.event_retries
-                    (subscription, partition, id, tx, topic, payload, headers, key, created_at,
-                     attempt, run_at, dead, last_error)
-                 VALUES ($1, $2, $3, $4::text::xid8, $5, $6, $7, $8, $9, 1,
-                         now() + $10::float8 * interval '1 second', $11, $12)
-                 ON CONFLICT (subscription, tx, id) DO NOTHING",
-                &[
-                    &&*self.name,
-                    &(self.partition as i32),
-                    &e.id,
-                    &e.tx.to_string(),
-                    &e.topic,
-                    &e.payload,
-                    &e.headers,
-                    &e.key,
-                    &e.created_at,
-                    &secs,
-                    &dead,
-                    &message,
-                ],
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Delivers the due retries, one event at a time. False when the pool stops.
-    fn run_due_retries(&self, client: &mut Client) -> Result<bool> {
-        let part = self.partition as i32;
-        let rows = client.query(RETRY_DUE_SQL, &[&&*self.name, &part])?;
-        for row in rows {
-            let event = LogEvent::from_row(&row)?;
-            let attempt = row.get::<_, i32>(7).max(0) as u32;
-            let batch = Arc::new(Batch {
-                subscription: self.name.clone(),
-                partition: self.partition,
-                events: vec![event.clone()],
-                attempt,
-                horizon: None,
-                requested: 1,
-            });
-            let Outcome::Done(result) = self.dispatch(batch) else {
-                return Ok(false);
-            };
-            let tx_text = event.tx.to_string();
-            match result {
-                Ok(()) => {
-                    client.execute(
-                        "DELETE FROM pgbroker.event_retries
-                          WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3",
-                        &[&&*self.name, &tx_text, &event.id],
-                    )?;
-                }
-                Err(e) => {
-                    let failures = attempt + 1;
-                    let delay = self.options.retry.delay(failures);
-                    client.execute(
-                        "UPDATE pgbroker.event_retries
-                            SET attempt = $4, dead = $5, last_error = $6, failed_at = now(),
-                                run_at = now() + $7::float8 * interval '1 second'
-                          WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3",
-                        &[
-                            &&*self.name,
-                            &tx_text,
-                            &event.id,
-                            &(failures as i32),
-                            &delay.is_none(),
-                            &e.to_string(),
-                            &delay.unwrap_or_default().as_secs_f64(),
-                        ],
-                    )?;
-                }
-            }
-        }
-        Ok(true)
     }
 }

@@ -11,6 +11,16 @@ use crate::{Error, ErrorKind, Result};
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// The id the log gave a published event (unique, increasing in publishing order).
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// let id = broker.publish("orders.created", &serde_json::json!({"id": 1}))?;
+/// println!("event {id} ({})", id.get());
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(pub i64);
 
@@ -114,6 +124,18 @@ impl NewEvent {
 }
 
 /// An event read from the log.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// for e in broker.read("billing", 10)?.events() {
+///     let trace = e.headers().and_then(|h| h.get("trace"));
+///     println!("{} {} key={:?} trace={trace:?} at {:?}", e.id(), e.topic(), e.key(), e.created_at());
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogEvent {
     pub(crate) id: i64,

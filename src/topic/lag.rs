@@ -5,7 +5,16 @@ use std::time::Duration;
 use super::{validate_subscription, Position};
 use crate::{Broker, Error, ErrorKind, Result};
 
-/// The lag of one partition of a subscription.
+/// The lag of one partition of a subscription. Returned by [`Broker::lag`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// let behind: u64 = broker.lag("billing")?.iter().map(|p| p.events_behind).sum();
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PartitionLag {

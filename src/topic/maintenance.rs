@@ -8,6 +8,16 @@ use crate::worker::{Source, SourceContext};
 use crate::{Broker, Result, WorkerPoolBuilder};
 
 /// What [`Broker::log_maintain`] did.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// let r = broker.log_maintain(std::time::Duration::from_secs(14 * 86400), 3)?;
+/// println!("{} created, {} dropped, {} expired", r.created, r.dropped, r.expired);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct MaintenanceReport {

@@ -22,10 +22,14 @@
 //! # How it behaves
 //!
 //! - **Delivery** is at least once: a handler's batch is acknowledged after it returns, so a
-//!   consumer dying in between sees it again. Acknowledge in your own transaction
-//!   ([`Broker::ack_in`](crate::Broker::ack_in)) for exactly-once effects.
+//!   consumer dying in between sees it again. For exactly-once effects write results in the
+//!   acknowledging transaction:
+//!   [`WorkerPoolBuilder::subscription_tx`](crate::WorkerPoolBuilder::subscription_tx), or
+//!   [`Broker::ack_in`](crate::Broker::ack_in) with the pull API.
 //! - **Order** is `(tx, id)`: the order transactions became visible, then publishing order
-//!   within one. A partitioned subscription keeps the order of each key.
+//!   within one. A partitioned subscription keeps the order of each key. A failed event is
+//!   retried on its own schedule while later events flow, so retries (and re-driven dead
+//!   letters) arrive out of order.
 //! - **Patterns**: `*` is exactly one dot-separated segment; `#` is any number of segments
 //!   (none included) and only allowed last (`orders.#`, or `#` for everything).
 //! - **A new subscription** starts after the last event visible when it is created
@@ -72,6 +76,7 @@ mod event;
 mod lag;
 mod maintenance;
 mod name;
+mod partition_consumer;
 mod position;
 mod publish;
 mod publisher;
@@ -93,7 +98,7 @@ pub use publish::MAX_BATCH_EVENTS;
 pub use publisher::{Publisher, PublisherBuilder};
 pub use read::{Batch, MAX_READ};
 pub use retry::{DeadLetter, RetryPolicy};
-pub use subscription::{StartAt, SubscriptionBuilder};
+pub use subscription::{StartAt, SubscriptionBuilder, SubscriptionInfo};
 
 /// The channel consumers LISTEN on for wake-ups (payload empty).
 pub const WAKEUP_CHANNEL: &str = "pgbroker_events";

@@ -63,7 +63,8 @@ impl PublisherBuilder {
     }
 
     /// Called on the publisher thread with the error and every event of a batch that could
-    /// not be written. Default: log them all (as JSON) at error level.
+    /// not be written (transient errors are first retried 3 times, over about 0.7 s). Default:
+    /// log them all (as JSON) at error level.
     pub fn on_error<F>(mut self, f: F) -> Self
     where
         F: Fn(&Error, &[NewEvent]) + Send + Sync + 'static,
@@ -73,6 +74,18 @@ impl PublisherBuilder {
     }
 
     /// Starts the publisher thread.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let publisher = broker
+    ///     .publisher()
+    ///     .on_error(|err, events| eprintln!("{} events lost: {err}", events.len()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
     pub fn start(self) -> Result<Publisher> {
         let (tx, rx) = crossbeam_channel::unbounded::<Command>();
         let on_error = self.on_error.unwrap_or_else(|| Arc::new(log_failed));
@@ -89,7 +102,19 @@ impl PublisherBuilder {
                         return;
                     }
                     let events = std::mem::take(buf);
-                    if let Err(e) = broker.publish_batch(events.iter().cloned()) {
+                    // Transient failures (connection lost, pool exhausted) are retried a few
+                    // times before the events go to on_error.
+                    let mut attempt = 0;
+                    let written = loop {
+                        match broker.publish_batch(events.iter().cloned()) {
+                            Err(e) if e.is_transient() && attempt < 3 => {
+                                std::thread::sleep(Duration::from_millis(100 << attempt));
+                                attempt += 1;
+                            }
+                            other => break other,
+                        }
+                    };
+                    if let Err(e) = written {
                         on_error(&e, &events);
                         let n = failed.as_ref().map_or(0, |f| f.0) + events.len();
                         *failed = Some((n, e.to_string()));
@@ -211,6 +236,17 @@ impl Broker {
 impl Publisher {
     /// Buffers an event. Checks it first ([`NewEvent::validate`]); fails with
     /// [`ErrorKind::Shutdown`] once closed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::NewEvent;
+    /// let publisher = broker.publisher().start()?;
+    /// publisher.publish(NewEvent::new("clicks", serde_json::json!({"x": 1})))?;
+    /// # Ok(()) }
+    /// ```
     pub fn publish(&self, event: NewEvent) -> Result<()> {
         event.validate()?;
         self.sender()?
@@ -220,6 +256,18 @@ impl Publisher {
 
     /// Writes everything buffered and waits for it. Fails when some event published since the
     /// last flush could not be written (those went to `on_error`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// # let publisher = broker.publisher().start()?;
+    /// if let Err(e) = publisher.flush() {
+    ///     eprintln!("some events were not published: {e}");
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn flush(&self) -> Result<()> {
         let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
         self.sender()?
@@ -231,6 +279,17 @@ impl Publisher {
     }
 
     /// Flushes and stops the thread.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let publisher = broker.publisher().start()?;
+    /// // ...
+    /// publisher.close()?;
+    /// # Ok(()) }
+    /// ```
     pub fn close(mut self) -> Result<()> {
         let result = self.flush();
         self.stop();

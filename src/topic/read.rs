@@ -53,7 +53,24 @@ UPDATE pgbroker.subscription_cursors SET tx = $3::text::xid8, id = $4, active_at
 const EXISTS_SQL: &str =
     "SELECT 1 FROM pgbroker.subscription_cursors WHERE subscription = $1 AND partition = $2";
 
-/// Events read from one subscription partition, in log order.
+/// Events read from one subscription partition, in log order: what
+/// [`Broker::read`] returns and what handlers on the worker pool receive.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// let batch = broker.read("audit", 100)?;
+/// println!("{} events of {:?}, partition {}", batch.len(), batch.subscription(), batch.partition());
+/// for e in batch.events() {
+///     println!("{} {} {}", e.position(), e.topic(), e.payload());
+/// }
+/// if let Some(pos) = batch.ack_position() {
+///     broker.ack("audit", pos)?;
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Batch {
     pub(crate) subscription: Arc<str>,

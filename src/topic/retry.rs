@@ -53,7 +53,18 @@ impl RetryPolicy {
     }
 }
 
-/// An event a reliable handler gave up on.
+/// An event a reliable handler gave up on. Listed by [`Broker::dead_letters`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// for d in broker.dead_letters("billing", 10)? {
+///     println!("{} failed {} times: {:?}", d.event.id(), d.attempts, d.last_error);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
     /// The event (a copy: retention does not remove it).

@@ -1,11 +1,22 @@
 //! Subscriptions: named, durable cursors over the topics matching some patterns.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use super::{validate_pattern, validate_subscription, Position};
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// Where a new subscription starts reading.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// use pgbroker::topic::{Position, StartAt};
+/// let last_seen: Position = "7412-90".parse()?; // e.g. an SSE Last-Event-ID
+/// broker.subscription("sse-42").pattern("orders.#").start_at(StartAt::Position(last_seen)).save()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartAt {
     /// Only events published from now on (default).
@@ -25,6 +36,33 @@ impl StartAt {
             StartAt::Position(p) => p.to_string(),
         }
     }
+}
+
+/// A subscription as stored: listed by [`Broker::subscriptions`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn main() -> pgbroker::Result<()> {
+/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+/// for s in broker.subscriptions()? {
+///     println!("{} {:?} x{}", s.name, s.patterns, s.partitions);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SubscriptionInfo {
+    /// The name.
+    pub name: String,
+    /// The topic patterns.
+    pub patterns: Vec<String>,
+    /// The number of partitions.
+    pub partitions: u32,
+    /// Deleted by maintenance after this long unused, if set.
+    pub expire_after: Option<Duration>,
+    /// When it was created.
+    pub created_at: SystemTime,
 }
 
 /// Creates or updates a subscription. Get one from [`Broker::subscription`].
@@ -227,6 +265,38 @@ impl Broker {
             return Err(not_found(subscription, partition));
         }
         Ok(())
+    }
+
+    /// Every subscription, by name.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let names: Vec<String> = broker.subscriptions()?.into_iter().map(|s| s.name).collect();
+    /// # Ok(()) }
+    /// ```
+    pub fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>> {
+        let mut conn = self.conn()?;
+        let rows = conn.query(
+            "SELECT name, patterns, partitions, extract(epoch FROM expire_after)::float8,
+                    created_at
+               FROM pgbroker.subscriptions ORDER BY name",
+            &[],
+        )?;
+        Ok(rows
+            .iter()
+            .map(|r| SubscriptionInfo {
+                name: r.get(0),
+                patterns: r.get(1),
+                partitions: r.get::<_, i32>(2) as u32,
+                expire_after: r
+                    .get::<_, Option<f64>>(3)
+                    .map(|s| Duration::from_secs_f64(s.max(0.0))),
+                created_at: r.get(4),
+            })
+            .collect())
     }
 
     /// The number of partitions of a subscription; [`ErrorKind::NotFound`] when it does not

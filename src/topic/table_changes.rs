@@ -33,8 +33,9 @@ impl Broker {
     /// on topics `<schema>.<table>.insert|update|delete` (statement-level triggers with
     /// transition tables: one INSERT into the log per statement). Payloads are
     /// `{"op", "schema", "table", "row"}` for inserts, `{.., "row", "old"}` for updates (paired
-    /// by primary key, which updates require) and `{.., "old"}` for deletes. Calling it again
-    /// replaces the triggers.
+    /// by primary key, which updates require) and `{.., "old"}` for deletes. The event key is
+    /// the JSON array of the row's primary key values (`[42]`), so a partitioned subscription
+    /// keeps each row's changes in order. Calling it again replaces the triggers.
     ///
     /// `table` is a SQL name (`users`, `public.users`, `"Users"`) resolved by PostgreSQL, never
     /// spliced into SQL; schema and table name must be valid topic segments. Fails with

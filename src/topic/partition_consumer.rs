@@ -1,0 +1,501 @@
+//! One partition's consumer: a thread holding the partition's advisory lock on its own
+//! connection, reading batches, running the handler on the pool's workers, acknowledging, and
+//! retrying failed events.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver};
+use postgres::Client;
+
+use super::consumer::{ConsumerOptions, FailedEvents, Handler};
+use super::read::{read_events, READ_SETTINGS, READ_SQL};
+use super::{Batch, LogEvent};
+use crate::worker::{SourceContext, Task};
+use crate::{Error, ErrorKind, Result};
+
+pub(crate) struct PartitionConsumer {
+    pub(crate) name: Arc<str>,
+    pub(crate) partition: u32,
+    pub(crate) options: Arc<ConsumerOptions>,
+    pub(crate) handler: Handler,
+    pub(crate) wake: Receiver<()>,
+    pub(crate) ctx: SourceContext,
+}
+
+/// What became of a handler call.
+enum Outcome {
+    /// The handler ran; `finished` when its success was already recorded in its transaction.
+    Done {
+        result: std::result::Result<(), Error>,
+        finished: bool,
+    },
+    /// The pool is stopping and the task was not run.
+    Abandoned,
+    /// The connection failed around a transactional handler.
+    Lost(Error),
+}
+
+/// What success of a handler call records.
+enum Finish {
+    /// Move the cursor.
+    Ack(Option<super::Position>),
+    /// Remove the retried event from the retry table.
+    Retried { tx: String, id: i64 },
+}
+
+/// The consumer connection, shared with transactional handlers while they run.
+type Shared = Arc<Mutex<Client>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Client> {
+    shared.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const RETRY_DUE_SQL: &str = "\
+SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
+  FROM pgbroker.event_retries
+ WHERE subscription = $1 AND partition = $2 AND NOT dead AND run_at <= now()
+ ORDER BY run_at, tx, id LIMIT 100";
+
+/// The first and the longest re-read delay after a wake-up that found nothing readable.
+const QUICK_FIRST: Duration = Duration::from_millis(5);
+const QUICK_MAX: Duration = Duration::from_secs(1);
+
+const DELETE_RETRY_SQL: &str = "DELETE FROM pgbroker.event_retries \
+     WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3";
+
+const NEXT_RETRY_SQL: &str = "\
+SELECT extract(epoch FROM min(run_at) - now())::float8 FROM pgbroker.event_retries
+ WHERE subscription = $1 AND partition = $2 AND NOT dead";
+
+impl PartitionConsumer {
+    pub(crate) fn run(self) {
+        let mut failures: u32 = 0;
+        while !self.ctx.is_stopping() {
+            let Some(client) = self.connect_and_lock() else {
+                return;
+            };
+            let shared: Shared = Arc::new(Mutex::new(client));
+            let started = Instant::now();
+            let result = self.consume(&shared);
+            if started.elapsed() > Duration::from_secs(30) {
+                failures = 0; // it worked for a while: back off from scratch
+            }
+            let mut client = lock(&shared);
+            match result {
+                Ok(()) => {
+                    // Stopped: no longer waiting for wake-ups.
+                    let _ = client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    );
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    log::warn!(
+                        "pgbroker consumer of {:?} partition {} stops: {e}",
+                        self.name,
+                        self.partition
+                    );
+                    let _ = client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    );
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    log::warn!(
+                        "pgbroker consumer of {:?} partition {} failed, reconnecting: {e}",
+                        self.name,
+                        self.partition
+                    );
+                    let delay = self
+                        .ctx
+                        .broker
+                        .config()
+                        .reconnect_delay(failures.min(16) - 1);
+                    if !self.ctx.sleep(delay) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A dedicated connection holding this partition's advisory lock; waits while another
+    /// consumer holds it. `None` when the pool stops first.
+    fn connect_and_lock(&self) -> Option<Client> {
+        let key = format!("pgbroker.topic:{}:{}", self.name, self.partition);
+        let mut attempt = 0;
+        loop {
+            if self.ctx.is_stopping() {
+                return None;
+            }
+            let mut client = match self.ctx.broker.connect_dedicated() {
+                Ok(c) => c,
+                Err(e) => {
+                    log::warn!("pgbroker consumer of {:?}: {e}", self.name);
+                    let delay = self.ctx.broker.config().reconnect_delay(attempt);
+                    attempt = (attempt + 1).min(16);
+                    if !self.ctx.sleep(delay) {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            // Waiter rows of consumers that died make publishers notify for nothing.
+            let _ = client.execute(
+                "DELETE FROM pgbroker.log_waiters w \
+                  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)",
+                &[],
+            );
+            loop {
+                match client.query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
+                    &[&key],
+                ) {
+                    Ok(row) if row.get::<_, bool>(0) => return Some(client),
+                    Ok(_) => {
+                        if !self.ctx.sleep(self.options.lock_retry) {
+                            return None;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("pgbroker consumer of {:?}: {e}", self.name);
+                        break; // reconnect
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails.
+    fn consume(&self, shared: &Shared) -> Result<()> {
+        let (read, ack) = {
+            let mut client = lock(shared);
+            client.batch_execute(READ_SETTINGS)?;
+            (
+                client.prepare(READ_SQL)?,
+                client.prepare(super::read::ACK_SQL)?,
+            )
+        };
+        let part = self.partition as i32;
+        let mut waiting = false;
+        let mut touched = Instant::now();
+        let mut acked: Option<super::Position> = None;
+        let mut retry_due: Option<Instant> = Some(Instant::now());
+        let mut retry_checked = Instant::now();
+        let mut quick: Option<Duration> = None;
+        loop {
+            if self.ctx.is_stopping() {
+                return Ok(());
+            }
+            // Retries are looked at when one is due, and at least every poll interval (a
+            // re-drive from elsewhere makes some due at once): not on every batch.
+            if self.options.reliable
+                && (retry_due.is_some_and(|d| d <= Instant::now())
+                    || retry_checked.elapsed() >= self.options.poll_interval)
+            {
+                if !self.run_due_retries(shared, &ack)? {
+                    return Ok(());
+                }
+                retry_checked = Instant::now();
+                retry_due = None;
+            }
+            let mut client = lock(shared);
+            let batch = read_events(
+                &mut *client,
+                &read,
+                &self.name,
+                self.partition,
+                self.options.batch_size,
+            )?;
+            let ack_to = batch.ack_position();
+            if !batch.is_empty() {
+                quick = None;
+                if waiting {
+                    client.execute(
+                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+                        &[],
+                    )?;
+                    waiting = false;
+                }
+                drop(client); // a transactional handler uses it
+                let batch = Arc::new(batch);
+                let result = match self.dispatch(shared, &ack, batch.clone(), Finish::Ack(ack_to)) {
+                    Outcome::Done { finished: true, .. } => {
+                        acked = ack_to;
+                        touched = Instant::now();
+                        continue;
+                    }
+                    Outcome::Done { result, .. } => result,
+                    Outcome::Abandoned => return Ok(()),
+                    Outcome::Lost(e) => return Err(e),
+                };
+                let mut client = lock(shared);
+                let mut tx = client.transaction()?;
+                if let Err(e) = result {
+                    if self.options.reliable {
+                        self.record_failure(&mut tx, &batch, &e)?;
+                        let first = self.options.retry.delay(1).unwrap_or_default();
+                        let due = Instant::now() + first;
+                        retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
+                    } else {
+                        log::warn!(
+                            "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
+                            self.name,
+                            batch.len()
+                        );
+                    }
+                }
+                if let Some(pos) = ack_to {
+                    super::read::ack_with(&mut tx, &ack, &self.name, self.partition, pos)?;
+                }
+                tx.commit()?;
+                acked = ack_to;
+                touched = Instant::now();
+                continue;
+            }
+            // Nothing matched up to the horizon: move past what was scanned, once per change.
+            if let Some(pos) = ack_to.filter(|p| acked.map_or(true, |a| *p > a)) {
+                super::read::ack_with(&mut *client, &ack, &self.name, self.partition, pos)?;
+                acked = Some(pos);
+                touched = Instant::now();
+            }
+            if !waiting {
+                // Register as waiting, then read once more: an event committed in between
+                // is seen by that read, and any later one sends a wake-up.
+                client.execute(
+                    "INSERT INTO pgbroker.log_waiters (pid) VALUES (pg_backend_pid()) \
+                     ON CONFLICT DO NOTHING",
+                    &[],
+                )?;
+                waiting = true;
+                continue;
+            }
+            if touched.elapsed() > Duration::from_secs(10) {
+                let found = client.execute(
+                    "UPDATE pgbroker.subscription_cursors SET active_at = now() \
+                     WHERE subscription = $1 AND partition = $2",
+                    &[&&*self.name, &part],
+                )?;
+                if found == 0 {
+                    return Err(super::subscription::not_found(&self.name, self.partition));
+                }
+                touched = Instant::now();
+            }
+            let mut wait = self.options.poll_interval;
+            if self.options.reliable {
+                let next: Option<f64> = client
+                    .query_one(NEXT_RETRY_SQL, &[&&*self.name, &part])?
+                    .get(0);
+                if let Some(secs) = next {
+                    let due = Duration::from_secs_f64(secs.max(0.0));
+                    retry_due = Some(Instant::now() + due);
+                    wait = wait.min(due);
+                }
+            }
+            drop(client);
+            // Woken but nothing readable: the event is behind the horizon (an older
+            // transaction is still open), and its end sends no wake-up. Re-read soon, backing
+            // off, rather than after a whole poll interval.
+            if let Some(q) = quick {
+                wait = wait.min(q);
+                quick = (q < QUICK_MAX).then(|| q * 2);
+            }
+            select! {
+                recv(self.wake) -> _ => quick = Some(QUICK_FIRST),
+                recv(self.ctx.stop_signal()) -> _ => return Ok(()),
+                default(wait) => {}
+            }
+        }
+    }
+
+    /// Runs the handler on a worker and waits for it. A transactional handler runs in a
+    /// transaction on the consumer connection that also records `finish` on success.
+    fn dispatch(
+        &self,
+        shared: &Shared,
+        ack: &postgres::Statement,
+        batch: Arc<Batch>,
+        finish: Finish,
+    ) -> Outcome {
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let abandoned = done_tx.clone();
+        let stats = self.ctx.stats.clone();
+        let what = format!("subscription {:?}", self.name);
+        let task = match self.handler.clone() {
+            Handler::Plain(handler) => Task::new(move || {
+                let result = stats.run_handler(&what, || handler(&batch));
+                let _ = done_tx.send(Outcome::Done {
+                    result,
+                    finished: false,
+                });
+            }),
+            Handler::Tx(handler) => {
+                let shared = shared.clone();
+                let ack = ack.clone();
+                let name = self.name.clone();
+                let partition = self.partition;
+                Task::new(move || {
+                    let mut client = lock(&shared);
+                    let outcome = (|| {
+                        let mut tx = match client.transaction() {
+                            Ok(tx) => tx,
+                            Err(e) => return Outcome::Lost(e.into()),
+                        };
+                        let result = stats.run_handler(&what, || handler(&batch, &mut tx));
+                        if result.is_err() {
+                            return Outcome::Done {
+                                result,
+                                finished: false,
+                            }; // dropping tx rolls the handler's writes back
+                        }
+                        let recorded = match &finish {
+                            Finish::Ack(Some(pos)) => {
+                                super::read::ack_with(&mut tx, &ack, &name, partition, *pos)
+                            }
+                            Finish::Ack(None) => Ok(()),
+                            Finish::Retried { tx: t, id } => tx
+                                .execute(DELETE_RETRY_SQL, &[&&*name, t, id])
+                                .map(|_| ())
+                                .map_err(Error::from),
+                        };
+                        match recorded.and_then(|()| tx.commit().map_err(Error::from)) {
+                            Ok(()) => Outcome::Done {
+                                result,
+                                finished: true,
+                            },
+                            // The handler swallowed an SQL error: its transaction is dead.
+                            Err(e) if e.db_code() == Some("25P02") => Outcome::Done {
+                                result: Err(Error::with_cause(
+                                    ErrorKind::Handler,
+                                    Some(format!(
+                                        "handler for {what} returned Ok with its transaction \
+                                         aborted by an earlier error"
+                                    )),
+                                    e,
+                                )),
+                                finished: false,
+                            },
+                            Err(e) => Outcome::Lost(e),
+                        }
+                    })();
+                    drop(client);
+                    let _ = done_tx.send(outcome);
+                })
+            }
+        }
+        .on_abandon(move || {
+            let _ = abandoned.send(Outcome::Abandoned);
+        });
+        if !self.ctx.submit(task) {
+            return Outcome::Abandoned;
+        }
+        done_rx.recv().unwrap_or(Outcome::Abandoned)
+    }
+
+    /// Puts the failed events of a batch (all, or those a [`FailedEvents`] names) in the
+    /// retry table, dead at once when the policy has no retries.
+    fn record_failure(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        batch: &Batch,
+        err: &Error,
+    ) -> Result<()> {
+        let named = std::error::Error::source(err).and_then(|s| s.downcast_ref::<FailedEvents>());
+        let failed: Vec<&LogEvent> = match named {
+            Some(f) => batch
+                .events
+                .iter()
+                .filter(|e| f.ids.contains(&e.id()))
+                .collect(),
+            None => batch.events.iter().collect(),
+        };
+        let message = err.to_string();
+        let delay = self.options.retry.delay(1);
+        let dead = delay.is_none();
+        let secs = delay.unwrap_or_default().as_secs_f64();
+        for e in failed {
+            tx.execute(
+                "INSERT INTO pgbroker.event_retries
+                    (subscription, partition, id, tx, topic, payload, headers, key, created_at,
+                     attempt, run_at, dead, last_error)
+                 VALUES ($1, $2, $3, $4::text::xid8, $5, $6, $7, $8, $9, 1,
+                         now() + $10::float8 * interval '1 second', $11, $12)
+                 ON CONFLICT (subscription, tx, id) DO NOTHING",
+                &[
+                    &&*self.name,
+                    &(self.partition as i32),
+                    &e.id,
+                    &e.tx.to_string(),
+                    &e.topic,
+                    &e.payload,
+                    &e.headers,
+                    &e.key,
+                    &e.created_at,
+                    &secs,
+                    &dead,
+                    &message,
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Delivers the due retries, one event at a time. False when the pool stops.
+    fn run_due_retries(&self, shared: &Shared, ack: &postgres::Statement) -> Result<bool> {
+        let part = self.partition as i32;
+        let rows = lock(shared).query(RETRY_DUE_SQL, &[&&*self.name, &part])?;
+        for row in rows {
+            let event = LogEvent::from_row(&row)?;
+            let attempt = row.get::<_, i32>(7).max(0) as u32;
+            let batch = Arc::new(Batch {
+                subscription: self.name.clone(),
+                partition: self.partition,
+                events: vec![event.clone()],
+                attempt,
+                horizon: None,
+                requested: 1,
+            });
+            let tx_text = event.tx.to_string();
+            let finish = Finish::Retried {
+                tx: tx_text.clone(),
+                id: event.id,
+            };
+            let result = match self.dispatch(shared, ack, batch, finish) {
+                Outcome::Done { finished: true, .. } => continue,
+                Outcome::Done { result, .. } => result,
+                Outcome::Abandoned => return Ok(false),
+                Outcome::Lost(e) => return Err(e),
+            };
+            let mut client = lock(shared);
+            match result {
+                Ok(()) => {
+                    client.execute(DELETE_RETRY_SQL, &[&&*self.name, &tx_text, &event.id])?;
+                }
+                Err(e) => {
+                    let failures = attempt + 1;
+                    let delay = self.options.retry.delay(failures);
+                    client.execute(
+                        "UPDATE pgbroker.event_retries
+                            SET attempt = $4, dead = $5, last_error = $6, failed_at = now(),
+                                run_at = now() + $7::float8 * interval '1 second'
+                          WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3",
+                        &[
+                            &&*self.name,
+                            &tx_text,
+                            &event.id,
+                            &(failures as i32),
+                            &delay.is_none(),
+                            &e.to_string(),
+                            &delay.unwrap_or_default().as_secs_f64(),
+                        ],
+                    )?;
+                }
+            }
+        }
+        Ok(true)
+    }
+}
