@@ -463,6 +463,28 @@ fn batch_enqueue_with_copy() {
 }
 
 #[test]
+fn stats_report_the_oldest_ready_job_age() {
+    let db = support::db();
+    let broker = db.broker();
+    assert!(broker.queue_stats().unwrap().is_empty());
+    broker.enqueue("age", "{}").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    broker.enqueue("age", "{}").unwrap();
+    let stats = broker.queue_stats().unwrap();
+    assert_eq!(stats.len(), 1);
+    assert_eq!((stats[0].queue.as_str(), stats[0].available), ("age", 2));
+    let age = stats[0].oldest_available.unwrap();
+    assert!(
+        age >= Duration::from_millis(300) && age < Duration::from_secs(30),
+        "{age:?}"
+    );
+    broker.claim_jobs("age", "w", 2, LEASE).unwrap();
+    let stats = broker.queue_stats().unwrap();
+    assert_eq!((stats[0].available, stats[0].running), (0, 2));
+    assert_eq!(stats[0].oldest_available, None);
+}
+
+#[test]
 fn watchers_see_every_state_change() {
     let db = support::db();
     let broker = db.broker();

@@ -34,19 +34,23 @@ fn jobs_left(broker: &Broker) -> i64 {
 }
 
 /// The issue asks for 100K jobs; 20K keeps the test suite fast while still exercising many
-/// concurrent batches.
-const MANY: usize = 20_000;
+/// concurrent batches. `PGBROKER_QUEUE_MANY=100000 cargo test` runs the full size.
+const MANY_DEFAULT: usize = 20_000;
 
 #[test]
 fn many_jobs_eight_workers_two_pools_each_completed_exactly_once() {
+    let many: usize = std::env::var("PGBROKER_QUEUE_MANY")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(MANY_DEFAULT);
     let db = support::db();
     let broker = db.broker();
-    let jobs: Vec<Job> = (0..MANY)
+    let jobs: Vec<Job> = (0..many)
         .map(|i| Job::new("bulk", &serde_json::json!({ "i": i })))
         .collect();
     broker.enqueue_batch(&jobs).unwrap();
 
-    let done: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(MANY)));
+    let done: Arc<Mutex<Vec<u64>>> = Arc::new(Mutex::new(Vec::with_capacity(many)));
     let start_pool = |name: &str| -> WorkerPool {
         let done = done.clone();
         broker
@@ -64,7 +68,9 @@ fn many_jobs_eight_workers_two_pools_each_completed_exactly_once() {
     let a = start_pool("a");
     let b = start_pool("b");
     assert!(
-        support::wait_until(Duration::from_secs(90), || jobs_left(&broker) == 0),
+        support::wait_until(Duration::from_secs(90 + many as u64 / 200), || jobs_left(
+            &broker
+        ) == 0),
         "{} jobs left",
         jobs_left(&broker)
     );
@@ -73,16 +79,16 @@ fn many_jobs_eight_workers_two_pools_each_completed_exactly_once() {
     a.shutdown().unwrap();
     b.shutdown().unwrap();
     let mut done = done.lock().unwrap().clone();
-    assert_eq!(done.len(), MANY, "every job ran exactly once");
+    assert_eq!(done.len(), many, "every job ran exactly once");
     done.sort_unstable();
     done.dedup();
-    assert_eq!(done.len(), MANY, "no job ran twice");
-    assert_eq!(sa.handled + sb.handled, MANY as u64);
+    assert_eq!(done.len(), many, "no job ran twice");
+    assert_eq!(sa.handled + sb.handled, many as u64);
     assert!(
         sa.handled > 0 && sb.handled > 0,
         "both pools worked: {sa:?} {sb:?}"
     );
-    eprintln!("{MANY} jobs in {elapsed:?}");
+    eprintln!("{many} jobs in {elapsed:?}");
 }
 
 #[test]
