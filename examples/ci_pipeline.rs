@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
-use pgbroker::{Broker, TempPostgres};
+use pgbroker::{Broker, DevDatabase};
 
 const DOOMED: &str = "--doomed-worker";
 
@@ -28,14 +28,8 @@ fn main() -> pgbroker::Result<()> {
         return doomed_worker(&args[2]);
     }
 
-    let temp;
-    let url = match std::env::var("DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            temp = TempPostgres::start()?;
-            temp.url()
-        }
-    };
+    let db = DevDatabase::from_env_or_temp()?;
+    let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;
     broker.install()?;
 

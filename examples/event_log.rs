@@ -8,18 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbroker::topic::{NewEvent, Position, StartAt};
-use pgbroker::{Broker, TempPostgres};
+use pgbroker::{Broker, DevDatabase};
 use serde_json::json;
 
 fn main() -> pgbroker::Result<()> {
     // Keep the temporary server (if any) alive until the end of main.
-    let (url, _server) = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => (url, None),
-        _ => {
-            let pg = TempPostgres::start()?;
-            (pg.url(), Some(pg))
-        }
-    };
+    let db = DevDatabase::from_env_or_temp()?;
+    let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;
     broker.install()?;
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use pgbroker::postgres::binary_copy::BinaryCopyInWriter;
 use pgbroker::postgres::types::Type;
 use pgbroker::topic::{ConsumerOptions, NewEvent, StartAt};
-use pgbroker::{Broker, TempPostgres};
+use pgbroker::{Broker, DevDatabase};
 use serde_json::json;
 
 const ROUNDS: usize = 5;
@@ -21,13 +21,8 @@ const SINGLE: usize = 1_000;
 const BATCH: usize = 20_000;
 
 fn main() -> pgbroker::Result<()> {
-    let (url, _server) = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => (url, None),
-        _ => {
-            let pg = TempPostgres::start()?;
-            (pg.url(), Some(pg))
-        }
-    };
+    let db = DevDatabase::from_env_or_temp()?;
+    let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;
     broker.install()?;
     let mut conn = broker.conn()?;

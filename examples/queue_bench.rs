@@ -11,17 +11,11 @@
 use std::time::{Duration, Instant};
 
 use pgbroker::queue::Job;
-use pgbroker::{Broker, TempPostgres};
+use pgbroker::{Broker, DevDatabase};
 
 fn main() -> pgbroker::Result<()> {
-    let temp;
-    let url = match std::env::var("DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            temp = TempPostgres::start()?;
-            temp.url()
-        }
-    };
+    let db = DevDatabase::from_env_or_temp()?;
+    let url = db.url().to_owned();
     let n: usize = std::env::var("N")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -12,17 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgbroker::queue::{Job, JobContext, QueueOptions};
-use pgbroker::{Broker, TempPostgres};
+use pgbroker::{Broker, DevDatabase};
 
 fn main() -> pgbroker::Result<()> {
-    let temp;
-    let url = match std::env::var("DATABASE_URL") {
-        Ok(url) => url,
-        Err(_) => {
-            temp = TempPostgres::start()?;
-            temp.url()
-        }
-    };
+    let db = DevDatabase::from_env_or_temp()?;
+    let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;
     broker.install()?;
 

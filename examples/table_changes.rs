@@ -7,16 +7,11 @@
 use std::time::{Duration, Instant};
 
 use pgbroker::topic::StartAt;
-use pgbroker::{Broker, TableOp, TempPostgres};
+use pgbroker::{Broker, DevDatabase, TableOp};
 
 fn main() -> pgbroker::Result<()> {
-    let (url, _server) = match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => (url, None),
-        _ => {
-            let pg = TempPostgres::start()?;
-            (pg.url(), Some(pg))
-        }
-    };
+    let db = DevDatabase::from_env_or_temp()?;
+    let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;
     broker.install()?;
 

@@ -65,6 +65,7 @@ mod pool;
 pub mod queue;
 mod routing;
 mod schema;
+mod table_name;
 mod temp_postgres;
 pub mod topic;
 mod worker;

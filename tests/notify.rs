@@ -211,15 +211,7 @@ fn listener_stops_promptly_and_recv_reports_shutdown() {
     listener.stop();
     assert!(started.elapsed() < Duration::from_secs(5));
     // Its connection is gone from the server.
-    assert!(support::wait_until(WAIT, || {
-        let mut c = db.client();
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
-                &[&db.name],
-            )
-            .unwrap()
-            .get(0);
-        n == 0
-    }));
+    assert!(support::wait_until(WAIT, || support::listener_backends(
+        &db
+    ) == 0));
 }

@@ -196,15 +196,7 @@ fn dropping_the_pool_shuts_it_down() {
         .start()
         .unwrap();
     drop(pool);
-    let mut c = db.client();
-    assert!(support::wait_until(WAIT, || {
-        let n: i64 = c
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
-                &[&db.name],
-            )
-            .unwrap()
-            .get(0);
-        n == 0
-    }));
+    assert!(support::wait_until(WAIT, || support::listener_backends(
+        &db
+    ) == 0));
 }

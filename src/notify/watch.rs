@@ -1,6 +1,7 @@
 //! Table watch: a trigger that notifies every inserted, updated or deleted row as JSON.
 
 use super::validate_channel;
+use crate::table_name::validate_table;
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// A kind of row change a table watch reports.
@@ -28,33 +29,8 @@ impl TableOp {
     }
 }
 
-/// Checks a table name before it reaches SQL; PostgreSQL then resolves it as a `regclass`
-/// (quoting rules apply: `"My Table"` or `public.orders`).
-fn validate_table(table: &str) -> Result<()> {
-    if table.trim().is_empty() || table.len() > 2 * 63 + 5 || table.contains('\0') {
-        return Err(Error::new(
-            ErrorKind::InvalidName,
-            format!("invalid table name {table:?}"),
-        ));
-    }
-    Ok(())
-}
-
-/// Maps "no such table" to a clear error.
 fn table_error(table: &str, e: postgres::Error) -> Error {
-    match e.code().map(|c| c.code()) {
-        Some("42P01") => Error::with_cause(
-            ErrorKind::NotFound,
-            Some(format!("table {table:?} does not exist")),
-            e,
-        ),
-        Some("42602" | "42601") => Error::with_cause(
-            ErrorKind::InvalidName,
-            Some(format!("invalid table name {table:?}")),
-            e,
-        ),
-        _ => e.into(),
-    }
+    crate::table_name::table_error(table, e).unwrap_or_else(Error::from)
 }
 
 impl Broker {

@@ -1,31 +1,10 @@
 //! Table mutation events: statement-level triggers publishing every changed row.
 
+use crate::table_name::validate_table;
 use crate::{Broker, Error, ErrorKind, Result, TableOp};
 
-fn validate_table(table: &str) -> Result<()> {
-    if table.trim().is_empty() || table.len() > 2 * 63 + 5 || table.contains('\0') {
-        return Err(Error::new(
-            ErrorKind::InvalidName,
-            format!("invalid table name {table:?}"),
-        ));
-    }
-    Ok(())
-}
-
 fn table_error(table: &str, e: postgres::Error) -> Error {
-    match e.code().map(|c| c.code()) {
-        Some("42P01") => Error::with_cause(
-            ErrorKind::NotFound,
-            Some(format!("table {table:?} does not exist")),
-            e,
-        ),
-        Some("42602" | "42601") => Error::with_cause(
-            ErrorKind::InvalidName,
-            Some(format!("invalid table name {table:?}")),
-            e,
-        ),
-        _ => super::subscription::sql_error(e),
-    }
+    crate::table_name::table_error(table, e).unwrap_or_else(super::subscription::sql_error)
 }
 
 impl Broker {

@@ -182,3 +182,14 @@ pub fn terminate_backends(db: &TestDb, query_like: &str) -> i64 {
         .unwrap();
     row.get(0)
 }
+
+/// How many backends of `db` are listener connections (their last statement was a LISTEN).
+pub fn listener_backends(db: &TestDb) -> i64 {
+    let mut c = db.client();
+    c.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query LIKE 'LISTEN%'",
+        &[&db.name],
+    )
+    .unwrap()
+    .get(0)
+}
