@@ -110,15 +110,6 @@ pub type Runner = Box<dyn Fn(&Ctx, &Budget) -> Result<Sample> + Send + Sync>;
 /// Fills the fresh tables before a run with `n` units of input (for workloads that consume).
 pub type Seed = fn(&Ctx, u64) -> Result<()>;
 
-/// pgbroker's side of a workload.
-pub enum Side {
-    Run(Runner),
-    /// Not measurable yet: the named module has not landed. Reported as `null` / `-`.
-    Pending {
-        module: &'static str,
-    },
-}
-
 /// A named piece of work, done the raw PostgreSQL way and the pgbroker way.
 pub struct Workload {
     pub name: &'static str,
@@ -129,11 +120,14 @@ pub struct Workload {
     /// True when the count is inherent (seeded input, fixed size): `--seconds` then only
     /// adds a deadline instead of replacing the count.
     pub bounded: bool,
+    /// Fills the raw side's fresh tables before each run.
     pub seed: Option<Seed>,
+    /// Fills pgbroker's tables with the same input, through pgbroker.
+    pub seed_pgbroker: Option<Seed>,
     /// How the ratio compares the sides.
     pub ratio: Ratio,
     pub raw: Runner,
-    pub pgbroker: Side,
+    pub pgbroker: Runner,
 }
 
 /// How a workload's ratio compares pgbroker to raw; either way above 1 means pgbroker did
@@ -149,16 +143,13 @@ pub enum Ratio {
 /// Both sides' results of one workload.
 pub struct Outcome {
     pub raw: Sample,
-    pub pgbroker: Option<Sample>,
+    pub pgbroker: Sample,
 }
 
 /// Runs both sides of `w`: for each, fresh tables, a warm-up, truncate, measure.
 pub fn run(ctx: &Ctx, w: &Workload, seconds: Option<f64>) -> Result<Outcome> {
-    let raw = run_side(ctx, w, &w.raw, "raw", seconds)?;
-    let pgbroker = match &w.pgbroker {
-        Side::Run(r) => Some(run_side(ctx, w, r, "pgbroker", seconds)?),
-        Side::Pending { .. } => None,
-    };
+    let raw = run_side(ctx, w, &w.raw, w.seed, "raw", seconds)?;
+    let pgbroker = run_side(ctx, w, &w.pgbroker, w.seed_pgbroker, "pgbroker", seconds)?;
     Ok(Outcome { raw, pgbroker })
 }
 
@@ -166,18 +157,19 @@ fn run_side(
     ctx: &Ctx,
     w: &Workload,
     runner: &Runner,
+    seed: Option<Seed>,
     side: &str,
     seconds: Option<f64>,
 ) -> Result<Sample> {
     let warm = (w.messages / 20).clamp(1, 2_000);
     tables::recreate(ctx)?;
-    if let Some(seed) = w.seed {
+    if let Some(seed) = seed {
         seed(ctx, warm)?;
     }
     runner(ctx, &Budget::new(warm, None, ProgressBar::hidden()))?;
 
     tables::truncate(ctx)?;
-    if let Some(seed) = w.seed {
+    if let Some(seed) = seed {
         seed(ctx, w.messages)?;
     }
     let total = match seconds {
@@ -222,16 +214,27 @@ where
     let clients = (0..threads)
         .map(|_| ctx.client())
         .collect::<Result<Vec<_>>>()?;
-    let gate = Arc::new(Barrier::new(threads + 1));
+    on_threads(clients, budget, work)
+}
+
+/// Runs `work` on one thread per state (a connection, a thread number), all started together
+/// after every thread exists; returns the units done by all and the wall time from the
+/// common start.
+pub fn on_threads<S, F>(states: Vec<S>, budget: &Budget, work: F) -> Result<Sample>
+where
+    S: Send,
+    F: Fn(&mut S, &Budget) -> Result<u64> + Sync,
+{
+    let gate = Arc::new(Barrier::new(states.len() + 1));
     std::thread::scope(|s| {
-        let handles: Vec<_> = clients
+        let handles: Vec<_> = states
             .into_iter()
-            .map(|mut c| {
+            .map(|mut state| {
                 let gate = gate.clone();
                 let work = &work;
                 s.spawn(move || {
                     gate.wait();
-                    work(&mut c, budget)
+                    work(&mut state, budget)
                 })
             })
             .collect();

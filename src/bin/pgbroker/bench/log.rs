@@ -1,36 +1,42 @@
-//! Durable log workloads (module `topic`). The raw side is measured now; the pgbroker side
-//! of each is a hook below that returns `Side::Pending` until the log module lands.
-//!
-//! HOOK (log): when `Broker::publish` / `publish_batch` / `subscribe` / `read` / `ack` exist,
-//! replace each `pending()` with `Side::Run(..)` doing the same work through pgbroker:
-//! - `publish_single_t1/t4`: `ctx.broker.publish(TOPIC, &payload)` per message on N threads
-//!   (`harness::parallel`-like loop over `budget.take`);
-//! - `publish_batch_100/10000`: `ctx.broker.publish_batch(TOPIC, &batch)`;
-//! - `log_read_sub1/10`: a `seed` that publishes through pgbroker, then N subscriptions each
-//!   `read(sub, READ_BATCH)` + `ack` until empty;
-//! - `pgmb_1kb_b100_p5_c10`: 5 publishers `publish_batch` of 100 × 1 KB, 10 subscriptions.
-//!
-//! and truncate `pgbroker.events` in `tables::truncate` for them.
+//! Durable log workloads (module `topic`): each done with plain SQL on the bench's own events
+//! table, and through pgbroker on `pgbroker.events` (same rows, same threads, same rows per
+//! transaction).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pgbroker::topic::{NewEvent, StartAt};
 use serde_json::Value;
 
-use super::harness::{Ratio, Side, Workload};
-use super::raw::{self, payload_of};
+use super::harness::{on_threads, per_s, Ctx, Ratio, Runner, Sample, Seed, Workload};
+use super::raw::{self, payload_of, CHUNK, READ_BATCH};
 use super::tables::{self, Target};
 use super::{Options, Result};
 
-const TOPIC: &str = "bench.orders";
-
-fn pending() -> Side {
-    Side::Pending { module: "log" }
-}
+/// The benchmark's topics and subscriptions are named `pgbroker_bench.*` and
+/// `pgbroker_bench-*`: what `tables` may delete from pgbroker's tables.
+const TOPIC: &str = "pgbroker_bench.orders";
+const PGMB_TOPIC: &str = "pgbroker_bench.pgmb";
 
 fn order() -> Value {
     serde_json::json!({"order": 1, "status": "paid", "amount": 42.5})
 }
 
-fn seed_events(ctx: &super::harness::Ctx, n: u64) -> Result<()> {
+fn seed_events(ctx: &Ctx, n: u64) -> Result<()> {
     tables::seed(ctx, Target::Events, TOPIC, &order(), n)
+}
+
+/// The same rows as `seed_events`, through `publish_batch`: 10 000 per transaction.
+fn seed_pgbroker_events(ctx: &Ctx, n: u64) -> Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(10_000);
+        ctx.broker
+            .publish_batch((0..k).map(|_| NewEvent::new(TOPIC, order())))?;
+        left -= k;
+    }
+    ctx.client()?.batch_execute("ANALYZE pgbroker.events")?;
+    Ok(())
 }
 
 pub fn workloads(o: &Options) -> Vec<Workload> {
@@ -41,9 +47,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         messages: o.messages,
         bounded: false,
         seed: None,
+        seed_pgbroker: None,
         ratio: Ratio::Throughput,
         raw: raw::insert_single(Target::Events, TOPIC, order(), threads),
-        pgbroker: pending(),
+        pgbroker: publish_single(order(), threads),
     };
     let batch = |name, size| Workload {
         name,
@@ -52,9 +59,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         messages: o.messages,
         bounded: false,
         seed: None,
+        seed_pgbroker: None,
         ratio: Ratio::Throughput,
         raw: raw::insert_batch(Target::Events, TOPIC, order(), size),
-        pgbroker: pending(),
+        pgbroker: publish_batch(order(), size),
     };
     let read = |name, subs| Workload {
         name,
@@ -63,10 +71,11 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         threads: subs,
         messages: o.messages,
         bounded: true,
-        seed: Some(seed_events as super::harness::Seed),
+        seed: Some(seed_events as Seed),
+        seed_pgbroker: Some(seed_pgbroker_events as Seed),
         ratio: Ratio::Throughput,
         raw: raw::log_read(subs),
-        pgbroker: pending(),
+        pgbroker: read_all(subs),
     };
     vec![
         single("publish_single_t1", 1),
@@ -83,9 +92,169 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             messages: o.messages,
             bounded: false,
             seed: None,
+            seed_pgbroker: None,
             ratio: Ratio::Throughput,
-            raw: raw::publish_consume(payload_of(1024), 100, 5, 10),
-            pgbroker: pending(),
+            raw: raw::publish_consume(PGMB_TOPIC, payload_of(1024), 100, 5, 10),
+            pgbroker: publish_consume(payload_of(1024), 100, 5, 10),
         },
     ]
+}
+
+/// `Broker::publish` per event on `threads` threads sharing the broker's pool.
+fn publish_single(payload: Value, threads: usize) -> Runner {
+    Box::new(move |ctx, budget| {
+        on_threads((0..threads).collect(), budget, |_, budget| {
+            let mut done = 0;
+            loop {
+                let k = budget.take(CHUNK);
+                if k == 0 {
+                    return Ok(done);
+                }
+                for _ in 0..k {
+                    ctx.broker.publish(TOPIC, &payload)?;
+                }
+                budget.done(k);
+                done += k;
+            }
+        })
+    })
+}
+
+/// `Broker::publish_batch` of `batch` events per call, one thread.
+fn publish_batch(payload: Value, batch: u64) -> Runner {
+    Box::new(move |ctx, budget| {
+        let start = Instant::now();
+        let mut done = 0;
+        loop {
+            let k = budget.take(batch);
+            if k == 0 {
+                break;
+            }
+            ctx.broker
+                .publish_batch((0..k).map(|_| NewEvent::new(TOPIC, payload.clone())))?;
+            budget.done(k);
+            done += k;
+        }
+        Ok(Sample::new(done, start.elapsed()))
+    })
+}
+
+/// Creates `n` subscriptions to `topic` reading from the beginning: `pgbroker_bench-<n>-<i>`.
+fn subscriptions(ctx: &Ctx, topic: &str, n: usize) -> Result<Vec<String>> {
+    (0..n)
+        .map(|i| {
+            let name = format!("pgbroker_bench-{n}-{i}");
+            ctx.broker
+                .subscription(&name)
+                .pattern(topic)
+                .start_at(StartAt::Beginning)
+                .save()?;
+            Ok(name)
+        })
+        .collect()
+}
+
+/// Reads a page of `sub` and acknowledges it; returns how many events it held.
+fn read_and_ack(ctx: &Ctx, sub: &str) -> Result<u64> {
+    let batch = ctx.broker.read(sub, READ_BATCH as usize)?;
+    if let Some(last) = batch.last_position() {
+        ctx.broker.ack(sub, last)?;
+    }
+    Ok(batch.len() as u64)
+}
+
+/// `subs` subscriptions, one thread each, `read` + `ack` pages of 100 until the log is read.
+fn read_all(subs: usize) -> Runner {
+    Box::new(move |ctx, budget| {
+        let names = subscriptions(ctx, TOPIC, subs)?;
+        on_threads(names, budget, |sub, budget| {
+            let mut done = 0;
+            while !budget.expired() {
+                let n = read_and_ack(ctx, sub)?;
+                if n == 0 {
+                    break;
+                }
+                budget.done(n);
+                done += n;
+            }
+            Ok(done)
+        })
+    })
+}
+
+/// PGMB through pgbroker: `publishers` threads `publish_batch` while `consumers`
+/// subscriptions each `read` + `ack` everything; the clock stops when all have read it all.
+fn publish_consume(payload: Value, batch: u64, publishers: usize, consumers: usize) -> Runner {
+    Box::new(move |ctx, budget| {
+        let names = subscriptions(ctx, PGMB_TOPIC, consumers)?;
+        let published = AtomicU64::new(0);
+        let publishing = AtomicBool::new(true);
+        let delivered = AtomicU64::new(0);
+        let start = Instant::now();
+        let result: Result<()> = std::thread::scope(|s| {
+            let cons: Vec<_> = names
+                .iter()
+                .map(|sub| {
+                    let (published, publishing, delivered) = (&published, &publishing, &delivered);
+                    s.spawn(move || -> Result<()> {
+                        let mut read = 0;
+                        loop {
+                            // Read `published` only before the page: never stop short.
+                            let done_publishing = !publishing.load(Ordering::SeqCst);
+                            let target = published.load(Ordering::SeqCst);
+                            let n = read_and_ack(ctx, sub)?;
+                            read += n;
+                            delivered.fetch_add(n, Ordering::Relaxed);
+                            if n == 0 {
+                                if done_publishing && read >= target {
+                                    return Ok(());
+                                }
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let pubs: Vec<_> = (0..publishers)
+                .map(|_| {
+                    let (published, payload) = (&published, &payload);
+                    s.spawn(move || -> Result<()> {
+                        loop {
+                            let k = budget.take(batch);
+                            if k == 0 {
+                                return Ok(());
+                            }
+                            ctx.broker.publish_batch(
+                                (0..k).map(|_| NewEvent::new(PGMB_TOPIC, payload.clone())),
+                            )?;
+                            published.fetch_add(k, Ordering::SeqCst);
+                            budget.done(k);
+                        }
+                    })
+                })
+                .collect();
+            let mut first: Result<()> = Ok(());
+            for h in pubs {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err("publisher panicked".into()));
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            publishing.store(false, Ordering::SeqCst);
+            for h in cons {
+                let r = h.join().unwrap_or_else(|_| Err("consumer panicked".into()));
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            first
+        });
+        result?;
+        let elapsed = start.elapsed();
+        let deliveries = delivered.load(Ordering::Relaxed);
+        Ok(Sample::new(published.load(Ordering::SeqCst), elapsed)
+            .with("deliveries_per_s", per_s(deliveries, elapsed)))
+    })
 }

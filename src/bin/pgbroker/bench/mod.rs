@@ -18,7 +18,7 @@ use std::time::Duration;
 use pgbroker::{Broker, TempPostgres};
 use serde_json::{json, Map, Value};
 
-use self::harness::{Ctx, Outcome, Ratio, Side, Workload};
+use self::harness::{Ctx, Outcome, Ratio, Workload};
 use crate::output::{thousands, Table};
 
 /// Any error of a benchmark run.
@@ -126,12 +126,10 @@ pub struct Row {
     /// Units the raw side did (messages written, rows read, jobs claimed).
     pub messages: u64,
     /// Units the pgbroker side did (differs from `messages` only with `--seconds`).
-    pub pgbroker_messages: Option<u64>,
+    pub pgbroker_messages: u64,
     pub raw_per_s: f64,
-    pub pgbroker_per_s: Option<f64>,
+    pub pgbroker_per_s: f64,
     pub ratio_basis: Ratio,
-    /// The module whose landing makes the pgbroker side measurable.
-    pub pending: Option<&'static str>,
     pub raw_extra: Vec<(&'static str, f64)>,
     pub pgbroker_extra: Vec<(&'static str, f64)>,
 }
@@ -140,10 +138,9 @@ impl Row {
     /// pgbroker's rate as a fraction of the raw limit.
     pub fn ratio(&self) -> Option<f64> {
         match self.ratio_basis {
-            Ratio::Throughput => self
-                .pgbroker_per_s
-                .filter(|_| self.raw_per_s > 0.0)
-                .map(|p| p / self.raw_per_s),
+            Ratio::Throughput => {
+                Some(self.pgbroker_per_s / self.raw_per_s).filter(|_| self.raw_per_s > 0.0)
+            }
             Ratio::Latency => {
                 let p50 = |v: &[(&str, f64)]| v.iter().find(|(k, _)| *k == "p50_ms").map(|x| x.1);
                 match (p50(&self.raw_extra), p50(&self.pgbroker_extra)) {
@@ -188,9 +185,11 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
         (None, Some(u)) => u.to_owned(),
         (None, None) => unreachable!("a private cluster was started"),
     };
+    // A pooled connection for every thread of the widest workload, as the raw side has.
+    let widest = workloads.iter().map(|w| w.threads).max().unwrap_or(1);
     let broker = Broker::builder()
         .url(&url)
-        .pool_size((o.threads as u32 + 4).max(10))
+        .pool_size((widest.max(o.threads) as u32 + 4).max(10))
         .listener_poll(Duration::from_millis(50))
         .application_name("pgbroker-bench")
         .build()?;
@@ -209,16 +208,12 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
             name: w.name,
             threads: w.threads,
             messages: raw.units,
-            pgbroker_messages: pgbroker.as_ref().map(|s| s.units),
+            pgbroker_messages: pgbroker.units,
             raw_per_s: raw.per_s(),
-            pgbroker_per_s: pgbroker.as_ref().map(|s| s.per_s()),
+            pgbroker_per_s: pgbroker.per_s(),
             ratio_basis: w.ratio,
-            pending: match w.pgbroker {
-                Side::Pending { module } => Some(module),
-                Side::Run(_) => None,
-            },
             raw_extra: raw.extra,
-            pgbroker_extra: pgbroker.map(|s| s.extra).unwrap_or_default(),
+            pgbroker_extra: pgbroker.extra,
         });
         Ok::<_, BoxError>(())
     });
@@ -266,12 +261,8 @@ impl Report {
                 m.insert("messages".into(), json!(r.messages));
                 m.insert("pgbroker_messages".into(), json!(r.pgbroker_messages));
                 m.insert("raw_per_s".into(), json!(round(r.raw_per_s, 1)));
-                m.insert(
-                    "pgbroker_per_s".into(),
-                    json!(r.pgbroker_per_s.map(|v| round(v, 1))),
-                );
+                m.insert("pgbroker_per_s".into(), json!(round(r.pgbroker_per_s, 1)));
                 m.insert("ratio".into(), json!(r.ratio().map(|v| round(v, 3))));
-                m.insert("pgbroker_pending".into(), json!(r.pending));
                 for (k, v) in &r.raw_extra {
                     m.insert(format!("raw_{k}"), json!(round(*v, 3)));
                 }
@@ -307,7 +298,7 @@ impl Report {
                 r.threads.to_string(),
                 thousands(r.messages as f64),
                 thousands(r.raw_per_s),
-                r.pgbroker_per_s.map_or("-".into(), thousands),
+                thousands(r.pgbroker_per_s),
                 r.ratio().map_or("-".into(), |v| format!("{v:.2}x")),
                 notes(r),
             ]);
@@ -327,8 +318,7 @@ impl Report {
             format!("PostgreSQL {} at --url", self.server_version)
         };
         out.push_str(&format!(
-            "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50); '-' = the pgbroker side \
-             lands with its module\n",
+            "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50)\n",
             self.peak_rss_kb.map_or("?".into(), |v| thousands(v as f64))
         ));
         out
@@ -336,15 +326,6 @@ impl Report {
 }
 
 fn notes(r: &Row) -> String {
-    if let Some(m) = r.pending {
-        let mut parts: Vec<String> = r
-            .raw_extra
-            .iter()
-            .map(|(k, v)| format!("raw {k} {}", fmt_num(*v)))
-            .collect();
-        parts.push(format!("pgbroker side lands with the {m} module"));
-        return parts.join(", ");
-    }
     let mut keys: Vec<&str> = r.raw_extra.iter().map(|(k, _)| *k).collect();
     for (k, _) in &r.pgbroker_extra {
         if !keys.contains(k) {
@@ -429,18 +410,17 @@ mod test {
     }
 
     #[test]
-    fn json_has_nulls_for_pending_sides() {
+    fn json_and_table_of_a_row() {
         let report = Report {
             rows: vec![Row {
                 name: "publish_single_t4",
                 threads: 4,
                 messages: 10,
-                pgbroker_messages: None,
+                pgbroker_messages: 10,
                 raw_per_s: 1000.0,
-                pgbroker_per_s: None,
+                pgbroker_per_s: 900.0,
                 ratio_basis: Ratio::Throughput,
-                pending: Some("log"),
-                raw_extra: vec![],
+                raw_extra: vec![("copy_per_s", 5.0)],
                 pgbroker_extra: vec![],
             }],
             peak_rss_kb: Some(1),
@@ -450,9 +430,12 @@ mod test {
         };
         let j = report.to_json();
         let w = &j["workloads"][0];
-        assert_eq!(w["pgbroker_per_s"], Value::Null);
-        assert_eq!(w["ratio"], Value::Null);
-        assert_eq!(w["pgbroker_pending"], "log");
-        assert!(report.table().contains("publish_single_t4"));
+        assert_eq!(w["pgbroker_per_s"], 900.0);
+        assert_eq!(w["ratio"], 0.9);
+        assert_eq!(w["raw_copy_per_s"], 5.0);
+        let table = report.table();
+        assert!(table.contains("publish_single_t4"), "{table}");
+        assert!(table.contains("0.90x"), "{table}");
+        assert!(table.contains("copy_per_s 5.00/-"), "{table}");
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use fallible_iterator::FallibleIterator;
 use pgbroker::{Event, TableOp};
 
-use super::harness::{per_s, percentiles, Budget, Ratio, Runner, Sample, Side, Workload};
+use super::harness::{per_s, percentiles, Budget, Ratio, Runner, Sample, Workload};
 use super::raw::insert_single_job;
 use super::tables::JOB;
 use super::{BoxError, Options, Result};
@@ -35,9 +35,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             messages: if o.full { size } else { size.min(o.messages) },
             bounded: true,
             seed: None,
+            seed_pgbroker: None,
             ratio: Ratio::Throughput,
             raw: raw_writes(o.threads),
-            pgbroker: Side::Run(watched_inserts(o.threads)),
+            pgbroker: watched_inserts(o.threads),
         })
         .collect();
     let rate = o.rate.max(1);
@@ -53,9 +54,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         },
         bounded: true,
         seed: None,
+        seed_pgbroker: None,
         ratio: Ratio::Latency,
         raw: raw_latency(rate),
-        pgbroker: Side::Run(pgbroker_latency(rate)),
+        pgbroker: pgbroker_latency(rate),
     });
     out
 }

@@ -1,28 +1,22 @@
-//! Job queue workloads (module `queue`). The raw side is measured now; the pgbroker side of
-//! each is a hook below that returns `Side::Pending` until the queue module lands.
-//!
-//! HOOK (queue): when `Broker::enqueue` / `enqueue_batch` and SQL `pgbroker.claim(queue,
-//! worker, max, lease)` / `pgbroker.complete(..)` exist, replace each `pending()` with
-//! `Side::Run(..)` doing the same work through pgbroker:
-//! - `enqueue_single_t1/t4`: `ctx.broker.enqueue(QUEUE, &payload)` per job on N threads;
-//! - `enqueue_batch_100/10000`: `ctx.broker.enqueue_batch(QUEUE, &batch)`;
-//! - `claim_complete_bK_tN`: a `seed` that enqueues through pgbroker, then N workers loop
-//!   `claim(QUEUE, worker, K, lease)` + `complete(..)` until the queue is empty;
-//!
-//! and truncate `pgbroker.jobs` in `tables::truncate` for them.
+//! Job queue workloads (module `queue`): each done with plain SQL on the bench's own jobs
+//! table, and through pgbroker on `pgbroker.jobs` (same jobs, same threads, same jobs per
+//! transaction).
 
+use std::time::{Duration, Instant};
+
+use pgbroker::Job;
 use serde_json::Value;
 
-use super::harness::{Ctx, Ratio, Seed, Side, Workload};
-use super::raw;
+use super::harness::{on_threads, Ctx, Ratio, Runner, Sample, Seed, Workload};
+use super::raw::{self, CHUNK};
 use super::tables::{self, Target};
 use super::{Options, Result};
 
-const QUEUE: &str = "bench";
+/// The bench's queue; `tables::BENCH_QUEUE`.
+const QUEUE: &str = tables::BENCH_QUEUE;
 
-fn pending() -> Side {
-    Side::Pending { module: "queue" }
-}
+/// The lease of claimed jobs: far longer than a run, so no job is rescued mid-run.
+const LEASE: Duration = Duration::from_secs(600);
 
 fn job() -> Value {
     serde_json::json!({"email": "user@example.com", "template": "welcome"})
@@ -30,6 +24,21 @@ fn job() -> Value {
 
 fn seed_jobs(ctx: &Ctx, n: u64) -> Result<()> {
     tables::seed(ctx, Target::Jobs, QUEUE, &job(), n)
+}
+
+/// The same jobs as `seed_jobs`, through `enqueue_batch`: 10 000 per transaction.
+fn seed_pgbroker_jobs(ctx: &Ctx, n: u64) -> Result<()> {
+    let mut left = n;
+    let jobs: Vec<Job> = (0..left.min(10_000))
+        .map(|_| Job::new(QUEUE, &job()))
+        .collect();
+    while left > 0 {
+        let k = left.min(10_000);
+        ctx.broker.enqueue_batch(&jobs[..k as usize])?;
+        left -= k;
+    }
+    ctx.client()?.batch_execute("ANALYZE pgbroker.jobs")?;
+    Ok(())
 }
 
 pub fn workloads(o: &Options) -> Vec<Workload> {
@@ -40,9 +49,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         messages: o.messages,
         bounded: false,
         seed: None,
+        seed_pgbroker: None,
         ratio: Ratio::Throughput,
         raw: raw::insert_single(Target::Jobs, QUEUE, job(), threads),
-        pgbroker: pending(),
+        pgbroker: enqueue_single(job(), threads),
     };
     let batch = |name, size| Workload {
         name,
@@ -51,9 +61,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         messages: o.messages,
         bounded: false,
         seed: None,
+        seed_pgbroker: None,
         ratio: Ratio::Throughput,
         raw: raw::insert_batch(Target::Jobs, QUEUE, job(), size),
-        pgbroker: pending(),
+        pgbroker: enqueue_batch(job(), size),
     };
     let claim = |name, size, workers| Workload {
         name,
@@ -63,9 +74,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         messages: o.messages,
         bounded: true,
         seed: Some(seed_jobs as Seed),
+        seed_pgbroker: Some(seed_pgbroker_jobs as Seed),
         ratio: Ratio::Throughput,
         raw: raw::claim_delete(QUEUE, size, workers),
-        pgbroker: pending(),
+        pgbroker: claim_complete(size, workers),
     };
     vec![
         single("enqueue_single_t1", 1),
@@ -77,4 +89,66 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         claim("claim_complete_b100_t1", 100, 1),
         claim("claim_complete_b100_t4", 100, o.threads),
     ]
+}
+
+/// `Broker::enqueue` per job on `threads` threads sharing the broker's pool.
+fn enqueue_single(payload: Value, threads: usize) -> Runner {
+    Box::new(move |ctx, budget| {
+        on_threads((0..threads).collect(), budget, |_, budget| {
+            let mut done = 0;
+            loop {
+                let k = budget.take(CHUNK);
+                if k == 0 {
+                    return Ok(done);
+                }
+                for _ in 0..k {
+                    ctx.broker.enqueue(QUEUE, &payload)?;
+                }
+                budget.done(k);
+                done += k;
+            }
+        })
+    })
+}
+
+/// `Broker::enqueue_batch` of `batch` jobs per call, one thread.
+fn enqueue_batch(payload: Value, batch: u64) -> Runner {
+    Box::new(move |ctx, budget| {
+        let start = Instant::now();
+        let mut done = 0;
+        loop {
+            let k = budget.take(batch);
+            if k == 0 {
+                break;
+            }
+            let jobs: Vec<Job> = (0..k).map(|_| Job::new(QUEUE, &payload)).collect();
+            ctx.broker.enqueue_batch(&jobs)?;
+            budget.done(k);
+            done += k;
+        }
+        Ok(Sample::new(done, start.elapsed()))
+    })
+}
+
+/// `workers` threads loop `claim_jobs(batch)` + `complete_jobs` until the queue is empty.
+fn claim_complete(batch: u64, workers: usize) -> Runner {
+    Box::new(move |ctx, budget| {
+        let names: Vec<String> = (0..workers).map(|i| format!("bench-worker-{i}")).collect();
+        on_threads(names, budget, |worker, budget| {
+            let mut done = 0;
+            loop {
+                let k = budget.take(batch);
+                if k == 0 {
+                    return Ok(done);
+                }
+                let jobs = ctx.broker.claim_jobs(QUEUE, worker, k as usize, LEASE)?;
+                if jobs.is_empty() {
+                    return Ok(done);
+                }
+                ctx.broker.complete_jobs(&jobs)?;
+                budget.done(jobs.len() as u64);
+                done += jobs.len() as u64;
+            }
+        })
+    })
 }

@@ -13,7 +13,7 @@ use super::tables::{copy_rows, Target};
 use super::Result;
 
 /// Rows per budget claim for one-row-per-transaction loops (keeps the counter cold).
-const CHUNK: u64 = 64;
+pub const CHUNK: u64 = 64;
 
 /// Rows per read, as a consumer fetching a batch would.
 pub const READ_BATCH: i64 = 100;
@@ -212,7 +212,13 @@ pub fn log_read(subscriptions: usize) -> Runner {
 /// PGMB's benchmark shape: `publishers` threads write batches of `batch` messages of
 /// `payload` while `consumers` readers, each with its own cursor, read everything. Units are
 /// messages published; the clock stops when every consumer has read every message.
-pub fn publish_consume(payload: Value, batch: u64, publishers: usize, consumers: usize) -> Runner {
+pub fn publish_consume(
+    topic: &'static str,
+    payload: Value,
+    batch: u64,
+    publishers: usize,
+    consumers: usize,
+) -> Runner {
     Box::new(move |ctx, budget| {
         let published = AtomicU64::new(0);
         let publishing = AtomicBool::new(true);
@@ -261,14 +267,7 @@ pub fn publish_consume(payload: Value, batch: u64, publishers: usize, consumers:
                             if k == 0 {
                                 return Ok(());
                             }
-                            multirow_insert(
-                                c,
-                                &mut statements,
-                                Target::Events,
-                                "bench",
-                                payload,
-                                k,
-                            )?;
+                            multirow_insert(c, &mut statements, Target::Events, topic, payload, k)?;
                             published.fetch_add(k, Ordering::SeqCst);
                             budget.done(k);
                         }

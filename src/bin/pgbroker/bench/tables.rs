@@ -1,5 +1,6 @@
 //! The benchmark's own tables, in schema `pgbroker_bench`: shaped like pgbroker's events
-//! and jobs so the raw side does the same work pgbroker does, plus seed 000's `job` table.
+//! and jobs so the raw side does the same work pgbroker does, plus seed 000's `job` table;
+//! and emptying pgbroker's own tables of the benchmark's rows between runs.
 
 use pgbroker::postgres::binary_copy::BinaryCopyInWriter;
 use pgbroker::postgres::types::Type;
@@ -46,29 +47,62 @@ pub const EVENTS: &str = "pgbroker_bench.events";
 pub const JOBS: &str = "pgbroker_bench.jobs";
 pub const JOB: &str = "pgbroker_bench.job";
 
-/// Drops and creates every bench table: no rows, no triggers, cold statistics.
+/// The benchmark's topics are `pgbroker_bench.*`, its subscriptions `pgbroker_bench-*`, its
+/// queue this: what it may delete from pgbroker's tables.
+pub const BENCH_QUEUE: &str = "pgbroker_bench";
+
+/// Is there anything in pgbroker's tables that the benchmark did not write?
+const FOREIGN_ROWS: &str = "SELECT EXISTS (SELECT 1 FROM pgbroker.events
+                                 WHERE topic !~ '^pgbroker_bench\\.')
+        OR EXISTS (SELECT 1 FROM pgbroker.subscriptions WHERE name !~ '^pgbroker_bench-')
+        OR EXISTS (SELECT 1 FROM pgbroker.jobs WHERE queue <> 'pgbroker_bench')";
+
+/// Empties pgbroker's tables when they hold only the benchmark's rows (always the case on
+/// the private cluster); on a database in use, deletes just the benchmark's rows.
+const CLEAR_ALL: &str = "TRUNCATE pgbroker.events, pgbroker.subscriptions,
+    pgbroker.subscription_cursors, pgbroker.event_retries, pgbroker.jobs";
+const CLEAR_OURS: &str = "
+    DELETE FROM pgbroker.events WHERE topic ~ '^pgbroker_bench\\.';
+    DELETE FROM pgbroker.subscriptions WHERE name ~ '^pgbroker_bench-';
+    DELETE FROM pgbroker.jobs WHERE queue = 'pgbroker_bench'";
+
+/// Drops and creates every bench table (no rows, no triggers, cold statistics) and clears
+/// the benchmark's rows from pgbroker's tables.
 pub fn recreate(ctx: &Ctx) -> Result<()> {
     let mut c = ctx.client()?;
     // Quiet the NOTICEs of DROP ... CASCADE.
     c.batch_execute("SET client_min_messages = warning")?;
     c.batch_execute(CREATE)?;
-    Ok(())
+    clear_pgbroker(&mut c)
 }
 
-/// Empties every bench table (between warm-up and measurement).
+/// Empties every bench table, and pgbroker's of the benchmark's rows (between warm-up and
+/// measurement).
 pub fn truncate(ctx: &Ctx) -> Result<()> {
     let mut c = ctx.client()?;
     c.batch_execute(&format!(
         "TRUNCATE {EVENTS}, {JOBS}, {JOB} RESTART IDENTITY"
     ))?;
-    Ok(())
+    clear_pgbroker(&mut c)
 }
 
-/// Drops the bench schema.
+/// Drops the bench schema and the benchmark's rows in pgbroker's tables.
 pub fn drop_all(ctx: &Ctx) -> Result<()> {
     let mut c = ctx.client()?;
     c.batch_execute("SET client_min_messages = warning")?;
     c.batch_execute("DROP SCHEMA IF EXISTS pgbroker_bench CASCADE")?;
+    clear_pgbroker(&mut c)
+}
+
+fn clear_pgbroker(c: &mut pgbroker::postgres::Client) -> Result<()> {
+    let foreign: bool = c.query_one(FOREIGN_ROWS, &[])?.get(0);
+    if foreign {
+        c.batch_execute(CLEAR_OURS)?;
+        c.batch_execute("VACUUM pgbroker.events")?;
+        c.batch_execute("VACUUM pgbroker.jobs")?;
+    } else {
+        c.batch_execute(CLEAR_ALL)?;
+    }
     Ok(())
 }
 
