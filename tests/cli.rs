@@ -380,6 +380,12 @@ fn no_database_is_a_usage_error() {
         &["stats"],
         &["notify", "c", "x"],
         &["listen", "c"],
+        &["publish", "t", "{}"],
+        &["tail", "s"],
+        &["enqueue", "q"],
+        &["jobs"],
+        &["retry", "1"],
+        &["cancel", "1"],
     ] {
         let o = run(cmd);
         assert_one_line_error(&o, 2, "pgbroker: error: no database given");
