@@ -429,6 +429,8 @@ fn usage_errors_exit_2() {
     assert_eq!(run(&[]).status.code(), Some(2));
     assert_eq!(run(&["listen"]).status.code(), Some(2));
     assert_eq!(run(&["bench", "--messages", "lots"]).status.code(), Some(2));
+    let o = run(&["bench", "--rounds", "0"]);
+    assert_one_line_error(&o, 2, "pgbroker: error: --rounds must be at least 1");
     let o = run(&["bench", "--only", "nope"]);
     assert_one_line_error(&o, 2, "pgbroker: error: no workload named \"nope\"");
     assert_eq!(run(&["--help"]).status.code(), Some(0));
