@@ -241,6 +241,115 @@ fn stats_json_and_prometheus() {
 }
 
 #[test]
+fn stats_of_queues_and_subscriptions() {
+    use pgbroker::queue::Job;
+    use pgbroker::topic::StartAt;
+    use std::time::Duration;
+
+    let db = support::db();
+    let broker = db.broker();
+    broker.enqueue("mail", "{}").unwrap();
+    broker
+        .enqueue_job(&Job::new("mail", "{}").delay(Duration::from_secs(3600)))
+        .unwrap();
+    broker
+        .enqueue_job(&Job::new("mail", "{}").max_attempts(1))
+        .unwrap();
+    // Claims the older ready job first; fail one of the two claimed, the other stays running.
+    let claimed = broker
+        .claim_jobs("mail", "w", 2, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    broker.fail_job(&claimed[1], "boom", None).unwrap();
+
+    broker
+        .subscription("audit")
+        .pattern("orders.#")
+        .start_at(StartAt::Beginning)
+        .save()
+        .unwrap();
+    for i in 0..3 {
+        broker
+            .publish("orders.created", &serde_json::json!({ "i": i }))
+            .unwrap();
+    }
+    // Other tests share the cluster, and their open transactions briefly hold the horizon.
+    let mut first = None;
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        first = broker.read("audit", 1).unwrap().last_position();
+        first.is_some()
+    }));
+    broker.ack("audit", first.unwrap()).unwrap();
+    // A writing transaction left open holds back the event published after it.
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .unwrap();
+    let holder_pid: i32 = db
+        .client()
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND datname = $1",
+            &[&db.name],
+        )
+        .unwrap()
+        .get(0);
+    broker
+        .publish("orders.paid", &serde_json::json!({}))
+        .unwrap();
+
+    let o = run(&["stats", "--json", "--url", &db.url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let mail = &j["queues"]["mail"];
+    assert_eq!(
+        (
+            &mail["available"],
+            &mail["scheduled"],
+            &mail["running"],
+            &mail["dead"],
+            &mail["completed"],
+            &mail["cancelled"]
+        ),
+        (
+            &0.into(),
+            &1.into(),
+            &1.into(),
+            &1.into(),
+            &0.into(),
+            &0.into()
+        ),
+        "{j}"
+    );
+    assert_eq!(mail["oldest_available_seconds"], 0.0, "{j}");
+    let audit = &j["subscriptions"]["audit"];
+    assert_eq!(audit["events_behind"], 3, "{j}");
+    assert_eq!(audit["held_by_horizon"], 1, "{j}");
+    assert_eq!(audit["horizon_pid"], holder_pid, "{j}");
+    assert_eq!(audit["partitions"], 1, "{j}");
+    assert_eq!(audit["dead_letters"], 0, "{j}");
+    assert!(audit["oldest_seconds"].as_f64().unwrap() > 0.0, "{j}");
+
+    let o = run(&["stats", "--prometheus", "--url", &db.url]);
+    let text = stdout(&o);
+    for line in [
+        "pgbroker_queue_jobs{queue=\"mail\",state=\"dead\"} 1\n",
+        "pgbroker_queue_jobs{queue=\"mail\",state=\"scheduled\"} 1\n",
+        "pgbroker_queue_oldest_available_seconds{queue=\"mail\"} 0\n",
+        "pgbroker_subscription_events_behind{subscription=\"audit\"} 3\n",
+        "pgbroker_subscription_events_held_by_horizon{subscription=\"audit\"} 1\n",
+        "# TYPE pgbroker_subscription_oldest_event_age_seconds gauge\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing in:\n{text}");
+    }
+    holder.batch_execute("ROLLBACK").unwrap();
+
+    let o = run(&["stats", "--url", &db.url]);
+    let text = stdout(&o);
+    assert!(text.contains("queues.mail.dead"), "{text}");
+    assert!(text.contains("subscriptions.audit.events_behind"), "{text}");
+}
+
+#[test]
 fn stats_without_the_schema() {
     let db = support::empty_db();
     let o = run(&["stats", "--json", "--url", &db.url]);
@@ -276,6 +385,12 @@ fn no_database_is_a_usage_error() {
         &["stats"],
         &["notify", "c", "x"],
         &["listen", "c"],
+        &["publish", "t", "{}"],
+        &["tail", "s"],
+        &["enqueue", "q"],
+        &["jobs"],
+        &["retry", "1"],
+        &["cancel", "1"],
     ] {
         let o = run(cmd);
         assert_one_line_error(&o, 2, "pgbroker: error: no database given");
@@ -319,6 +434,8 @@ fn usage_errors_exit_2() {
     assert_eq!(run(&[]).status.code(), Some(2));
     assert_eq!(run(&["listen"]).status.code(), Some(2));
     assert_eq!(run(&["bench", "--messages", "lots"]).status.code(), Some(2));
+    let o = run(&["bench", "--rounds", "0"]);
+    assert_one_line_error(&o, 2, "pgbroker: error: --rounds must be at least 1");
     let o = run(&["bench", "--only", "nope"]);
     assert_one_line_error(&o, 2, "pgbroker: error: no workload named \"nope\"");
     assert_eq!(run(&["--help"]).status.code(), Some(0));

@@ -142,10 +142,12 @@ impl Broker {
             let stmt = conn.statement(INSERT_MANY_SQL)?;
             return insert_many(&mut **conn, &stmt, &events);
         }
-        let mut tx = conn.transaction()?;
-        let ids = copy_batch(&mut tx, &events)?;
-        tx.commit()?;
-        Ok(ids)
+        // No transaction around the two: the COPY alone is atomic, and ids drawn from the
+        // sequence are never given out again whatever happens to the COPY. Prepared once per
+        // connection: three round trips instead of seven.
+        let next = conn.statement(NEXT_IDS_SQL)?;
+        let copy = conn.statement(COPY_SQL)?;
+        copy_batch(&mut **conn, &next, &copy, &events)
     }
 
     /// [`publish_batch`](Self::publish_batch) in the caller's transaction.
@@ -178,7 +180,9 @@ impl Broker {
             let stmt = tx.prepare(INSERT_MANY_SQL)?;
             return insert_many(tx, &stmt, &events);
         }
-        copy_batch(tx, &events)
+        let next = tx.prepare(NEXT_IDS_SQL)?;
+        let copy = tx.prepare(COPY_SQL)?;
+        copy_batch(tx, &next, &copy, &events)
     }
 }
 
@@ -214,14 +218,19 @@ fn insert_many(
     Ok(ids)
 }
 
-fn copy_batch(client: &mut impl GenericClient, events: &[NewEvent]) -> Result<Vec<EventId>> {
+fn copy_batch(
+    client: &mut impl GenericClient,
+    next_ids: &postgres::Statement,
+    copy: &postgres::Statement,
+    events: &[NewEvent],
+) -> Result<Vec<EventId>> {
     let n = events.len() as i32;
     let ids: Vec<i64> = client
-        .query(NEXT_IDS_SQL, &[&n])?
+        .query(next_ids, &[&n])?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let writer = client.copy_in(COPY_SQL)?;
+    let writer = client.copy_in(copy)?;
     let types = [Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB, Type::TEXT];
     let mut writer = BinaryCopyInWriter::new(writer, &types);
     for (id, e) in ids.iter().zip(events) {

@@ -15,6 +15,10 @@ pub struct BenchArgs {
     /// Run each side for this many seconds instead of --messages.
     #[arg(long, value_name = "SECONDS")]
     seconds: Option<f64>,
+    /// Measure each side this many times, alternating, and keep each side's best (steadier
+    /// ratios on a busy machine).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    rounds: u32,
     /// Threads of the multi-threaded workloads (the `*_t4` ones).
     #[arg(long, default_value_t = 4, value_name = "N")]
     threads: usize,
@@ -41,6 +45,7 @@ pub fn bench(url: Option<&str>, args: &BenchArgs, json: bool) -> Result<(), Fail
     let options = Options {
         messages: args.messages,
         seconds: args.seconds,
+        rounds: args.rounds,
         threads: args.threads,
         only: args.only.clone(),
         full: args.full,

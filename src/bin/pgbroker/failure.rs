@@ -35,6 +35,12 @@ impl Failure {
         self
     }
 
+    /// Puts `more` after the message.
+    pub fn and(mut self, more: impl fmt::Display) -> Failure {
+        self.message = format!("{}; {more}", self.message);
+        self
+    }
+
     pub fn code(&self) -> u8 {
         if self.usage {
             2

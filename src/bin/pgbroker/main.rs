@@ -1,5 +1,6 @@
-//! `pgbroker`: install the schema, send and receive notifications, watch the broker's health,
-//! and measure pgbroker against the raw PostgreSQL limit on the same database.
+//! `pgbroker`: install the schema, send and receive notifications, publish and tail durable
+//! events, enqueue and manage jobs, watch the broker's health, and measure pgbroker against
+//! the raw PostgreSQL limit on the same database.
 //!
 //! Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error.
 #![forbid(unsafe_code)]
@@ -10,10 +11,13 @@ mod bench_command;
 mod connection;
 mod demo;
 mod failure;
+mod input;
 mod output;
 mod pubsub;
+mod queue;
 mod setup;
 mod stats;
+mod topic;
 
 use std::process::ExitCode;
 
@@ -55,6 +59,21 @@ enum Command {
     Notify(pubsub::NotifyArgs),
     /// Print notifications as JSON lines until killed, --count or --timeout.
     Listen(pubsub::ListenArgs),
+    /// Publish a durable event on TOPIC: PAYLOAD as given, or one per line of stdin with `-`;
+    /// prints each event's id.
+    Publish(topic::PublishArgs),
+    /// Print a subscription's events as JSON lines, acknowledging them as they are printed,
+    /// until killed, --count or --timeout.
+    Tail(topic::TailArgs),
+    /// Enqueue a job on QUEUE: PAYLOAD as given, or one per line of stdin with `-`; prints
+    /// each job's id.
+    Enqueue(queue::EnqueueArgs),
+    /// List jobs, oldest first.
+    Jobs(queue::JobsArgs),
+    /// Run a dead or cancelled job again.
+    Retry(queue::JobIdArgs),
+    /// Cancel an available or running job.
+    Cancel(queue::JobIdArgs),
     /// Broker health: notification queue, schema, connections, horizon hold-back.
     Stats(stats::StatsArgs),
     /// Measure pgbroker against the raw PostgreSQL limit for the same work.
@@ -88,6 +107,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Migrate => setup::migrate(target.require()?, json),
         Command::Notify(args) => pubsub::notify(target.require()?, &args),
         Command::Listen(args) => pubsub::listen(target.require()?, &args),
+        Command::Publish(args) => topic::publish(target.require()?, &args),
+        Command::Tail(args) => topic::tail(target.require()?, &args),
+        Command::Enqueue(args) => queue::enqueue(target.require()?, &args),
+        Command::Jobs(args) => queue::jobs(target.require()?, &args, json),
+        Command::Retry(args) => queue::retry(target.require()?, &args, json),
+        Command::Cancel(args) => queue::cancel(target.require()?, &args, json),
         Command::Stats(args) => stats::stats(target.require()?, &args, json),
         Command::Bench(args) => bench_command::bench(target.url(), &args, json),
         Command::Demo => demo::demo(json),

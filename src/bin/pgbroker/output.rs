@@ -99,6 +99,39 @@ pub fn thousands(v: f64) -> String {
     }
 }
 
+/// `t` as an RFC 3339 UTC timestamp with microseconds: `2024-05-01T12:00:00.000000Z`.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let (secs, micros) = match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => (d.as_secs() as i64, d.subsec_micros()),
+        Err(e) => {
+            let d = e.duration();
+            let (s, us) = (d.as_secs() as i64, d.subsec_micros());
+            if us == 0 {
+                (-s, 0)
+            } else {
+                (-s - 1, 1_000_000 - us)
+            }
+        }
+    };
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -120,5 +153,23 @@ mod test {
         assert_eq!(thousands(999.4), "999");
         assert_eq!(thousands(1234567.8), "1,234,568");
         assert_eq!(thousands(-1000.0), "-1,000");
+    }
+
+    #[test]
+    fn formats_rfc3339() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456)),
+            "2023-11-14T22:13:20.123456Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000000Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_micros(1)),
+            "1969-12-31T23:59:59.999999Z"
+        );
     }
 }

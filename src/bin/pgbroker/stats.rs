@@ -1,9 +1,7 @@
 //! `pgbroker stats`: the broker's health from one database connection.
 //!
 //! Each area contributes a collector to [`COLLECTORS`]; a collector returns metrics, and the
-//! three output forms (table, `--json`, `--prometheus`) are made from that one list. The log
-//! (subscription lag) and the queue (jobs by state, oldest age) add their collectors here
-//! when they land.
+//! three output forms (table, `--json`, `--prometheus`) are made from that one list.
 
 use clap::Args;
 use pgbroker::postgres::Client;
@@ -24,6 +22,8 @@ pub struct StatsArgs {
 pub struct Metric {
     /// The group in JSON and the table (`notify`, `horizon`, ...).
     pub section: &'static str,
+    /// The object inside the section that the key belongs to (a queue, a subscription).
+    pub object: Option<String>,
     /// The key inside the group.
     pub key: String,
     pub value: Value,
@@ -49,6 +49,7 @@ impl Metric {
     ) -> Metric {
         Metric {
             section,
+            object: None,
             key: key.into(),
             value,
             prometheus: Some(Exposition {
@@ -62,10 +63,17 @@ impl Metric {
     fn fact(section: &'static str, key: impl Into<String>, value: Value) -> Metric {
         Metric {
             section,
+            object: None,
             key: key.into(),
             value,
             prometheus: None,
         }
+    }
+
+    /// Files the metric under `object` of its section, labelled `label="object"`.
+    fn of(mut self, label: &'static str, object: &str) -> Metric {
+        self.object = Some(object.to_owned());
+        self.label(label, object)
     }
 
     fn label(mut self, name: &'static str, value: impl Into<String>) -> Metric {
@@ -79,7 +87,7 @@ impl Metric {
 type Collector = fn(&mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error>;
 
 /// Every area's collector, in output order.
-const COLLECTORS: &[Collector] = &[schema, notify, connections, horizon];
+const COLLECTORS: &[Collector] = &[schema, notify, connections, horizon, queues, subscriptions];
 
 pub fn stats(url: &str, args: &StatsArgs, json: bool) -> Result<(), Failure> {
     let broker = crate::connection::broker(url)?;
@@ -232,15 +240,158 @@ fn horizon(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {
     ])
 }
 
-/// `{"section": {"key": value}}`, sections and keys in collection order.
+/// Whether `pgbroker.<table>` exists: stats work on a database without (part of) the schema.
+fn has_table(c: &mut Client, table: &str) -> Result<bool, pgbroker::postgres::Error> {
+    let sql = "SELECT to_regclass('pgbroker.' || $1) IS NOT NULL";
+    Ok(c.query_one(sql, &[&table])?.get(0))
+}
+
+/// Jobs by queue and state, and how long each queue's oldest ready job has waited.
+fn queues(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {
+    if !has_table(c, "queue_stats")? {
+        return Ok(Vec::new());
+    }
+    let rows = c.query(
+        "SELECT queue, available, scheduled, running, completed, dead, cancelled,
+                coalesce(oldest_available_secs, 0)
+           FROM pgbroker.queue_stats ORDER BY queue",
+        &[],
+    )?;
+    let mut out = Vec::new();
+    for r in rows {
+        let queue: String = r.get(0);
+        for (i, state) in [
+            "available",
+            "scheduled",
+            "running",
+            "completed",
+            "dead",
+            "cancelled",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            out.push(
+                Metric::gauge(
+                    "queues",
+                    state,
+                    json!(r.get::<_, i64>(i + 1)),
+                    "pgbroker_queue_jobs",
+                    "Jobs by queue and state (scheduled: available, but not before their run_at).",
+                )
+                .of("queue", &queue)
+                .label("state", state),
+            );
+        }
+        out.push(
+            Metric::gauge(
+                "queues",
+                "oldest_available_seconds",
+                json!(r.get::<_, f64>(7)),
+                "pgbroker_queue_oldest_available_seconds",
+                "How long the oldest job ready to run has waited (0 when none waits).",
+            )
+            .of("queue", &queue),
+        );
+    }
+    Ok(out)
+}
+
+/// Per subscription: events after its cursors, the age of the oldest, how many of them the
+/// horizon holds back (written by transactions newer than a still-running one) and the
+/// backend holding it then, retrying events and dead letters. Counting scans each
+/// subscription's unread events.
+fn subscriptions(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {
+    if !has_table(c, "subscriptions")? {
+        return Ok(Vec::new());
+    }
+    let rows = c.query(
+        "SELECT s.name, s.partitions, l.behind, l.oldest, l.held, l.pid,
+                (SELECT count(*) FROM pgbroker.event_retries r
+                  WHERE r.subscription = s.name AND r.dead),
+                (SELECT count(*) FROM pgbroker.event_retries r
+                  WHERE r.subscription = s.name AND NOT r.dead)
+           FROM pgbroker.subscriptions s
+          CROSS JOIN LATERAL (
+                SELECT sum(events_behind)::int8 AS behind,
+                       coalesce(extract(epoch FROM max(oldest_age)), 0)::float8 AS oldest,
+                       sum(beyond_horizon)::int8 AS held,
+                       min(horizon_pid) FILTER (WHERE beyond_horizon > 0) AS pid
+                  FROM pgbroker.subscription_lag(s.name)) l
+          ORDER BY s.name",
+        &[],
+    )?;
+    let mut out = Vec::new();
+    for r in rows {
+        let name: String = r.get(0);
+        let gauge = |key: &'static str, value: Value, metric, help| {
+            Metric::gauge("subscriptions", key, value, metric, help).of("subscription", &name)
+        };
+        out.push(gauge(
+            "events_behind",
+            json!(r.get::<_, i64>(2)),
+            "pgbroker_subscription_events_behind",
+            "Matching events after the subscription's cursors, readable or not yet.",
+        ));
+        out.push(gauge(
+            "oldest_seconds",
+            json!(r.get::<_, f64>(3)),
+            "pgbroker_subscription_oldest_event_age_seconds",
+            "Age of the oldest matching event not acknowledged yet (0 when caught up).",
+        ));
+        out.push(gauge(
+            "held_by_horizon",
+            json!(r.get::<_, i64>(4)),
+            "pgbroker_subscription_events_held_by_horizon",
+            "Of those, events not readable yet because an older transaction still runs.",
+        ));
+        out.push(gauge(
+            "dead_letters",
+            json!(r.get::<_, i64>(6)),
+            "pgbroker_subscription_dead_letters",
+            "Events its handler gave up on (re-drive with Broker::redrive).",
+        ));
+        out.push(gauge(
+            "retrying",
+            json!(r.get::<_, i64>(7)),
+            "pgbroker_subscription_retrying_events",
+            "Failed events waiting for their next delivery.",
+        ));
+        out.push(gauge(
+            "partitions",
+            json!(r.get::<_, i32>(1)),
+            "pgbroker_subscription_partitions",
+            "Partitions of the subscription.",
+        ));
+        out.push(
+            Metric::fact(
+                "subscriptions",
+                "horizon_pid",
+                json!(r.get::<_, Option<i32>>(5)),
+            )
+            .of("subscription", &name),
+        );
+    }
+    Ok(out)
+}
+
+/// `{"section": {"key": value}}`, or `{"section": {"object": {"key": value}}}` for metrics of
+/// an object; sections and keys in collection order.
 fn to_json(metrics: &[Metric]) -> Value {
     let mut out = Map::new();
     for m in metrics {
-        let section = out
+        let mut group = out
             .entry(m.section)
             .or_insert_with(|| Value::Object(Map::new()));
-        if let Value::Object(s) = section {
-            s.insert(m.key.clone(), m.value.clone());
+        if let Some(object) = &m.object {
+            if let Value::Object(s) = group {
+                group = s
+                    .entry(object.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+            }
+        }
+        if let Value::Object(g) = group {
+            g.insert(m.key.clone(), m.value.clone());
         }
     }
     Value::Object(out)
@@ -286,7 +437,11 @@ fn table(metrics: &[Metric]) -> String {
             },
             other => other.to_string(),
         };
-        t.row([format!("{}.{}", m.section, m.key), v]);
+        let name = match &m.object {
+            Some(o) => format!("{}.{o}.{}", m.section, m.key),
+            None => format!("{}.{}", m.section, m.key),
+        };
+        t.row([name, v]);
     }
     t.render()
 }
@@ -302,6 +457,9 @@ mod test {
             Metric::gauge("connections", "active", json!(1), "c", "Conns.")
                 .label("state", "active"),
             Metric::fact("horizon", "pid", Value::Null),
+            Metric::gauge("queues", "dead", json!(3), "j", "Jobs.")
+                .of("queue", "mail")
+                .label("state", "dead"),
         ]
     }
 
@@ -311,7 +469,8 @@ mod test {
             to_json(&sample()),
             json!({"notify": {"queue_usage": 0.5},
                    "connections": {"idle": 2, "active": 1},
-                   "horizon": {"pid": null}})
+                   "horizon": {"pid": null},
+                   "queues": {"mail": {"dead": 3}}})
         );
     }
 
@@ -320,7 +479,15 @@ mod test {
         assert_eq!(
             prometheus(&sample()),
             "# HELP q Queue.\n# TYPE q gauge\nq 0.5\n\
-             # HELP c Conns.\n# TYPE c gauge\nc{state=\"idle\"} 2\nc{state=\"active\"} 1\n"
+             # HELP c Conns.\n# TYPE c gauge\nc{state=\"idle\"} 2\nc{state=\"active\"} 1\n\
+             # HELP j Jobs.\n# TYPE j gauge\nj{queue=\"mail\",state=\"dead\"} 3\n"
         );
+    }
+
+    #[test]
+    fn table_names_objects() {
+        let t = table(&sample());
+        assert!(t.contains("queues.mail.dead"), "{t}");
+        assert!(t.contains("horizon.pid"), "{t}");
     }
 }

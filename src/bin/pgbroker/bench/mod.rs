@@ -32,6 +32,8 @@ pub struct Options {
     pub messages: u64,
     /// Run each side for this long instead (workloads with a fixed input stop earlier).
     pub seconds: Option<f64>,
+    /// Measured runs of each side, alternating; each side reports its best (default 1).
+    pub rounds: u32,
     /// Threads of the multi-threaded variants (`*_t4`; default 4).
     pub threads: usize,
     /// Workload names to run (exact, or a prefix ending in `*`); empty = all.
@@ -51,6 +53,7 @@ impl Default for Options {
         Options {
             messages: 100_000,
             seconds: None,
+            rounds: 1,
             threads: 4,
             only: Vec::new(),
             full: false,
@@ -107,6 +110,9 @@ pub fn validate(o: &Options) -> Result<(), String> {
     if o.threads == 0 {
         return Err("--threads must be at least 1".into());
     }
+    if o.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
     if o.rate == 0 {
         return Err("--rate must be at least 1".into());
     }
@@ -160,6 +166,8 @@ pub struct Report {
     pub server_version: String,
     pub private_cluster: bool,
     pub durable: Option<bool>,
+    /// Measured runs per side (each side's best is reported).
+    pub rounds: u32,
 }
 
 /// Runs the selected workloads on `url`, or on a private throwaway cluster without one.
@@ -203,7 +211,7 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
 
     let mut rows = Vec::new();
     let result = workloads.iter().try_for_each(|w| {
-        let Outcome { raw, pgbroker } = harness::run(&ctx, w, o.seconds)?;
+        let Outcome { raw, pgbroker } = harness::run(&ctx, w, o.seconds, o.rounds)?;
         rows.push(Row {
             name: w.name,
             threads: w.threads,
@@ -226,6 +234,7 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
         server_version,
         private_cluster: temp.is_some(),
         durable: temp.as_ref().map(|_| o.durable),
+        rounds: o.rounds,
     })
 }
 
@@ -278,6 +287,7 @@ impl Report {
             "server_version": self.server_version,
             "private_cluster": self.private_cluster,
             "durable": self.durable,
+            "rounds": self.rounds,
         })
     }
 
@@ -317,8 +327,13 @@ impl Report {
         } else {
             format!("PostgreSQL {} at --url", self.server_version)
         };
+        let rounds = if self.rounds > 1 {
+            format!("; best of {} alternating rounds per side", self.rounds)
+        } else {
+            String::new()
+        };
         out.push_str(&format!(
-            "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50)\n",
+            "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50){rounds}\n",
             self.peak_rss_kb.map_or("?".into(), |v| thousands(v as f64))
         ));
         out
@@ -427,6 +442,7 @@ mod test {
             server_version: "17".into(),
             private_cluster: true,
             durable: Some(false),
+            rounds: 1,
         };
         let j = report.to_json();
         let w = &j["workloads"][0];
