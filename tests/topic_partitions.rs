@@ -368,3 +368,127 @@ fn assigned_consumers_and_members_share_a_subscription() {
     b.shutdown().unwrap();
     assigned.shutdown().unwrap();
 }
+
+const CHILD_ENV: &str = "PGBROKER_PARTITION_CHILD_URL";
+
+/// Records each event in table `handled`, in the transaction that acknowledges it.
+fn start_tx_member(broker: &Broker, member: &'static str, pause: Duration) -> WorkerPool {
+    broker
+        .worker_pool()
+        .threads(2)
+        .subscription_tx(
+            "s",
+            ConsumerOptions::new()
+                .member_name(member)
+                .batch_size(50)
+                .poll_interval(TICK)
+                .lock_retry(TICK),
+            move |batch, tx| {
+                for e in batch.events() {
+                    tx.execute(
+                        "INSERT INTO handled (event_id, key, seq, member)
+                         VALUES ($1, $2, ($3::jsonb ->> 'seq')::bigint, $4)",
+                        &[&e.id().get(), &e.key(), e.payload(), &member],
+                    )?;
+                }
+                std::thread::sleep(pause);
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap()
+}
+
+/// Not a test of its own: the body of the member process that the test below starts by
+/// re-running this test binary with `CHILD_ENV` set, and kills. Without it, it does nothing.
+#[test]
+fn child_member_process() {
+    let Ok(url) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let broker = Broker::connect(&url).unwrap();
+    let _pool = start_tx_member(&broker, "child", Duration::from_millis(50));
+    std::thread::sleep(Duration::from_secs(120)); // killed long before
+}
+
+#[test]
+fn a_killed_member_process_drops_out_and_its_partitions_move() {
+    let db = support::db();
+    let broker = db.broker();
+    subscribe(&broker);
+    let mut c = db.client();
+    c.batch_execute(
+        "CREATE TABLE handled (n bigserial, event_id bigint, key text, seq bigint, member text)",
+    )
+    .unwrap();
+    let a = start_tx_member(&broker, "a", Duration::ZERO);
+    let b = start_tx_member(&broker, "b", Duration::ZERO);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_member_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &db.url)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let joined = support::wait_until(WAIT, || {
+        let shares: Vec<usize> = broker
+            .subscription_members("s")
+            .unwrap()
+            .iter()
+            .map(|m| m.partitions.len())
+            .collect();
+        shares == [2, 2, 2]
+    });
+    if !joined {
+        let _ = child.kill();
+        panic!("the child never got its share");
+    }
+
+    // Kill it (SIGKILL: no shutdown, no unlock) while it works through its partitions.
+    let published = publish_round(&broker, 0);
+    let by_child = |c: &mut pgbroker::postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM handled WHERE member = 'child'", &[])
+            .unwrap()
+            .get(0)
+    };
+    let working = support::wait_until(WAIT, || by_child(&mut c) > 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(working, "the child handled nothing");
+    let done_by_child = by_child(&mut c);
+    assert!(
+        done_by_child < (ROUND / 3) as i64,
+        "killed too late to tell: the child had finished its {done_by_child} events"
+    );
+
+    // Its connections closed with it: a and b take its partitions, and each event's effects
+    // happen exactly once (the child's batch in hand rolled back with its transaction).
+    settle(&broker, &[("a", 3), ("b", 3)]);
+    assert!(support::wait_until(WAIT, || {
+        c.query_one("SELECT count(*) FROM handled", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            >= ROUND as i64
+    }));
+    std::thread::sleep(TICK * 3);
+    a.shutdown().unwrap();
+    b.shutdown().unwrap();
+    let rows = c
+        .query("SELECT event_id, key, seq FROM handled ORDER BY n", &[])
+        .unwrap();
+    let log: Vec<Handled> = rows
+        .iter()
+        .map(|r| Handled {
+            member: "",
+            partition: 0,
+            id: r.get(0),
+            key: r.get(1),
+            seq: r.get::<_, i64>(2) as u64,
+        })
+        .collect();
+    check_exactly_once(&log, &published);
+}
