@@ -19,6 +19,9 @@
 --   SELECT pgbroker.publish_table_changes('public.users');   -- and unpublish_table_changes
 --   SELECT * FROM pgbroker.log_maintain('7 days');  -- partitions ahead, retention, expiry
 --   SELECT * FROM pgbroker.subscription_lag('billing');
+--   SELECT * FROM pgbroker.member_checkin('billing', 'worker-1', '{}');  -- balanced consumers,
+--                      -- about every second: members, rank, share and the partitions taken
+--   SELECT * FROM pgbroker.live_members('billing');
 --
 -- Needs PostgreSQL 14 or later (xid8 snapshot functions, CREATE OR REPLACE TRIGGER).
 
@@ -88,6 +91,21 @@ CREATE INDEX IF NOT EXISTS event_retries_due
 CREATE UNLOGGED TABLE IF NOT EXISTS pgbroker.log_waiters (
     pid   integer     PRIMARY KEY,
     since timestamptz NOT NULL DEFAULT now()
+);
+
+-- Balanced consumers of a subscription (one row per member session), which share its partitions.
+-- A member is alive while its session (pid) holds the shared advisory lock
+-- pgbroker.member_lock_key(subscription): the lock ends with the session, so a member whose
+-- process dies or whose connection is cut drops out at once, without a heartbeat timeout.
+-- Rows of dead members are only deleted later; pgbroker.live_members() filters them out.
+CREATE UNLOGGED TABLE IF NOT EXISTS pgbroker.subscription_members (
+    subscription text        NOT NULL REFERENCES pgbroker.subscriptions (name) ON DELETE CASCADE,
+    pid          integer     NOT NULL,
+    name         text        NOT NULL,
+    partitions   integer[]   NOT NULL DEFAULT '{}',
+    joined_at    timestamptz NOT NULL DEFAULT now(),
+    seen_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (subscription, pid)
 );
 
 -- Validation --------------------------------------------------------------------------------
@@ -352,6 +370,97 @@ LANGUAGE sql AS $$
          e AS (SELECT 1 FROM pgbroker.subscription_cursors c
                 WHERE c.subscription = $1 AND c.partition = $4)
     SELECT EXISTS (SELECT 1 FROM e)
+$$;
+
+-- Balanced consumers ----------------------------------------------------------------------------
+
+-- Who consumes which partition is decided by session-level advisory locks: a consumer reads and
+-- acknowledges a partition only on the session holding pgbroker.partition_lock_key(s, part)
+-- (exclusive), so no two consumers ever read one partition at once. Balancing only decides
+-- which partitions each member *tries* to lock: its share, partitions / members, one more for
+-- the (partitions % members) oldest members; it takes partitions nobody holds up to its share and
+-- hands back (after acknowledging its current batch) those past it.
+
+CREATE OR REPLACE FUNCTION pgbroker.member_lock_key(subscription text) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('pgbroker.members:' || subscription, 0)
+$$;
+
+CREATE OR REPLACE FUNCTION pgbroker.partition_lock_key(subscription text, part integer)
+RETURNS bigint LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended('pgbroker.topic:' || subscription || ':' || part, 0)
+$$;
+
+-- The advisory locks with bigint keys granted in this database now, and their sessions.
+CREATE OR REPLACE FUNCTION pgbroker.advisory_locks_held() RETURNS TABLE (key bigint, pid integer)
+LANGUAGE sql STABLE AS $$
+    SELECT (l.classid::bigint << 32) | l.objid::bigint, l.pid
+      FROM pg_locks l
+     WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+       AND l.database = (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+$$;
+
+-- The live members of a subscription, oldest first (the order that gives out the extra
+-- partitions), with the partitions each reported holding at its last check-in.
+CREATE OR REPLACE FUNCTION pgbroker.live_members(subscription text)
+RETURNS TABLE (pid integer, name text, partitions integer[], joined_at timestamptz,
+               seen_at timestamptz)
+LANGUAGE sql STABLE AS $$
+    WITH held AS MATERIALIZED (
+        SELECT l.pid FROM pgbroker.advisory_locks_held() l
+         WHERE l.key = pgbroker.member_lock_key($1))
+    SELECT m.pid, m.name, m.partitions, m.joined_at, m.seen_at
+      FROM pgbroker.subscription_members m
+     WHERE m.subscription = $1 AND m.pid IN (SELECT held.pid FROM held)
+     ORDER BY m.joined_at, m.pid
+$$;
+
+-- Joins (first call) or renews the calling session's membership of a subscription, reporting
+-- the partitions it holds, and returns what it needs to balance: the number of live members, its
+-- rank among them (0 = oldest), its share of the partitions, and the partitions whose lock some
+-- session holds now. Call it about every second on a connection kept for it; take only
+-- partitions nobody holds (pg_try_advisory_lock(pgbroker.partition_lock_key(...)) on the
+-- connection that reads and acks them), up to the share, and release those past it. Fails with
+-- SQLSTATE P0002 when the subscription does not exist (any more).
+CREATE OR REPLACE FUNCTION pgbroker.member_checkin(subscription text, name text,
+                                                   held integer[] DEFAULT '{}')
+RETURNS TABLE (members integer, rank integer, share integer, taken integer[])
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+    k     bigint := pgbroker.member_lock_key($1);
+    n     integer;
+    fresh boolean;
+    live  integer[];
+BEGIN
+    SELECT s.partitions INTO n FROM pgbroker.subscriptions s WHERE s.name = $1;
+    IF n IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: no subscription %', quote_literal($1) USING ERRCODE = 'P0002';
+    END IF;
+    fresh := NOT EXISTS (SELECT 1 FROM pgbroker.advisory_locks_held() l
+                          WHERE l.key = k AND l.pid = pg_backend_pid());
+    IF fresh THEN
+        PERFORM pg_advisory_lock_shared(k);
+    END IF;
+    INSERT INTO pgbroker.subscription_members AS m (subscription, pid, name, partitions)
+    VALUES ($1, pg_backend_pid(), $2, coalesce($3, '{}'))
+    ON CONFLICT ON CONSTRAINT subscription_members_pkey DO UPDATE
+       SET name = excluded.name, partitions = excluded.partitions, seen_at = now(),
+           joined_at = CASE WHEN fresh THEN now() ELSE m.joined_at END;
+    -- Dead members' rows go once they are old: a live member's row is renewed every check-in.
+    DELETE FROM pgbroker.subscription_members m
+     WHERE m.subscription = $1 AND m.seen_at < now() - interval '1 minute'
+       AND m.pid NOT IN (SELECT l.pid FROM pgbroker.advisory_locks_held() l WHERE l.key = k);
+    SELECT array_agg(lm.pid ORDER BY lm.joined_at, lm.pid) INTO live
+      FROM pgbroker.live_members($1) lm;
+    members := coalesce(cardinality(live), 1);
+    rank := coalesce(array_position(live, pg_backend_pid()), 1) - 1;
+    share := n / members + CASE WHEN rank < n % members THEN 1 ELSE 0 END;
+    SELECT coalesce(array_agg(p ORDER BY p), '{}') INTO taken
+      FROM generate_series(0, n - 1) p
+     WHERE pgbroker.partition_lock_key($1, p) IN (SELECT l.key FROM pgbroker.advisory_locks_held() l);
+    RETURN NEXT;
+END
 $$;
 
 -- Retries and dead letters ----------------------------------------------------------------------

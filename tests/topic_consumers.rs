@@ -481,9 +481,11 @@ fn consumers_of_a_deleted_subscription_stop() {
         .unwrap()
         .get(0)
     };
-    assert!(support::wait_until(WAIT, || locks(&mut c) == 2));
+    // Two partition locks and the pool's membership lock.
+    assert!(support::wait_until(WAIT, || locks(&mut c) == 3));
     assert!(broker.unsubscribe("s").unwrap());
-    // Both partition consumers notice, stop, and close their connections (and locks).
+    // The member and both partition consumers notice, stop, and close their connections (and
+    // locks).
     assert!(support::wait_until(WAIT, || locks(&mut c) == 0));
     pool.shutdown().unwrap();
 }

@@ -1,5 +1,6 @@
 //! Consuming subscriptions on the worker pool: options, registration and the source that starts
-//! one consumer thread per partition (see `partition_consumer`).
+//! the consumers: one thread per assigned partition, or a balancer (see `balancer`) that starts
+//! one for each partition of the pool's share (see `partition_consumer`).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{select, Receiver, Sender};
 
+use super::balancer::{default_member_name, Balancer};
 use super::partition_consumer::PartitionConsumer;
 use super::{validate_subscription, Batch, EventId, RetryPolicy, WAKEUP_CHANNEL};
 use crate::notify::Event;
@@ -107,6 +109,7 @@ pub struct ConsumerOptions {
     pub(crate) retry: RetryPolicy,
     pub(crate) reliable: bool,
     pub(crate) only_partitions: Option<Vec<u32>>,
+    pub(crate) member_name: Option<String>,
 }
 
 impl Default for ConsumerOptions {
@@ -118,6 +121,7 @@ impl Default for ConsumerOptions {
             retry: RetryPolicy::default(),
             reliable: true,
             only_partitions: None,
+            member_name: None,
         }
     }
 }
@@ -141,8 +145,10 @@ impl ConsumerOptions {
         self
     }
 
-    /// How often a standby consumer tries to take over a partition another process holds.
-    /// Default: 1 s.
+    /// How often a balanced consumer checks in with the other members of its subscription
+    /// (noticing joins and leaves, taking free partitions of its share, handing back extra
+    /// ones), and how often an assigned consumer tries to take over a partition another
+    /// process holds. Default: 1 s.
     pub fn lock_retry(mut self, d: Duration) -> Self {
         self.lock_retry = d;
         self
@@ -160,10 +166,12 @@ impl ConsumerOptions {
         self
     }
 
-    /// Consumes only these partitions (numbers past the subscription's count are ignored), to
-    /// spread a partitioned subscription over processes by assignment rather than by whoever
-    /// takes the locks first. Default: every partition (each process then stands by for the
-    /// partitions others hold).
+    /// Consumes only these partitions (numbers past the subscription's count are ignored):
+    /// an assignment instead of balancing. Each listed partition gets a consumer that waits
+    /// for the partition's lock while another process holds it and takes over when that one
+    /// stops. Such a consumer is no member: balanced consumers of the same subscription share
+    /// the partitions it leaves. Default: balanced (see
+    /// [`WorkerPoolBuilder::subscription`]).
     ///
     /// # Examples
     ///
@@ -187,6 +195,28 @@ impl ConsumerOptions {
         self.only_partitions = Some(v);
         self
     }
+
+    /// The name this consumer shows as a member of its subscription
+    /// ([`Broker::subscription_members`](crate::Broker::subscription_members)). Only shown:
+    /// members are told apart by their connection, so names need not be unique. Default:
+    /// `host:process-id`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use pgbroker::topic::ConsumerOptions;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .subscription_with("billing", ConsumerOptions::new().member_name("billing-7"), |_| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn member_name(mut self, name: impl Into<String>) -> Self {
+        self.member_name = Some(name.into());
+        self
+    }
 }
 
 impl WorkerPoolBuilder {
@@ -198,10 +228,15 @@ impl WorkerPoolBuilder {
     /// poison event never blocks the others. Retries deliver one event at a time; after the
     /// last one the event is dead ([`Broker::dead_letters`](crate::Broker::dead_letters)).
     ///
-    /// One consumer thread per partition holds an advisory lock on its own connection: in
-    /// other processes (or pools) the same registration waits and takes over when the holder
-    /// dies. Delivery is at least once: a batch handled but not yet acknowledged when the
-    /// consumer dies is delivered again.
+    /// Pools (in one process or many) consuming the same subscription share its partitions:
+    /// each is a member holding its fair share, `partitions / members` (one more for the
+    /// oldest members when it does not divide), and takes over the partitions of members that
+    /// stop or die (their connection ends) within about a `lock_retry`. A member joining makes
+    /// others hand partitions back after acknowledging their current batch. Each partition is
+    /// consumed by one thread holding its advisory lock on its own connection, so never by
+    /// two consumers at once. Delivery is at least once: a batch handled but not yet
+    /// acknowledged when its consumer dies is delivered again. See
+    /// [`ConsumerOptions::only_partitions`] to assign partitions instead.
     ///
     /// # Examples
     ///
@@ -322,28 +357,52 @@ impl Source for SubscriptionSource {
         let listener = ctx.broker.listen(WAKEUP_CHANNEL)?;
         let options = Arc::new(self.options);
         let name: Arc<str> = self.name.as_str().into();
-        let mut wakers = Vec::new();
+        // One coalescing wake-up channel per partition, whoever consumes it.
+        let (wakers, wake): (Vec<Sender<()>>, Vec<Receiver<()>>) = (0..partitions)
+            .map(|_| crossbeam_channel::bounded(1))
+            .unzip();
         let mut threads = Vec::new();
-        let mine: Vec<u32> = match &options.only_partitions {
-            Some(only) => only.iter().copied().filter(|p| *p < partitions).collect(),
-            None => (0..partitions).collect(),
-        };
-        for partition in mine {
-            let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-            wakers.push(wake_tx);
-            let consumer = PartitionConsumer {
-                name: name.clone(),
-                partition,
-                options: options.clone(),
-                handler: self.handler.clone(),
-                wake: wake_rx,
-                ctx: ctx.clone(),
-            };
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("pgbroker-sub-{}-{partition}", self.name))
-                    .spawn(move || consumer.run())?,
-            );
+        match &options.only_partitions {
+            Some(only) => {
+                for partition in only.iter().copied().filter(|p| *p < partitions) {
+                    let consumer = PartitionConsumer {
+                        name: name.clone(),
+                        partition,
+                        options: options.clone(),
+                        handler: self.handler.clone(),
+                        wake: wake[partition as usize].clone(),
+                        ctx: ctx.clone(),
+                        release: crossbeam_channel::never(),
+                        wait_for_lock: true,
+                        holding: Arc::default(),
+                    };
+                    threads.push(
+                        std::thread::Builder::new()
+                            .name(format!("pgbroker-sub-{}-{partition}", self.name))
+                            .spawn(move || consumer.run())?,
+                    );
+                }
+            }
+            None => {
+                let member_name = options
+                    .member_name
+                    .clone()
+                    .unwrap_or_else(default_member_name);
+                let balancer = Balancer::join(
+                    name.clone(),
+                    member_name,
+                    partitions,
+                    options.clone(),
+                    self.handler.clone(),
+                    wake,
+                    ctx.clone(),
+                )?;
+                threads.push(
+                    std::thread::Builder::new()
+                        .name(format!("pgbroker-sub-{}-members", self.name))
+                        .spawn(move || balancer.run())?,
+                );
+            }
         }
         let stop = ctx.stop_signal().clone();
         threads.push(
@@ -356,7 +415,7 @@ impl Source for SubscriptionSource {
 }
 
 /// Passes wake-ups (notifications and reconnects, after which a re-scan is due) to every
-/// partition consumer, coalesced: a consumer that has one pending needs no second.
+/// partition's channel, coalesced: a consumer that has one pending needs no second.
 fn fan_out_wakeups(listener: crate::Listener, wakers: Vec<Sender<()>>, stop: Receiver<()>) {
     loop {
         select! {

@@ -14,10 +14,12 @@
 //! Consume with the pull API ([`Broker::read`](crate::Broker::read) then
 //! [`ack`](crate::Broker::ack)) or on the worker pool
 //! ([`WorkerPoolBuilder::subscription`](crate::WorkerPoolBuilder::subscription)): one active
-//! consumer per partition, retries on a schedule, then dead letters that can be re-driven.
+//! consumer per partition, partitions balanced over the pools (processes) consuming the
+//! subscription, retries on a schedule, then dead letters that can be re-driven.
 //! The same protocol is usable from any client through the SQL functions of
 //! `schema/log.sql` (`pgbroker.publish`, `subscribe`, `read`, `ack`, `seek`, `redrive`,
-//! `publish_table_changes`, `log_maintain`, `subscription_lag`).
+//! `member_checkin`, `live_members`, `publish_table_changes`, `log_maintain`,
+//! `subscription_lag`).
 //!
 //! # How it behaves
 //!
@@ -44,9 +46,28 @@
 //!   Consumers also poll (`poll_interval`, 1 s) and re-read after a listener reconnects.
 //! - **Retention** drops whole daily partitions, read or not: keep it longer than the longest
 //!   time a subscription may fall behind. Dead letters are copies and survive it.
-//! - **Connections**: each partition consumer holds one dedicated connection (it carries the
-//!   partition's advisory lock), plus one listener connection per subscription and pool.
-//!   Neither works through PgBouncer in transaction mode.
+//! - **Partitions are balanced** over the worker pools consuming a subscription, in one
+//!   process or many, like a Kafka consumer group: each pool is a *member* and holds its
+//!   share, `partitions / members`, one more for the `partitions % members` oldest members
+//!   (6 partitions over 3 members: 2 each; over 4: 2, 2, 1, 1). A member that joins gets its
+//!   share from members past theirs, which hand partitions back after acknowledging the batch
+//!   in hand; the partitions of a member that stops or dies (its process killed, its
+//!   connection terminated or cut) are taken over by the others within about a
+//!   [`lock_retry`](ConsumerOptions::lock_retry) (1 s). Members otherwise keep what they hold,
+//!   so only the partitions that must move do. Liveness is an advisory lock held by the
+//!   member's connection, so it ends with the connection, without a heartbeat timeout (a
+//!   vanished host is noticed through TCP keepalives). Each partition is read only by the
+//!   session holding its exclusive advisory lock: balancing decides who *tries* which
+//!   partition, the lock guarantees that no two consumers read one partition at once.
+//!   [`Broker::subscription_members`](crate::Broker::subscription_members) lists the members
+//!   and their partitions; [`ConsumerOptions::only_partitions`] assigns partitions by hand
+//!   instead.
+//! - **Connections**: per pool and subscription, one listener connection, one membership
+//!   connection, and one per partition held (it carries the partition's lock, and the
+//!   transaction of a transactional handler), plus one for a moment while taking a partition.
+//!   So P processes sharing N partitions use about N + 2P connections in all. An assigned
+//!   consumer (`only_partitions`) keeps one connection per listed partition, held or waiting.
+//!   None of them works through PgBouncer in transaction mode.
 //!
 //! ```no_run
 //! use pgbroker::topic::{NewEvent, StartAt};
@@ -71,10 +92,12 @@
 //! # Ok(()) }
 //! ```
 
+mod balancer;
 mod consumer;
 mod event;
 mod lag;
 mod maintenance;
+mod members;
 mod name;
 mod partition_consumer;
 mod position;
@@ -89,6 +112,7 @@ pub use consumer::{ConsumerOptions, FailedEvents};
 pub use event::{EventId, LogEvent, NewEvent, MAX_KEY_BYTES};
 pub use lag::PartitionLag;
 pub use maintenance::MaintenanceReport;
+pub use members::SubscriptionMember;
 pub use name::{
     pattern_matches, validate_pattern, validate_subscription, validate_topic,
     MAX_SUBSCRIPTION_BYTES, MAX_TOPIC_BYTES,

@@ -1,11 +1,13 @@
 //! One partition's consumer: a thread holding the partition's advisory lock on its own
 //! connection, reading batches, running the handler on the pool's workers, acknowledging, and
-//! retrying failed events.
+//! retrying failed events. A balanced consumer (see `balancer`) also stops when told to hand
+//! the partition back, after acknowledging the batch in hand.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::{select, Receiver, TryRecvError};
 use postgres::Client;
 
 use super::consumer::{ConsumerOptions, FailedEvents, Handler};
@@ -21,6 +23,14 @@ pub(crate) struct PartitionConsumer {
     pub(crate) handler: Handler,
     pub(crate) wake: Receiver<()>,
     pub(crate) ctx: SourceContext,
+    /// Disconnects when the consumer must hand the partition back (balanced consumers);
+    /// `crossbeam_channel::never()` for assigned ones.
+    pub(crate) release: Receiver<()>,
+    /// Assigned consumers wait while another session holds the lock; balanced ones try once
+    /// and leave the partition to its holder (their balancer picks again).
+    pub(crate) wait_for_lock: bool,
+    /// True while this consumer holds the partition's lock.
+    pub(crate) holding: Arc<AtomicBool>,
 }
 
 /// What became of a handler call.
@@ -71,10 +81,11 @@ SELECT extract(epoch FROM min(run_at) - now())::float8 FROM pgbroker.event_retri
 impl PartitionConsumer {
     pub(crate) fn run(self) {
         let mut failures: u32 = 0;
-        while !self.ctx.is_stopping() {
+        while !self.should_stop() {
             let Some(client) = self.connect_and_lock() else {
                 return;
             };
+            self.holding.store(true, Ordering::SeqCst);
             let shared: Shared = Arc::new(Mutex::new(client));
             let started = Instant::now();
             let result = self.consume(&shared);
@@ -84,11 +95,7 @@ impl PartitionConsumer {
             let mut client = lock(&shared);
             match result {
                 Ok(()) => {
-                    // Stopped: no longer waiting for wake-ups.
-                    let _ = client.execute(
-                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
-                        &[],
-                    );
+                    self.leave(&mut client);
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -97,13 +104,11 @@ impl PartitionConsumer {
                         self.name,
                         self.partition
                     );
-                    let _ = client.execute(
-                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
-                        &[],
-                    );
+                    self.leave(&mut client);
                     return;
                 }
                 Err(e) => {
+                    self.holding.store(false, Ordering::SeqCst);
                     failures += 1;
                     log::warn!(
                         "pgbroker consumer of {:?} partition {} failed, reconnecting: {e}",
@@ -115,7 +120,7 @@ impl PartitionConsumer {
                         .broker
                         .config()
                         .reconnect_delay(failures.min(16) - 1);
-                    if !self.ctx.sleep(delay) {
+                    if !self.pause(delay) {
                         return;
                     }
                 }
@@ -123,13 +128,52 @@ impl PartitionConsumer {
         }
     }
 
+    /// The advisory lock key of this partition (`pgbroker.partition_lock_key()` in SQL).
+    fn lock_key(&self) -> String {
+        format!("pgbroker.topic:{}:{}", self.name, self.partition)
+    }
+
+    /// Stops waiting for wake-ups and hands the partition back at once, rather than when the
+    /// server notices the closed connection.
+    fn leave(&self, client: &mut Client) {
+        let _ = client.execute(
+            "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
+            &[],
+        );
+        let _ = client.execute(
+            "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
+            &[&self.lock_key()],
+        );
+        self.holding.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the balancer asked for the partition back.
+    fn released(&self) -> bool {
+        matches!(self.release.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    /// The pool stops or the partition is to be handed back.
+    fn should_stop(&self) -> bool {
+        self.ctx.is_stopping() || self.released()
+    }
+
+    /// Sleeps up to `d`; false early when the consumer must stop.
+    fn pause(&self, d: Duration) -> bool {
+        select! {
+            recv(self.ctx.stop_signal()) -> _ => false,
+            recv(self.release) -> _ => false,
+            default(d) => !self.should_stop(),
+        }
+    }
+
     /// A dedicated connection holding this partition's advisory lock; waits while another
-    /// consumer holds it. `None` when the pool stops first.
+    /// consumer holds it (assigned consumers) or gives up (balanced ones). `None` when it gives
+    /// up or must stop first.
     fn connect_and_lock(&self) -> Option<Client> {
-        let key = format!("pgbroker.topic:{}:{}", self.name, self.partition);
+        let key = self.lock_key();
         let mut attempt = 0;
         loop {
-            if self.ctx.is_stopping() {
+            if self.should_stop() {
                 return None;
             }
             let mut client = match self.ctx.broker.connect_dedicated() {
@@ -138,7 +182,7 @@ impl PartitionConsumer {
                     log::warn!("pgbroker consumer of {:?}: {e}", self.name);
                     let delay = self.ctx.broker.config().reconnect_delay(attempt);
                     attempt = (attempt + 1).min(16);
-                    if !self.ctx.sleep(delay) {
+                    if !self.pause(delay) {
                         return None;
                     }
                     continue;
@@ -156,8 +200,9 @@ impl PartitionConsumer {
                     &[&key],
                 ) {
                     Ok(row) if row.get::<_, bool>(0) => return Some(client),
+                    Ok(_) if !self.wait_for_lock => return None,
                     Ok(_) => {
-                        if !self.ctx.sleep(self.options.lock_retry) {
+                        if !self.pause(self.options.lock_retry) {
                             return None;
                         }
                     }
@@ -188,7 +233,7 @@ impl PartitionConsumer {
         let mut retry_checked = Instant::now();
         let mut quick: Option<Duration> = None;
         loop {
-            if self.ctx.is_stopping() {
+            if self.should_stop() {
                 return Ok(());
             }
             // Retries are looked at when one is due, and at least every poll interval (a
@@ -307,6 +352,7 @@ impl PartitionConsumer {
             select! {
                 recv(self.wake) -> _ => quick = Some(QUICK_FIRST),
                 recv(self.ctx.stop_signal()) -> _ => return Ok(()),
+                recv(self.release) -> _ => return Ok(()),
                 default(wait) => {}
             }
         }
@@ -444,11 +490,14 @@ impl PartitionConsumer {
         Ok(())
     }
 
-    /// Delivers the due retries, one event at a time. False when the pool stops.
+    /// Delivers the due retries, one event at a time. False when the consumer must stop.
     fn run_due_retries(&self, shared: &Shared, ack: &postgres::Statement) -> Result<bool> {
         let part = self.partition as i32;
         let rows = lock(shared).query(RETRY_DUE_SQL, &[&&*self.name, &part])?;
         for row in rows {
+            if self.released() {
+                return Ok(false);
+            }
             let event = LogEvent::from_row(&row)?;
             let attempt = row.get::<_, i32>(7).max(0) as u32;
             let batch = Arc::new(Batch {
