@@ -60,7 +60,8 @@ const FOREIGN_ROWS: &str = "SELECT EXISTS (SELECT 1 FROM pgbroker.events
 /// Empties pgbroker's tables when they hold only the benchmark's rows (always the case on
 /// the private cluster); on a database in use, deletes just the benchmark's rows.
 const CLEAR_ALL: &str = "TRUNCATE pgbroker.events, pgbroker.subscriptions,
-    pgbroker.subscription_cursors, pgbroker.event_retries, pgbroker.jobs";
+    pgbroker.subscription_cursors, pgbroker.subscription_members, pgbroker.event_retries,
+    pgbroker.jobs";
 const CLEAR_OURS: &str = "
     DELETE FROM pgbroker.events WHERE topic ~ '^pgbroker_bench\\.';
     DELETE FROM pgbroker.subscriptions WHERE name ~ '^pgbroker_bench-';
