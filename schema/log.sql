@@ -442,12 +442,20 @@ BEGIN
     IF fresh THEN
         PERFORM pg_advisory_lock_shared(k);
     END IF;
-    INSERT INTO pgbroker.subscription_members AS m (subscription, pid, name, partitions)
-    VALUES ($1, pg_backend_pid(), $2, coalesce($3, '{}'))
-    ON CONFLICT ON CONSTRAINT subscription_members_pkey DO UPDATE
-       SET name = excluded.name, partitions = excluded.partitions, seen_at = now(),
-           joined_at = CASE WHEN fresh THEN now() ELSE m.joined_at END;
-    -- Dead members' rows go once they are old: a live member's row is renewed every check-in.
+    -- Written only when something changed, or every 10 s: a steady check-in is read-only, so
+    -- it takes no transaction id and never holds back the horizon of readers.
+    IF fresh OR NOT EXISTS (
+        SELECT 1 FROM pgbroker.subscription_members m
+         WHERE m.subscription = $1 AND m.pid = pg_backend_pid() AND m.name = $2
+           AND m.partitions = coalesce($3, '{}') AND m.seen_at > now() - interval '10 seconds')
+    THEN
+        INSERT INTO pgbroker.subscription_members AS m (subscription, pid, name, partitions)
+        VALUES ($1, pg_backend_pid(), $2, coalesce($3, '{}'))
+        ON CONFLICT ON CONSTRAINT subscription_members_pkey DO UPDATE
+           SET name = excluded.name, partitions = excluded.partitions, seen_at = now(),
+               joined_at = CASE WHEN fresh THEN now() ELSE m.joined_at END;
+    END IF;
+    -- Dead members' rows go once they are old: a live member's row is renewed every 10 s.
     DELETE FROM pgbroker.subscription_members m
      WHERE m.subscription = $1 AND m.seen_at < now() - interval '1 minute'
        AND m.pid NOT IN (SELECT l.pid FROM pgbroker.advisory_locks_held() l WHERE l.key = k);

@@ -492,3 +492,60 @@ fn a_killed_member_process_drops_out_and_its_partitions_move() {
         .collect();
     check_exactly_once(&log, &published);
 }
+
+#[test]
+fn the_membership_protocol_works_from_plain_sql() {
+    let db = support::db();
+    let broker = db.broker();
+    subscribe(&broker);
+    let checkin = |c: &mut pgbroker::postgres::Client, name: &str, held: &[i32]| {
+        let r = c
+            .query_one(
+                "SELECT members, rank, share, taken, pg_current_xact_id_if_assigned() IS NULL
+                   FROM pgbroker.member_checkin('s', $1, $2)",
+                &[&name, &held],
+            )
+            .unwrap();
+        (
+            r.get::<_, i32>(0),
+            r.get::<_, i32>(1),
+            r.get::<_, i32>(2),
+            r.get::<_, Vec<i32>>(3),
+            r.get::<_, bool>(4),
+        )
+    };
+    let mut x = db.client();
+    let mut y = db.client();
+    assert_eq!(checkin(&mut x, "x", &[]), (1, 0, 6, vec![], false));
+    assert_eq!(checkin(&mut y, "y", &[]), (2, 1, 3, vec![], false));
+    // x takes partitions 0 and 4 on its consumer connection, and reports them.
+    let mut x_consumer = db.client();
+    x_consumer
+        .batch_execute(
+            "SELECT pg_advisory_lock(pgbroker.partition_lock_key('s', 0)),
+                    pg_advisory_lock(pgbroker.partition_lock_key('s', 4))",
+        )
+        .unwrap();
+    assert_eq!(checkin(&mut x, "x", &[0, 4]), (2, 0, 3, vec![0, 4], false));
+    // Nothing changed: read-only, so it never holds back the readers' horizon.
+    assert_eq!(checkin(&mut x, "x", &[0, 4]), (2, 0, 3, vec![0, 4], true));
+    let names: Vec<(String, Vec<u32>)> = broker
+        .subscription_members("s")
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.partitions))
+        .collect();
+    assert_eq!(names, [("x".into(), vec![0, 4]), ("y".into(), vec![])]);
+    // x's sessions end: it is gone at once, and so are its partition locks.
+    drop(x);
+    drop(x_consumer);
+    assert!(support::wait_until(WAIT, || checkin(&mut y, "y", &[])
+        == (1, 0, 6, vec![], true)));
+    assert_eq!(broker.subscription_members("s").unwrap().len(), 1);
+    // A deleted subscription ends the membership with SQLSTATE P0002.
+    broker.unsubscribe("s").unwrap();
+    let err = y
+        .query_one("SELECT * FROM pgbroker.member_checkin('s', 'y')", &[])
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "P0002");
+}

@@ -31,7 +31,7 @@ pub struct SubscriptionMember {
     pub partitions: Vec<u32>,
     /// When it joined; the oldest members get the extra partitions of an uneven split.
     pub joined_at: SystemTime,
-    /// Its last check-in (about every `lock_retry`).
+    /// When its row was last written: at least every 10 s, and whenever its partitions change.
     pub seen_at: SystemTime,
 }
 
