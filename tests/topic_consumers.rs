@@ -368,6 +368,54 @@ fn fire_and_forget_failures_are_not_retried() {
 }
 
 #[test]
+fn woken_consumer_delivers_soon_after_a_long_held_horizon_is_released() {
+    let db = support::db();
+    let broker = db.broker();
+    from_beginning(&broker, "s", "t", 1);
+    let seen = Seen::default();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription_with(
+            "s",
+            ConsumerOptions::new().poll_interval(Duration::from_secs(60)),
+            recorder(&seen),
+        )
+        .start()
+        .unwrap();
+    assert!(support::wait_until(WAIT, || {
+        let mut c = db.client();
+        c.query_one("SELECT count(*) FROM pgbroker.log_waiters", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    }));
+    // An older writing transaction holds the horizon: the wake-up finds nothing readable, and
+    // the end of that transaction sends no wake-up of its own.
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .unwrap();
+    broker
+        .publish_event(&NewEvent::new("t", json!({"seq": 0})))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "delivered past the horizon"
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    let released = Instant::now();
+    assert!(support::wait_until(WAIT, || seen.lock().unwrap().len() == 1));
+    assert!(
+        released.elapsed() < Duration::from_secs(10),
+        "delivered {:?} after the horizon moved, not within the re-read window",
+        released.elapsed()
+    );
+    pool.shutdown().unwrap();
+}
+
+#[test]
 fn consumers_wake_up_on_publish_without_waiting_for_the_poll() {
     let db = support::db();
     let broker = db.broker();

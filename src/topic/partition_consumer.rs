@@ -67,9 +67,12 @@ SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
  WHERE subscription = $1 AND partition = $2 AND NOT dead AND run_at <= now()
  ORDER BY run_at, tx, id LIMIT 100";
 
-/// The first and the longest re-read delay after a wake-up that found nothing readable.
+/// The first and the longest re-read delay after a wake-up that found nothing readable, and how
+/// long after the wake-up such re-reads go on (the horizon may be held by a transaction anywhere
+/// in the cluster for that long without delaying delivery by a whole poll interval).
 const QUICK_FIRST: Duration = Duration::from_millis(5);
 const QUICK_MAX: Duration = Duration::from_secs(1);
+const QUICK_WINDOW: Duration = Duration::from_secs(60);
 
 const DELETE_RETRY_SQL: &str = "DELETE FROM pgbroker.event_retries \
      WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3";
@@ -232,6 +235,7 @@ impl PartitionConsumer {
         let mut retry_due: Option<Instant> = Some(Instant::now());
         let mut retry_checked = Instant::now();
         let mut quick: Option<Duration> = None;
+        let mut woken_at = Instant::now();
         loop {
             if self.should_stop() {
                 return Ok(());
@@ -347,10 +351,13 @@ impl PartitionConsumer {
             // off, rather than after a whole poll interval.
             if let Some(q) = quick {
                 wait = wait.min(q);
-                quick = (q < QUICK_MAX).then(|| q * 2);
+                quick = (woken_at.elapsed() < QUICK_WINDOW).then(|| (q * 2).min(QUICK_MAX));
             }
             select! {
-                recv(self.wake) -> _ => quick = Some(QUICK_FIRST),
+                recv(self.wake) -> _ => {
+                    quick = Some(QUICK_FIRST);
+                    woken_at = Instant::now();
+                }
                 recv(self.ctx.stop_signal()) -> _ => return Ok(()),
                 recv(self.release) -> _ => return Ok(()),
                 default(wait) => {}
