@@ -92,12 +92,15 @@ impl<'a> Params<'a> {
     }
 }
 
-const BATCH_TABLE_SQL: &str = "CREATE TEMP TABLE IF NOT EXISTS pgbroker_enqueue_batch (
+// DELETE, not TRUNCATE: the table is empty unless an earlier batch of this transaction filled
+// it, and TRUNCATE gives the table new files every time. The SET first, so that the NOTICE of
+// CREATE ... IF NOT EXISTS is not sent with every batch.
+const BATCH_TABLE_SQL: &str = "SET LOCAL client_min_messages = warning;
+    CREATE TEMP TABLE IF NOT EXISTS pgbroker_enqueue_batch (
         queue text, payload jsonb, priority int4, run_at timestamptz, delay float8,
         max_attempts int4, unique_key text, backoff_base float8, backoff_max float8
     ) ON COMMIT DELETE ROWS;
-    SET LOCAL client_min_messages = warning;
-    TRUNCATE pgbroker_enqueue_batch";
+    DELETE FROM pgbroker_enqueue_batch";
 
 const BATCH_COPY_SQL: &str = "COPY pgbroker_enqueue_batch FROM STDIN (FORMAT binary)";
 
