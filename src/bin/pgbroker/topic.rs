@@ -31,14 +31,16 @@ pub struct PublishArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["subscription", "topic"])))]
 pub struct TailArgs {
-    /// The subscription to read (and acknowledge) from.
+    /// The subscription to read (and acknowledge) from; a partitioned one is read partition by
+    /// partition, each in log order.
     pub subscription: Option<String>,
     /// Read the topics matching PATTERN (`orders.*`, `orders.#`; repeatable) through a
     /// temporary subscription, removed at exit.
     #[arg(long, value_name = "PATTERN", conflicts_with = "subscription")]
     pub topic: Vec<String>,
-    /// Start after POSITION (`<tx>-<id>`, as printed), or at `beginning`; with --topic also
-    /// `end` (the default: only events published from now on).
+    /// Start after POSITION (`<tx>-<id>`, as printed), or at `beginning`: moves a
+    /// subscription's cursor there (replay, or skip ahead). With --topic also `end`, the
+    /// default: only events published from now on.
     #[arg(long, value_name = "POSITION")]
     pub from: Option<String>,
     /// Stop after this many events.
