@@ -98,7 +98,7 @@ pub fn publish(url: &str, args: &PublishArgs) -> Result<(), Failure> {
                     .publish_batch(batch.into_iter().map(|(_, v)| event(v)))
                     .map_err(|e| before(Failure::from(e)))?;
                 published += ids.len() as u64;
-                print_lines(ids.iter().map(|id| id.to_string()))?;
+                crate::output::print_lines(ids.iter().map(|id| id.to_string()))?;
             }
         }
         payload => {
@@ -106,24 +106,9 @@ pub fn publish(url: &str, args: &PublishArgs) -> Result<(), Failure> {
             let e = event(payload);
             e.validate()?;
             let id = crate::connection::broker(url)?.publish_event(&e)?;
-            print_lines([id.to_string()])
+            Ok(crate::output::print_lines([id.to_string()])?)
         }
     }
-}
-
-/// Prints lines to stdout; a closed stdout (`| head`) is not an error.
-fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<(), Failure> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for l in lines {
-        if let Err(e) = writeln!(out, "{l}") {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(e.into());
-        }
-    }
-    Ok(())
 }
 
 /// Where `tail` starts.
