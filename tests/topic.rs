@@ -292,11 +292,11 @@ fn batches_use_insert_and_copy_in_order() {
     assert_eq!(got[10 + 42].key(), Some("k2"));
     assert_eq!(got[10 + 42].headers(), Some(&json!({"n": 42})));
 
-    // In the caller's transaction: visible only on commit.
+    // In the caller's transaction (by COPY: more than 1 000): visible only on commit.
     let mut conn = broker.conn().unwrap();
     let mut tx = conn.transaction().unwrap();
     broker
-        .publish_batch_in(&mut tx, (0..100).map(|i| NewEvent::new("b.tx", json!(i))))
+        .publish_batch_in(&mut tx, (0..2000).map(|i| NewEvent::new("b.tx", json!(i))))
         .unwrap();
     broker
         .publish_in(&mut tx, &NewEvent::new("b.tx", json!("one")))

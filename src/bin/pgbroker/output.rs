@@ -81,6 +81,23 @@ pub fn note(line: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "pgbroker: {line}");
 }
 
+/// Prints lines to stdout; a closed stdout (`| head`) is not an error, whoever read our output
+/// is gone.
+pub fn print_lines(lines: impl IntoIterator<Item = String>) -> std::io::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for l in lines {
+        if let Err(e) = writeln!(out, "{l}") {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                return Ok(());
+            }
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// `1234567.8` as `1,234,568`.
 pub fn thousands(v: f64) -> String {
     let n = v.round() as i128;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::failure::Failure;
 use crate::input::{json_arg, StdinBatches};
-use crate::output::{rfc3339, Table};
+use crate::output::{print_lines, rfc3339, Table};
 
 #[derive(Debug, Args)]
 pub struct EnqueueArgs {
@@ -74,8 +74,7 @@ pub fn enqueue(url: &str, args: &EnqueueArgs) -> Result<(), Failure> {
     if args.payload.as_deref() != Some("-") {
         let payload = json_arg(args.payload.as_deref().unwrap_or("{}"), "the payload")?;
         let id = crate::connection::broker(url)?.enqueue_job(&job(&payload))?;
-        println!("{id}");
-        return Ok(());
+        return Ok(print_lines([id.to_string()])?);
     }
     let broker = crate::connection::broker(url)?;
     let mut input = StdinBatches::start();
@@ -98,8 +97,7 @@ pub fn enqueue(url: &str, args: &EnqueueArgs) -> Result<(), Failure> {
         })()
         .map_err(|e| before(enqueued)(Failure::from(e)))?;
         enqueued += ids.len() as u64;
-        let lines: Vec<String> = ids.iter().map(i64::to_string).collect();
-        println!("{}", lines.join("\n"));
+        print_lines(ids.iter().map(i64::to_string))?;
     }
     Ok(())
 }
@@ -154,10 +152,7 @@ pub fn jobs(url: &str, args: &JobsArgs, json_out: bool) -> Result<(), Failure> {
                 .to_string()
             })
             .collect();
-        if !lines.is_empty() {
-            println!("{}", lines.join("\n"));
-        }
-        return Ok(());
+        return Ok(print_lines(lines)?);
     }
     let mut t = Table::new([
         "id", "queue", "state", "attempt", "priority", "run_at", "payload", "error",
@@ -175,8 +170,7 @@ pub fn jobs(url: &str, args: &JobsArgs, json_out: bool) -> Result<(), Failure> {
             clip(r.get::<_, Option<&str>>(10).unwrap_or(""), 40),
         ]);
     }
-    print!("{}", t.render());
-    Ok(())
+    Ok(print_lines(t.render().lines().map(str::to_owned))?)
 }
 
 /// `s` cut to `max` characters, with `…` when cut, on one line.
@@ -202,8 +196,7 @@ pub fn cancel(url: &str, args: &JobIdArgs, json_out: bool) -> Result<(), Failure
             "only available or running jobs can be cancelled",
         ));
     }
-    done(args.id, JobState::Cancelled, json_out);
-    Ok(())
+    done(args.id, JobState::Cancelled, json_out)
 }
 
 pub fn retry(url: &str, args: &JobIdArgs, json_out: bool) -> Result<(), Failure> {
@@ -215,8 +208,7 @@ pub fn retry(url: &str, args: &JobIdArgs, json_out: bool) -> Result<(), Failure>
             "only dead or cancelled jobs can be retried",
         ));
     }
-    done(args.id, JobState::Available, json_out);
-    Ok(())
+    done(args.id, JobState::Available, json_out)
 }
 
 /// Why a job could not be cancelled or retried: it does not exist, or its state forbids it.
@@ -228,12 +220,12 @@ fn refused(broker: &pgbroker::Broker, id: i64, rule: &str) -> Failure {
     }
 }
 
-fn done(id: i64, state: JobState, json_out: bool) {
-    if json_out {
-        println!("{}", json!({"id": id, "state": state.as_str()}));
+fn done(id: i64, state: JobState, json_out: bool) -> Result<(), Failure> {
+    Ok(print_lines([if json_out {
+        json!({"id": id, "state": state.as_str()}).to_string()
     } else {
-        println!("job {id} is {state}");
-    }
+        format!("job {id} is {state}")
+    }])?)
 }
 
 #[cfg(test)]

@@ -31,14 +31,16 @@ pub struct PublishArgs {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["subscription", "topic"])))]
 pub struct TailArgs {
-    /// The subscription to read (and acknowledge) from.
+    /// The subscription to read (and acknowledge) from; a partitioned one is read partition by
+    /// partition, each in log order.
     pub subscription: Option<String>,
     /// Read the topics matching PATTERN (`orders.*`, `orders.#`; repeatable) through a
     /// temporary subscription, removed at exit.
     #[arg(long, value_name = "PATTERN", conflicts_with = "subscription")]
     pub topic: Vec<String>,
-    /// Start after POSITION (`<tx>-<id>`, as printed), or at `beginning`; with --topic also
-    /// `end` (the default: only events published from now on).
+    /// Start after POSITION (`<tx>-<id>`, as printed), or at `beginning`: moves a
+    /// subscription's cursor there (replay, or skip ahead). With --topic also `end`, the
+    /// default: only events published from now on.
     #[arg(long, value_name = "POSITION")]
     pub from: Option<String>,
     /// Stop after this many events.
@@ -96,7 +98,7 @@ pub fn publish(url: &str, args: &PublishArgs) -> Result<(), Failure> {
                     .publish_batch(batch.into_iter().map(|(_, v)| event(v)))
                     .map_err(|e| before(Failure::from(e)))?;
                 published += ids.len() as u64;
-                print_lines(ids.iter().map(|id| id.to_string()))?;
+                crate::output::print_lines(ids.iter().map(|id| id.to_string()))?;
             }
         }
         payload => {
@@ -104,24 +106,9 @@ pub fn publish(url: &str, args: &PublishArgs) -> Result<(), Failure> {
             let e = event(payload);
             e.validate()?;
             let id = crate::connection::broker(url)?.publish_event(&e)?;
-            print_lines([id.to_string()])
+            Ok(crate::output::print_lines([id.to_string()])?)
         }
     }
-}
-
-/// Prints lines to stdout; a closed stdout (`| head`) is not an error.
-fn print_lines(lines: impl IntoIterator<Item = String>) -> Result<(), Failure> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for l in lines {
-        if let Err(e) = writeln!(out, "{l}") {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(e.into());
-        }
-    }
-    Ok(())
 }
 
 /// Where `tail` starts.

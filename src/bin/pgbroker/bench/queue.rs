@@ -131,6 +131,13 @@ fn enqueue_batch(payload: Value, batch: u64) -> Runner {
 }
 
 /// `workers` threads loop `claim_jobs(batch)` + `complete_jobs` until the queue is empty.
+///
+/// pgbroker does more per job than the raw DELETE: a claim records the lease (at-least-once
+/// delivery), an UPDATE that cannot be HOT (`state` and `lease_until` are indexed), so each
+/// job gets a new heap tuple plus primary-key and lease-index entries, and completion then
+/// deletes it. EXPLAIN (ANALYZE, BUFFERS) on 20 000 jobs: claiming 100 takes 1.1 ms and
+/// 1 000 buffer hits, the raw DELETE of 100 0.3 ms and 550; the ratio is bounded near 0.3
+/// when the server's CPU is the limit.
 fn claim_complete(batch: u64, workers: usize) -> Runner {
     Box::new(move |ctx, budget| {
         let names: Vec<String> = (0..workers).map(|i| format!("bench-worker-{i}")).collect();
