@@ -94,6 +94,7 @@ impl TempPostgresBuilder {
             run_as,
             port: 0,
             options: String::new(),
+            guardian: None,
         };
         std::fs::create_dir(&pg.data_dir)?;
         if let Some(u) = &pg.run_as {
@@ -111,7 +112,10 @@ impl TempPostgresBuilder {
             pg.options = self.options(pg.port);
             let _ = std::fs::remove_file(pg.log_file());
             match pg.resume() {
-                Ok(()) => return Ok(pg),
+                Ok(()) => {
+                    pg.spawn_guardian()?;
+                    return Ok(pg);
+                }
                 Err(_) if attempt < 4 && port_taken(&pg.log_tail()) => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -165,6 +169,9 @@ pub struct TempPostgres {
     run_as: Option<RunAs>,
     port: u16,
     options: String,
+    /// Stops the cluster and deletes its directory when this process ends without dropping us
+    /// (a `static`, a panic that aborts, SIGKILL): see `spawn_guardian`.
+    guardian: Option<(std::process::Child, std::process::ChildStdin)>,
 }
 
 impl TempPostgres {
@@ -338,7 +345,46 @@ impl TempPostgres {
 
     /// A command for one of the binaries, run as the unprivileged user when we are root.
     fn command(&self, program: &str) -> Command {
-        let mut cmd = Command::new(self.bin_dir.join(program));
+        self.command_at(&self.bin_dir.join(program))
+    }
+
+    /// Starts a shell that waits for its stdin (a pipe only this process holds) to close, then
+    /// stops the cluster and removes its directory. The pipe closes when this value is dropped
+    /// or when the process ends in any way, so no cluster outlives the process that started it.
+    /// The shell ignores the signals a Ctrl-C or a terminal hang-up sends to the process group.
+    fn spawn_guardian(&mut self) -> Result<()> {
+        const SCRIPT: &str = "trap '' INT TERM HUP
+            read _ignored
+            \"$1\" -D \"$2\" -m immediate -w -t 30 stop >/dev/null 2>&1
+            [ \"$PGBROKER_KEEP_TEMP_PG\" = 1 ] || rm -rf \"$3\"";
+        let mut cmd = self.command_at(Path::new("/bin/sh"));
+        cmd.arg("-c")
+            .arg(SCRIPT)
+            .arg("pgbroker-temp-postgres-guardian")
+            .arg(self.bin_dir.join("pg_ctl"))
+            .arg(&self.data_dir)
+            .arg(&self.root)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().map_err(|e| {
+            Error::with_cause(
+                ErrorKind::Io,
+                Some("starting the cleanup guardian".into()),
+                e,
+            )
+        })?;
+        match child.stdin.take() {
+            Some(stdin) => {
+                self.guardian = Some((child, stdin));
+                Ok(())
+            }
+            None => Err(Error::new(ErrorKind::Io, "cleanup guardian has no stdin")),
+        }
+    }
+
+    fn command_at(&self, program: &Path) -> Command {
+        let mut cmd = Command::new(program);
         cmd.current_dir(&self.root);
         for var in ["PGDATA", "PGPORT", "PGHOST"] {
             cmd.env_remove(var);
@@ -386,6 +432,11 @@ impl Drop for TempPostgres {
             log::info!("keeping temp postgres data dir {}", self.data_dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.root);
+        }
+        // Everything is done: closing the pipe lets the guardian exit (finding nothing to do).
+        if let Some((mut child, stdin)) = self.guardian.take() {
+            drop(stdin);
+            let _ = child.wait();
         }
     }
 }
