@@ -367,18 +367,22 @@ fn fire_and_forget_failures_are_not_retried() {
     assert!(broker.read("s", 10).unwrap().is_empty());
 }
 
-#[test]
-fn woken_consumer_delivers_soon_after_a_long_held_horizon_is_released() {
-    let db = support::db();
-    let broker = db.broker();
-    from_beginning(&broker, "s", "t", 1);
+/// A one-thread pool consuming subscription "s" (topic "t") from the beginning, returned once
+/// it is idle and registered as waiting for wake-ups: later deliveries within much less than
+/// `poll` can only come from a wake-up.
+fn idle_consumer(
+    db: &support::TestDb,
+    broker: &Broker,
+    poll: Duration,
+) -> (pgbroker::WorkerPool, Seen) {
+    from_beginning(broker, "s", "t", 1);
     let seen = Seen::default();
     let pool = broker
         .worker_pool()
         .threads(1)
         .subscription_with(
             "s",
-            ConsumerOptions::new().poll_interval(Duration::from_secs(60)),
+            ConsumerOptions::new().poll_interval(poll),
             recorder(&seen),
         )
         .start()
@@ -390,6 +394,14 @@ fn woken_consumer_delivers_soon_after_a_long_held_horizon_is_released() {
             .get::<_, i64>(0)
             == 1
     }));
+    (pool, seen)
+}
+
+#[test]
+fn woken_consumer_delivers_soon_after_a_long_held_horizon_is_released() {
+    let db = support::db();
+    let broker = db.broker();
+    let (pool, seen) = idle_consumer(&db, &broker, Duration::from_secs(60));
     // An older writing transaction holds the horizon: the wake-up finds nothing readable, and
     // the end of that transaction sends no wake-up of its own.
     let mut holder = db.client();
@@ -419,26 +431,7 @@ fn woken_consumer_delivers_soon_after_a_long_held_horizon_is_released() {
 fn consumers_wake_up_on_publish_without_waiting_for_the_poll() {
     let db = support::db();
     let broker = db.broker();
-    from_beginning(&broker, "s", "t", 1);
-    let seen = Seen::default();
-    let pool = broker
-        .worker_pool()
-        .threads(1)
-        .subscription_with(
-            "s",
-            ConsumerOptions::new().poll_interval(Duration::from_secs(30)),
-            recorder(&seen),
-        )
-        .start()
-        .unwrap();
-    // Let the consumer go idle and register as waiting.
-    assert!(support::wait_until(WAIT, || {
-        let mut c = db.client();
-        c.query_one("SELECT count(*) FROM pgbroker.log_waiters", &[])
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    }));
+    let (pool, seen) = idle_consumer(&db, &broker, Duration::from_secs(30));
     let started = Instant::now();
     for i in 0..3u64 {
         broker

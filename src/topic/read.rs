@@ -355,3 +355,22 @@ pub(crate) fn ack_with(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod read_sql_test {
+    use super::READ_SQL;
+
+    #[test]
+    fn read_statement_is_the_sql_functions_query() {
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let schema = include_str!("../../schema/log.sql");
+        let start = schema
+            .find("CREATE OR REPLACE FUNCTION pgbroker.read(")
+            .unwrap();
+        let body = &schema[start..];
+        let body = &body[body.find("RETURN QUERY").unwrap() + "RETURN QUERY".len()..];
+        let body = &body[..body.find(";\nEND").unwrap()];
+        let ours = &READ_SQL[1..READ_SQL.find(")\nUNION ALL").unwrap()];
+        assert_eq!(words(&ours.replace("e.tx::text", "e.tx")), words(body));
+    }
+}

@@ -300,6 +300,23 @@ pub fn percentiles(v: &mut [Duration]) -> (f64, f64, f64) {
     (at(50), at(99), v[v.len() - 1].as_secs_f64() * 1000.0)
 }
 
+/// Joins every scoped thread; the first error (or panic, named by `what`) is the result.
+pub fn join_all(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<()>>>,
+    what: &str,
+) -> Result<()> {
+    let mut first = Ok(());
+    for h in handles {
+        let r = h
+            .join()
+            .unwrap_or_else(|_| Err(format!("{what} panicked").into()));
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
 #[cfg(test)]
 mod test {
     use super::*;

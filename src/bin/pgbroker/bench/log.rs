@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pgbroker::topic::{NewEvent, StartAt};
 use serde_json::Value;
 
-use super::harness::{on_threads, per_s, Ctx, Ratio, Runner, Sample, Seed, Workload};
+use super::harness::{join_all, on_threads, per_s, Ctx, Ratio, Runner, Sample, Seed, Workload};
 use super::raw::{self, payload_of, CHUNK, READ_BATCH};
 use super::tables::{self, Target};
 use super::{Options, Result};
@@ -237,23 +237,9 @@ fn publish_consume(payload: Value, batch: u64, publishers: usize, consumers: usi
                     })
                 })
                 .collect();
-            let mut first: Result<()> = Ok(());
-            for h in pubs {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err("publisher panicked".into()));
-                if first.is_ok() {
-                    first = r;
-                }
-            }
+            let published = join_all(pubs, "publisher");
             publishing.store(false, Ordering::SeqCst);
-            for h in cons {
-                let r = h.join().unwrap_or_else(|_| Err("consumer panicked".into()));
-                if first.is_ok() {
-                    first = r;
-                }
-            }
-            first
+            published.and(join_all(cons, "consumer"))
         });
         result?;
         let elapsed = start.elapsed();

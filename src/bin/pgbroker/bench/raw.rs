@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use pgbroker::postgres::Client;
 use serde_json::Value;
 
-use super::harness::{parallel, per_s, Runner, Sample};
+use super::harness::{join_all, parallel, per_s, Runner, Sample};
 use super::tables::{copy_rows, Target};
 use super::Result;
 
@@ -274,23 +274,9 @@ pub fn publish_consume(
                     })
                 })
                 .collect();
-            let mut first: Result<()> = Ok(());
-            for h in pub_handles {
-                let r = h
-                    .join()
-                    .unwrap_or_else(|_| Err("publisher panicked".into()));
-                if first.is_ok() {
-                    first = r;
-                }
-            }
+            let published = join_all(pub_handles, "publisher");
             publishing.store(false, Ordering::SeqCst);
-            for h in cons_handles {
-                let r = h.join().unwrap_or_else(|_| Err("consumer panicked".into()));
-                if first.is_ok() {
-                    first = r;
-                }
-            }
-            first
+            published.and(join_all(cons_handles, "consumer"))
         });
         result?;
         let elapsed = start.elapsed();
