@@ -6,6 +6,7 @@
 //! can include it with `#[path]`. Adding a workload: a `Workload` in the area's module
 //! (`notify`, `log`, `queue`); the log and queue modules' pgbroker sides are hooks there.
 
+mod backlog;
 mod harness;
 mod log;
 mod notify;
@@ -69,6 +70,7 @@ fn all_workloads(o: &Options) -> Vec<Workload> {
     let mut w = notify::workloads(o);
     w.extend(log::workloads(o));
     w.extend(queue::workloads(o));
+    w.extend(backlog::workloads(o));
     w
 }
 
@@ -244,10 +246,16 @@ fn harness_cleanup(ctx: &Ctx) -> Result<()> {
 
 /// This process's peak resident set size (`VmHWM`), on Linux.
 pub fn peak_rss_kb() -> Option<u64> {
+    rss_kb("VmHWM:")
+}
+
+/// A memory figure of this process in kB, on Linux: `field` is a `/proc/self/status` label
+/// such as `"VmRSS:"` (now) or `"VmHWM:"` (peak).
+pub fn rss_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
