@@ -54,6 +54,11 @@ CREATE TABLE IF NOT EXISTS pgbroker.subscriptions (
 );
 
 -- One cursor per partition: the (tx, id) of the last event acknowledged.
+-- The patterns as LIKE patterns when none has a '*' (NULL otherwise): readers filter with LIKE,
+-- about 0.1 us per event, instead of the regular expression, about 1 us (PostgreSQL's regex
+-- engine sets up per call). Both agree on every valid topic name; a test checks it.
+ALTER TABLE pgbroker.subscriptions ADD COLUMN IF NOT EXISTS topic_like text[];
+
 CREATE TABLE IF NOT EXISTS pgbroker.subscription_cursors (
     subscription text        NOT NULL REFERENCES pgbroker.subscriptions (name) ON DELETE CASCADE,
     partition    integer     NOT NULL,
@@ -182,6 +187,26 @@ BEGIN
 END
 $$;
 
+-- The patterns (already checked by topic_regex) as LIKE patterns: 'a.b' -> 'a.b',
+-- 'a.#' -> 'a' and 'a.%', '#' -> '%'; NULL when a pattern has a '*' (one segment: no LIKE).
+CREATE OR REPLACE FUNCTION pgbroker.topic_like(patterns text[]) RETURNS text[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN bool_or(p LIKE '%*%') THEN NULL
+                ELSE array_agg(l ORDER BY l) END
+      FROM unnest(patterns) p
+     CROSS JOIN LATERAL (
+           SELECT replace(p, '_', '\_') AS e) esc
+     CROSS JOIN LATERAL unnest(CASE
+           WHEN p = '#' THEN ARRAY['%']
+           WHEN p LIKE '%.#' THEN ARRAY[left(esc.e, -2), left(esc.e, -1) || '%']
+           ELSE ARRAY[esc.e] END) l
+$$;
+
+-- Fills topic_like for subscriptions made before it existed (an upgrade), and keeps it in step.
+UPDATE pgbroker.subscriptions
+   SET topic_like = pgbroker.topic_like(patterns)
+ WHERE topic_like IS DISTINCT FROM pgbroker.topic_like(patterns);
+
 -- The partition of an event in a subscription with n partitions: by key, or by id without one.
 CREATE OR REPLACE FUNCTION pgbroker.event_partition(key text, id bigint, n integer)
 RETURNS integer LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -274,8 +299,9 @@ BEGIN
                         'got %', quote_literal(start_at) USING ERRCODE = '22023';
     END IF;
     -- Insert-or-update that is safe when several processes subscribe at once (at boot).
-    INSERT INTO pgbroker.subscriptions (name, patterns, topic_regex, partitions, expire_after)
-    VALUES (name, patterns, regex, partitions, expire_after)
+    INSERT INTO pgbroker.subscriptions (name, patterns, topic_regex, topic_like, partitions,
+                                        expire_after)
+    VALUES (name, patterns, regex, pgbroker.topic_like(patterns), partitions, expire_after)
     ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
     IF NOT FOUND THEN
         SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
@@ -287,6 +313,7 @@ BEGIN
         END IF;
         UPDATE pgbroker.subscriptions s
            SET patterns = subscribe.patterns, topic_regex = regex,
+               topic_like = pgbroker.topic_like(subscribe.patterns),
                expire_after = subscribe.expire_after, updated_at = now()
          WHERE s.name = subscribe.name;
         RETURN false;
@@ -339,7 +366,8 @@ BEGIN
            SELECT ev.* FROM pgbroker.events ev
             WHERE (ev.tx, ev.id) > (c.tx, c.id)
               AND ev.tx < pg_snapshot_xmin(pg_current_snapshot())
-              AND ev.topic ~ s.topic_regex
+              AND CASE WHEN s.topic_like IS NULL THEN ev.topic ~ s.topic_regex
+                       ELSE ev.topic LIKE ANY (s.topic_like) END
               AND (s.partitions = 1
                    OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
             ORDER BY ev.tx, ev.id
@@ -713,7 +741,9 @@ LANGUAGE sql STABLE AS $$
       FROM pgbroker.subscription_cursors c
       JOIN pgbroker.subscriptions s ON s.name = c.subscription
       LEFT JOIN pgbroker.events ev
-        ON (ev.tx, ev.id) > (c.tx, c.id) AND ev.topic ~ s.topic_regex
+        ON (ev.tx, ev.id) > (c.tx, c.id)
+       AND CASE WHEN s.topic_like IS NULL THEN ev.topic ~ s.topic_regex
+                ELSE ev.topic LIKE ANY (s.topic_like) END
        AND (s.partitions = 1
             OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
      WHERE c.subscription = $1

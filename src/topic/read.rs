@@ -36,7 +36,8 @@ pub(crate) const READ_SQL: &str = "\
        SELECT ev.* FROM pgbroker.events ev
         WHERE (ev.tx, ev.id) > (c.tx, c.id)
           AND ev.tx < pg_snapshot_xmin(pg_current_snapshot())
-          AND ev.topic ~ s.topic_regex
+          AND CASE WHEN s.topic_like IS NULL THEN ev.topic ~ s.topic_regex
+                   ELSE ev.topic LIKE ANY (s.topic_like) END
           AND (s.partitions = 1
                OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
         ORDER BY ev.tx, ev.id

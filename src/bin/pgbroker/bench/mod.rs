@@ -7,6 +7,7 @@
 //! (`notify`, `log`, `queue`); the log and queue modules' pgbroker sides are hooks there.
 
 mod backlog;
+mod consume;
 mod harness;
 mod log;
 mod notify;
@@ -69,6 +70,7 @@ impl Default for Options {
 fn all_workloads(o: &Options) -> Vec<Workload> {
     let mut w = notify::workloads(o);
     w.extend(log::workloads(o));
+    w.extend(consume::workloads(o));
     w.extend(queue::workloads(o));
     w.extend(backlog::workloads(o));
     w

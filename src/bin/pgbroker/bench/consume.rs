@@ -1,0 +1,100 @@
+//! A reliable log consumer on the worker pool (module `topic`): what a subscriber really
+//! runs (dedicated connection, advisory lock, handler on a pool thread, ack after success),
+//! reading the seeded log in batches of 100 (raw: a plain cursor read loop, no acks).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgbroker::topic::{ConsumerOptions, NewEvent, StartAt};
+use serde_json::Value;
+
+use super::harness::{Ctx, Ratio, Runner, Sample, Workload};
+use super::raw::{self, READ_BATCH};
+use super::tables::{self, Target};
+use super::{Options, Result};
+
+const TOPIC: &str = "pgbroker_bench.consume";
+const SUBSCRIPTION: &str = "pgbroker_bench-consume";
+
+fn order() -> Value {
+    serde_json::json!({"order": 1, "status": "paid", "amount": 42.5})
+}
+
+fn seed_raw(ctx: &Ctx, n: u64) -> Result<()> {
+    tables::seed(ctx, Target::Events, TOPIC, &order(), n)
+}
+
+/// The same rows through `publish_batch` (10 000 per transaction), and the subscription,
+/// starting at the beginning.
+fn seed_pgbroker(ctx: &Ctx, n: u64) -> Result<()> {
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(10_000);
+        ctx.broker
+            .publish_batch((0..k).map(|_| NewEvent::new(TOPIC, order())))?;
+        left -= k;
+    }
+    ctx.client()?.batch_execute("ANALYZE pgbroker.events")?;
+    ctx.broker
+        .subscription(SUBSCRIPTION)
+        .pattern(TOPIC)
+        .start_at(StartAt::Beginning)
+        .save()?;
+    Ok(())
+}
+
+pub fn workloads(o: &Options) -> Vec<Workload> {
+    vec![Workload {
+        name: "log_consume_sub1",
+        about: "a reliable consumer on the worker pool reads the log in batches of 100 and acks \
+                each (raw: a cursor read loop of pages of 100)",
+        threads: 1,
+        messages: o.messages,
+        bounded: true,
+        seed: Some(seed_raw),
+        seed_pgbroker: Some(seed_pgbroker),
+        ratio: Ratio::Throughput,
+        raw: raw::log_read(1),
+        pgbroker: consume(),
+    }]
+}
+
+/// A worker pool with one reliable subscription handler counting events; stopped once the
+/// budget's events are handled.
+fn consume() -> Runner {
+    Box::new(move |ctx, budget| {
+        let target = budget.take(u64::MAX);
+        let handled = Arc::new(AtomicU64::new(0));
+        let counter = handled.clone();
+        let start = Instant::now();
+        let pool = ctx
+            .broker
+            .worker_pool()
+            .threads(2)
+            .subscription_with(
+                SUBSCRIPTION,
+                ConsumerOptions::new().batch_size(READ_BATCH as usize),
+                move |batch| {
+                    counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    Ok(())
+                },
+            )
+            .start()?;
+        let mut last = 0;
+        let elapsed = loop {
+            std::thread::sleep(Duration::from_millis(1));
+            let now = handled.load(Ordering::Relaxed);
+            budget.done(now - last);
+            last = now;
+            if now >= target || budget.expired() {
+                break start.elapsed();
+            }
+            if start.elapsed() > Duration::from_secs(600) {
+                return Err("log_consume_sub1: not done after 10 minutes".into());
+            }
+        };
+        pool.shutdown()?;
+        Ok(Sample::new(last, elapsed))
+    })
+}
