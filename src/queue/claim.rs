@@ -82,7 +82,7 @@ const CLAIM_SQL: &str = "\
                   j.lease_until, j.created_at, j.unique_key
     )
     SELECT * FROM claimed c ORDER BY c.priority, c.run_at, c.id";
-const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
+pub(super) const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
      USING unnest($1::bigint[], $2::integer[]) AS t(id, attempt)
      WHERE j.id = t.id AND j.state = 'running' AND j.attempt = t.attempt";
 const EXTEND_SQL: &str = "SELECT pgbroker.extend_leases($1, $2, make_interval(secs => $3))";

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{after, select, Receiver, Sender};
 
+use super::completions::Completions;
 use super::context::{JobContext, Outcome};
 use super::{validate_queue, ClaimedJob, JobId, WAKE_CHANNEL};
 use crate::notify::{Event, Listener};
@@ -282,6 +283,8 @@ struct Shared {
     stats: Arc<Stats>,
     inflight: Mutex<HashMap<JobId, Inflight>>,
     permits: Sender<()>,
+    /// Successful jobs waiting to be deleted, many per statement.
+    completions: Completions,
 }
 
 impl Shared {
@@ -322,6 +325,7 @@ impl Source for QueueSource {
             stats: ctx.stats.clone(),
             inflight: Mutex::new(HashMap::new()),
             permits: permit_tx,
+            completions: Completions::default(),
         });
         let queue = shared.opts.queue.clone();
         // The heartbeat outlives the fetch thread: handlers still running during the shutdown
@@ -573,6 +577,20 @@ fn finish(shared: &Shared, ctx: &JobContext, res: std::result::Result<(), Error>
     let outcome = ctx.take_outcome();
     let recorded = match (res, outcome) {
         (_, Some(Outcome::Done)) => Ok(()),
+        (Ok(()), None) if shared.opts.keep_completed.is_none() => {
+            shared.completions.complete(
+                job.id,
+                job.attempt,
+                |ids, attempts| with_retries(|| broker.delete_completed(ids, attempts).map(drop)),
+                |ids, e| {
+                    log::error!(
+                        "pgbroker: completing jobs {ids:?} failed (they run again when their \
+                         leases expire): {e}"
+                    )
+                },
+            );
+            Ok(())
+        }
         (Ok(()), None) => {
             let result = ctx.take_result();
             with_retries(|| {

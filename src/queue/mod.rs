@@ -50,6 +50,7 @@
 //! ```
 
 mod claim;
+mod completions;
 mod consumer;
 mod context;
 mod enqueue;
