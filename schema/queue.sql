@@ -6,6 +6,11 @@
 --   SELECT * FROM pgbroker.claim('emails', 'worker-1', 10, '5 minutes'); -- worker: claim a batch
 --   SELECT pgbroker.complete(42);  -- or pgbroker.fail(42, 'smtp timeout') to retry with backoff
 --   SELECT pgbroker.rescue();      -- on a timer: jobs whose lease expired run again (or die)
+-- Or, for short jobs, take them inside the worker's own transaction (no lease is written):
+--   BEGIN;
+--   SELECT * FROM pgbroker.take('emails', 10);   -- deleted by this transaction, locked for others
+--   ... work, also writing in this transaction; a failed job: SELECT pgbroker.fail_taken(...);
+--   COMMIT;                                      -- completes them (ROLLBACK returns them)
 -- States: available (also delayed or waiting to retry: run_at in the future), running,
 -- completed (only when kept, see complete(keep => ...)), dead, cancelled.
 --
@@ -210,6 +215,122 @@ LANGUAGE sql AS $$
     SELECT * FROM claimed c ORDER BY c.priority, c.run_at, c.id
 $$;
 
+-- Takes up to `max` available jobs of `queue` in (priority, run_at, id) order inside the
+-- caller's transaction: they are deleted by it, so COMMIT completes them and ROLLBACK (or the
+-- session dying) gives them back untouched, and concurrent takers and claimers skip them. No
+-- lease is written: the transaction holds the jobs. Bound how long with
+-- `SET LOCAL idle_in_transaction_session_timeout` (the lease of this mode). `attempt` is the
+-- attempt being run (stored attempts + 1); `lease_until` is NULL. The last three columns are
+-- what pgbroker.fail_taken / pgbroker.return_taken need to write the job back.
+-- While taken, a job still shows as 'available' to other sessions (locked, skipped).
+-- Call it only inside a transaction block: in autocommit its deletion commits at once, which
+-- completes the jobs without running them.
+CREATE OR REPLACE FUNCTION pgbroker.take(
+    queue text,
+    max   integer DEFAULT 1
+) RETURNS TABLE (
+    id           bigint,
+    queue        text,
+    payload      jsonb,
+    attempt      integer,
+    max_attempts integer,
+    priority     integer,
+    run_at       timestamptz,
+    lease_until  timestamptz,
+    created_at   timestamptz,
+    unique_key   text,
+    backoff_base interval,
+    backoff_max  interval,
+    errors       jsonb
+)
+LANGUAGE sql AS $$
+    -- The claim's statement with DELETE for UPDATE (see pgbroker.claim for why
+    -- `id = ANY (ARRAY(...))`). src/queue/take.rs prepares the same statement; keep the two
+    -- in step, a test compares them.
+    WITH taken AS (
+        DELETE FROM pgbroker.jobs j
+         WHERE j.id = ANY (ARRAY(
+                   SELECT p.id FROM pgbroker.jobs p
+                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                    ORDER BY p.priority, p.run_at, p.id
+                    LIMIT $2
+                    FOR UPDATE SKIP LOCKED))
+        RETURNING j.id, j.queue, j.payload, j.attempt + 1 AS attempt, j.max_attempts,
+                  j.priority, j.run_at, NULL::timestamptz AS lease_until, j.created_at,
+                  j.unique_key, j.backoff_base, j.backoff_max, j.errors
+    )
+    SELECT * FROM taken t ORDER BY t.priority, t.run_at, t.id
+$$;
+
+-- Records a failed attempt of a job taken by pgbroker.take in this transaction: it is written
+-- back (same id) to run again after `retry_in` (default: its backoff, as pgbroker.fail), or
+-- dead once its attempts are exhausted or when `discard`. Pass the taken row's columns (all
+-- but lease_until) as pgbroker.take returned them. Returns the new state.
+CREATE OR REPLACE FUNCTION pgbroker.fail_taken(
+    job_id       bigint,
+    queue        text,
+    payload      jsonb,
+    attempt      integer,
+    max_attempts integer,
+    priority     integer,
+    run_at       timestamptz,
+    created_at   timestamptz,
+    unique_key   text,
+    backoff_base interval,
+    backoff_max  interval,
+    errors       jsonb,
+    error        text,
+    retry_in     interval DEFAULT NULL,
+    discard      boolean  DEFAULT false,
+    worker       text     DEFAULT NULL
+) RETURNS text
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    dead boolean := coalesce(discard, false) OR attempt >= max_attempts;
+    err  text    := left(coalesce(error, ''), 4000);
+BEGIN
+    INSERT INTO pgbroker.jobs
+           (id, queue, state, payload, priority, run_at, attempt, max_attempts, unique_key,
+            worker, backoff_base, backoff_max, last_error, errors, created_at, finished_at)
+    VALUES (job_id, queue, CASE WHEN dead THEN 'dead' ELSE 'available' END, payload,
+            priority,
+            CASE WHEN dead THEN run_at
+                 ELSE now() + coalesce(retry_in,
+                                       pgbroker.backoff(attempt, backoff_base, backoff_max)) END,
+            attempt, max_attempts, unique_key, worker, backoff_base, backoff_max, err,
+            coalesce(errors, '[]'::jsonb) || jsonb_build_array(jsonb_build_object(
+                'attempt', attempt, 'at', now(), 'error', err, 'worker', worker)),
+            created_at, CASE WHEN dead THEN now() END);
+    RETURN CASE WHEN dead THEN 'dead' ELSE 'available' END;
+END
+$$;
+
+-- Gives a job taken in this transaction back without counting the attempt, to run after
+-- `delay` (NULL: at its old run_at, keeping its place). Used for snoozes and for the unstarted
+-- jobs of a batch at shutdown. Same leading arguments as pgbroker.fail_taken.
+CREATE OR REPLACE FUNCTION pgbroker.return_taken(
+    job_id       bigint,
+    queue        text,
+    payload      jsonb,
+    attempt      integer,
+    max_attempts integer,
+    priority     integer,
+    run_at       timestamptz,
+    created_at   timestamptz,
+    unique_key   text,
+    backoff_base interval,
+    backoff_max  interval,
+    errors       jsonb,
+    delay        interval DEFAULT NULL
+) RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO pgbroker.jobs (id, queue, payload, priority, run_at, attempt, max_attempts,
+                               unique_key, backoff_base, backoff_max, errors, created_at)
+    VALUES ($1, $2, $3, $6, CASE WHEN $13 IS NULL THEN $7 ELSE now() + greatest($13, interval '0') END,
+            $4 - 1, $5, $9, $10, $11, $12, $8)
+$$;
+
 -- Extends the leases of running jobs; returns the ids still held (a missing id was cancelled
 -- or rescued: its handler should stop). `attempts` (optional) fences against re-claims.
 CREATE OR REPLACE FUNCTION pgbroker.extend_leases(
@@ -352,15 +473,22 @@ END
 $$;
 
 -- Cancels an available or running job (a running handler sees it at its next heartbeat).
+-- A job taken by a transaction (pgbroker.take) is locked until that transaction ends: rather
+-- than wait for it, cancel gives up after a short lock_timeout with SQLSTATE 55P03 (the job
+-- is being run; its transaction completes or returns it).
 CREATE OR REPLACE FUNCTION pgbroker.cancel(job_id bigint) RETURNS boolean
-LANGUAGE sql AS $$
-    WITH c AS (
-        UPDATE pgbroker.jobs j
-           SET state = 'cancelled', lease_until = NULL, finished_at = now()
-         WHERE j.id = $1 AND j.state IN ('available', 'running')
-        RETURNING 1
-    )
-    SELECT count(*) = 1 FROM c
+LANGUAGE plpgsql SET lock_timeout = '200ms' AS $$
+#variable_conflict use_column
+BEGIN
+    UPDATE pgbroker.jobs j
+       SET state = 'cancelled', lease_until = NULL, finished_at = now()
+     WHERE j.id = cancel.job_id AND j.state IN ('available', 'running');
+    RETURN FOUND;
+EXCEPTION WHEN lock_not_available THEN
+    RAISE EXCEPTION 'pgbroker: job % is held by a transaction running it (pgbroker.take); not cancelled',
+        cancel.job_id USING ERRCODE = '55P03',
+        HINT = 'Its transaction completes it or returns it; cancel again after that.';
+END
 $$;
 
 -- Re-drives a dead or cancelled job: available now, with a fresh set of attempts (its error
@@ -467,6 +595,8 @@ BEGIN
         state := NEW.state;
         IF TG_OP = 'UPDATE' AND NEW.errors IS DISTINCT FROM OLD.errors THEN
             err := left(NEW.last_error, 2000);
+        ELSIF TG_OP = 'INSERT' AND NEW.errors IS NOT NULL THEN
+            err := left(NEW.last_error, 2000); -- a taken job written back after a failure
         END IF;
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pgbroker.watched_queues w WHERE w.queue = r.queue) THEN
@@ -479,19 +609,51 @@ BEGIN
 END
 $$;
 
--- Starts sending status changes of `queue` on channel 'pgbroker.jobs.<queue>'. The trigger
--- exists only while some queue is watched, so unwatched setups pay nothing.
+-- A job taken by a transaction (pgbroker.take) is deleted by it while still 'available'. At
+-- commit (a deferred trigger) it is reported 'completed', unless the transaction wrote it back
+-- (pgbroker.fail_taken / return_taken: the INSERT was reported instead). A rolled-back take
+-- reports nothing: the job never left 'available'.
+CREATE OR REPLACE FUNCTION pgbroker.job_taken_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgbroker.jobs j WHERE j.id = OLD.id)
+       OR NOT EXISTS (SELECT 1 FROM pgbroker.watched_queues w WHERE w.queue = OLD.queue) THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pg_notify('pgbroker.jobs.' || OLD.queue, json_build_object(
+        'id', OLD.id, 'queue', OLD.queue, 'state', 'completed', 'attempt', OLD.attempt + 1,
+        'max_attempts', OLD.max_attempts, 'run_at', OLD.run_at, 'error', NULL)::text);
+    RETURN NULL;
+END
+$$;
+
+-- Creates the status triggers (both exist exactly while some queue is watched).
+CREATE OR REPLACE FUNCTION pgbroker.create_job_status_triggers() RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = 'pgbroker.jobs'::regclass AND tgname = 'pgbroker_job_status') THEN
+        CREATE TRIGGER pgbroker_job_status AFTER INSERT OR UPDATE OF state OR DELETE
+            ON pgbroker.jobs FOR EACH ROW EXECUTE FUNCTION pgbroker.job_status_notify();
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger
+                    WHERE tgrelid = 'pgbroker.jobs'::regclass AND tgname = 'pgbroker_job_taken') THEN
+        CREATE CONSTRAINT TRIGGER pgbroker_job_taken AFTER DELETE ON pgbroker.jobs
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+            WHEN (OLD.state = 'available') EXECUTE FUNCTION pgbroker.job_taken_notify();
+    END IF;
+END
+$$;
+
+-- Starts sending status changes of `queue` on channel 'pgbroker.jobs.<queue>'. The triggers
+-- exist only while some queue is watched, so unwatched setups pay nothing.
 CREATE OR REPLACE FUNCTION pgbroker.watch_queue(queue text) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pgbroker.check_queue_name(watch_queue.queue);
     INSERT INTO pgbroker.watched_queues (queue) VALUES (watch_queue.queue)
     ON CONFLICT DO NOTHING;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger
-                    WHERE tgrelid = 'pgbroker.jobs'::regclass AND tgname = 'pgbroker_job_status') THEN
-        CREATE TRIGGER pgbroker_job_status AFTER INSERT OR UPDATE OF state OR DELETE
-            ON pgbroker.jobs FOR EACH ROW EXECUTE FUNCTION pgbroker.job_status_notify();
-    END IF;
+    PERFORM pgbroker.create_job_status_triggers();
 END
 $$;
 
@@ -504,8 +666,18 @@ BEGIN
     existed := FOUND;
     IF NOT EXISTS (SELECT 1 FROM pgbroker.watched_queues) THEN
         DROP TRIGGER IF EXISTS pgbroker_job_status ON pgbroker.jobs;
+        DROP TRIGGER IF EXISTS pgbroker_job_taken ON pgbroker.jobs;
     END IF;
     RETURN existed;
+END
+$$;
+
+-- Upgrades: a database watching queues from before pgbroker.take gets the taken trigger.
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pgbroker.watched_queues) THEN
+        PERFORM pgbroker.create_job_status_triggers();
+    END IF;
 END
 $$;
 

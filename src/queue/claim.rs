@@ -39,16 +39,19 @@ pub struct ClaimedJob {
     pub priority: i32,
     /// When it became runnable.
     pub run_at: SystemTime,
-    /// When the lease ends unless extended.
-    pub lease_until: SystemTime,
+    /// When the lease ends unless extended; `None` for a job
+    /// [taken](crate::Broker::take_jobs) by a transaction, which holds it without a lease.
+    pub lease_until: Option<SystemTime>,
     /// When it was enqueued.
     pub created_at: SystemTime,
     /// Its unique key, if any.
     pub unique_key: Option<String>,
+    /// For a taken job, what writing it back needs.
+    pub(crate) taken: Option<Box<super::take::TakenRow>>,
 }
 
 impl ClaimedJob {
-    fn from_row(row: &Row) -> ClaimedJob {
+    pub(crate) fn from_row(row: &Row) -> ClaimedJob {
         ClaimedJob {
             id: row.get(0),
             queue: row.get(1),
@@ -60,6 +63,7 @@ impl ClaimedJob {
             lease_until: row.get(7),
             created_at: row.get(8),
             unique_key: row.get(9),
+            taken: None,
         }
     }
 }

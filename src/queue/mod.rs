@@ -56,6 +56,7 @@ mod context;
 mod enqueue;
 mod job;
 mod stats;
+mod take;
 mod watch;
 
 pub use claim::ClaimedJob;

@@ -79,6 +79,19 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         raw: raw::claim_delete(QUEUE, size, workers),
         pgbroker: claim_complete(size, workers),
     };
+    let take = |name, size, workers| Workload {
+        name,
+        about: "take jobs inside a transaction and commit it until the queue is empty (raw: \
+                the same DELETE ... SKIP LOCKED as claim_complete, autocommitted)",
+        threads: workers,
+        messages: o.messages,
+        bounded: true,
+        seed: Some(seed_jobs as Seed),
+        seed_pgbroker: Some(seed_pgbroker_jobs as Seed),
+        ratio: Ratio::Throughput,
+        raw: raw::claim_delete(QUEUE, size, workers),
+        pgbroker: take_commit(size, workers),
+    };
     vec![
         single("enqueue_single_t1", 1),
         single("enqueue_single_t4", o.threads),
@@ -88,6 +101,10 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         claim("claim_complete_b1_t4", 1, o.threads),
         claim("claim_complete_b100_t1", 100, 1),
         claim("claim_complete_b100_t4", 100, o.threads),
+        take("take_commit_b1_t1", 1, 1),
+        take("take_commit_b1_t4", 1, o.threads),
+        take("take_commit_b100_t1", 100, 1),
+        take("take_commit_b100_t4", 100, o.threads),
     ]
 }
 
@@ -153,6 +170,33 @@ fn claim_complete(batch: u64, workers: usize) -> Runner {
                     return Ok(done);
                 }
                 ctx.broker.complete_jobs(&jobs)?;
+                budget.done(jobs.len() as u64);
+                done += jobs.len() as u64;
+            }
+        })
+    })
+}
+
+/// `workers` threads loop: begin and take a batch (`CachedClient::take_jobs`), "handle" it,
+/// commit, until the queue is empty. The take is the raw side's DELETE; the transaction adds BEGIN and COMMIT round
+/// trips.
+fn take_commit(batch: u64, workers: usize) -> Runner {
+    Box::new(move |ctx, budget| {
+        let conns = (0..workers)
+            .map(|_| ctx.broker.conn())
+            .collect::<pgbroker::Result<Vec<_>>>()?;
+        on_threads(conns, budget, |conn, budget| {
+            let mut done = 0;
+            loop {
+                let k = budget.take(batch);
+                if k == 0 {
+                    return Ok(done);
+                }
+                let (tx, jobs) = conn.take_jobs(QUEUE, k as usize)?;
+                if jobs.is_empty() {
+                    return Ok(done);
+                }
+                tx.commit()?;
                 budget.done(jobs.len() as u64);
                 done += jobs.len() as u64;
             }

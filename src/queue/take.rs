@@ -1,0 +1,388 @@
+//! The transactional side of the protocol: take jobs inside the worker's own transaction (the
+//! claim *is* the delete, COMMIT completes them, ROLLBACK returns them), and write a taken job
+//! back when it failed or is snoozed.
+
+use std::time::Duration;
+
+use postgres::types::{ToSql, Type};
+use postgres::{Row, Statement, Transaction};
+use serde_json::Value;
+
+use super::{secs, validate_queue, ClaimedJob, JobState};
+use crate::{Broker, CachedClient, Error, ErrorKind, Result};
+
+/// What writing a taken job back needs besides the [`ClaimedJob`] fields: the deleted row's
+/// retry settings and error history.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TakenRow {
+    backoff_base: Option<f64>,
+    backoff_max: Option<f64>,
+    errors: Option<Value>,
+}
+
+/// The body of `pgbroker.take()` (schema/queue.sql) without its in-transaction check, prepared
+/// once per connection by the worker pool (through the SQL function PostgreSQL would parse and
+/// plan it on every call). Only the intervals' types differ; a test compares the two.
+pub(crate) const TAKE_SQL: &str = "\
+    WITH taken AS (
+        DELETE FROM pgbroker.jobs j
+         WHERE j.id = ANY (ARRAY(
+                   SELECT p.id FROM pgbroker.jobs p
+                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                    ORDER BY p.priority, p.run_at, p.id
+                    LIMIT $2::integer
+                    FOR UPDATE SKIP LOCKED))
+        RETURNING j.id, j.queue, j.payload, j.attempt + 1 AS attempt, j.max_attempts,
+                  j.priority, j.run_at, NULL::timestamptz AS lease_until, j.created_at,
+                  j.unique_key, extract(epoch FROM j.backoff_base)::float8 AS backoff_base,
+                  extract(epoch FROM j.backoff_max)::float8 AS backoff_max, j.errors
+    )
+    SELECT * FROM taken t ORDER BY t.priority, t.run_at, t.id";
+
+const TAKE_TYPES: [Type; 2] = [Type::TEXT, Type::INT4];
+
+/// The taken row's columns (all but `lease_until`), in `pgbroker.take`'s order.
+const ROW_ARGS: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, \
+    make_interval(secs => $10), make_interval(secs => $11), $12";
+const ROW_TYPES: [Type; 12] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::JSONB,
+    Type::INT4,
+    Type::INT4,
+    Type::INT4,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::FLOAT8,
+    Type::FLOAT8,
+    Type::JSONB,
+];
+
+fn fail_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!("SELECT pgbroker.fail_taken({ROW_ARGS}, $13, make_interval(secs => $14), $15, $16)")
+    })
+}
+
+fn return_sql() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        format!("SELECT pgbroker.return_taken({ROW_ARGS}, make_interval(secs => $13))")
+    })
+}
+
+impl ClaimedJob {
+    fn from_taken_row(row: &Row) -> ClaimedJob {
+        let mut job = ClaimedJob::from_row(row);
+        job.taken = Some(Box::new(TakenRow {
+            backoff_base: row.get(10),
+            backoff_max: row.get(11),
+            errors: row.get(12),
+        }));
+        job
+    }
+
+    /// True for a job taken by a transaction ([`Broker::take_jobs`]), false for a leased one.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// for job in broker.take_jobs(&mut tx, "emails", 10)? {
+    ///     assert!(job.is_taken() && job.lease_until.is_none());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn is_taken(&self) -> bool {
+        self.taken.is_some()
+    }
+
+    fn taken_row(&self, what: &str) -> Result<&TakenRow> {
+        self.taken.as_deref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!(
+                    "job {} was claimed with a lease, not taken in a transaction: {what} \
+                     takes only jobs returned by take_jobs",
+                    self.id
+                ),
+            )
+        })
+    }
+}
+
+impl CachedClient {
+    /// Begins a transaction on this pooled connection and takes up to `max` available jobs of
+    /// `queue` in it: [`Broker::take_jobs`] with its statement prepared once per connection
+    /// (no planning per call; use this on hot paths). Returns the open transaction and the
+    /// jobs: commit it to complete them, drop it (rollback) to give them back. Everything
+    /// said at [`Broker::take_jobs`] holds.
+    ///
+    /// Fails with [`ErrorKind::InvalidName`] for a bad queue name, before anything is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// loop {
+    ///     let (mut tx, jobs) = conn.take_jobs("thumbnails", 100)?;
+    ///     if jobs.is_empty() {
+    ///         break;
+    ///     }
+    ///     for job in &jobs {
+    ///         tx.execute("INSERT INTO thumbnails (job) VALUES ($1)", &[&job.id])?;
+    ///     }
+    ///     tx.commit()?; // jobs done and thumbnails recorded, atomically
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn take_jobs(
+        &mut self,
+        queue: &str,
+        max: usize,
+    ) -> Result<(Transaction<'_>, Vec<ClaimedJob>)> {
+        validate_queue(queue)?;
+        let stmt = self.statement(TAKE_SQL)?;
+        let mut tx = self.transaction()?;
+        let jobs = take_prepared(&mut tx, &stmt, queue, max)?;
+        Ok((tx, jobs))
+    }
+}
+
+/// Takes with `stmt`, the prepared [`TAKE_SQL`] of `tx`'s connection.
+pub(crate) fn take_prepared(
+    tx: &mut Transaction<'_>,
+    stmt: &Statement,
+    queue: &str,
+    max: usize,
+) -> Result<Vec<ClaimedJob>> {
+    let max = i32::try_from(max).unwrap_or(i32::MAX);
+    if max == 0 {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .query(stmt, &[&queue, &max])
+        .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
+    Ok(rows.iter().map(ClaimedJob::from_taken_row).collect())
+}
+
+/// The taken row's columns as parameters, in `ROW_TYPES`' order.
+fn row_values<'a>(job: &'a ClaimedJob, t: &'a TakenRow) -> Vec<&'a (dyn ToSql + Sync)> {
+    vec![
+        &job.id,
+        &job.queue,
+        &job.payload,
+        &job.attempt,
+        &job.max_attempts,
+        &job.priority,
+        &job.run_at,
+        &job.created_at,
+        &job.unique_key,
+        &t.backoff_base,
+        &t.backoff_max,
+        &t.errors,
+    ]
+}
+
+fn typed<'a>(
+    values: &[&'a (dyn ToSql + Sync)],
+    types: &[Type],
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    values.iter().copied().zip(types.iter().cloned()).collect()
+}
+
+impl Broker {
+    /// Takes up to `max` available jobs of `queue` inside the caller's transaction `tx`, in
+    /// (priority, run_at, id) order: the "transactional claim". The jobs are deleted by `tx`
+    /// and locked against every other worker until it ends, so **committing `tx` completes
+    /// them** and rolling it back (or the connection or process dying) returns them untouched.
+    /// Nothing is written for a lease: this costs about what a bare `DELETE ... SKIP LOCKED`
+    /// does. Each job's `attempt` is the attempt being run (stored attempts + 1), its
+    /// `lease_until` is `None`.
+    ///
+    /// Anything else written in `tx` commits or rolls back with the jobs: exactly-once effects
+    /// for work done in this database. Record a failed job with
+    /// [`fail_taken_in`](Self::fail_taken_in) in the same transaction before committing (it is
+    /// written back to run again, or dead).
+    ///
+    /// Use it for short jobs. While `tx` is open it holds a transaction id, which holds back
+    /// the durable topics' read horizon and vacuum cluster-wide; bound it with
+    /// `SET LOCAL idle_in_transaction_session_timeout` (the lease of this mode: a hung worker's
+    /// session is ended by the server and its jobs come back). A taken job shows as
+    /// `available` (locked) to other sessions until `tx` ends; [`cancel_job`](Self::cancel_job)
+    /// cannot cancel it then. A worker that crashes counts no attempt, so a job that kills its
+    /// process is retried without limit: run such jobs with leases
+    /// ([`claim_jobs`](Self::claim_jobs)).
+    ///
+    /// Fails with [`ErrorKind::InvalidName`] for a bad queue name (nothing is sent); returns
+    /// no jobs for a `max` of 0. This works on any transaction, so nothing is prepared on the
+    /// connection and the server parses and plans the statement on every call (one round
+    /// trip); on a connection of the broker's pool, [`CachedClient::take_jobs`] begins the
+    /// transaction and takes with a statement prepared once per connection, which is faster.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// tx.batch_execute("SET LOCAL idle_in_transaction_session_timeout = '30s'")?;
+    /// for job in broker.take_jobs(&mut tx, "invoices", 100)? {
+    ///     let invoice = job.payload["invoice"].as_i64();
+    ///     match invoice {
+    ///         Some(id) => {
+    ///             tx.execute("UPDATE invoices SET sent = true WHERE id = $1", &[&id])?;
+    ///         }
+    ///         None => {
+    ///             broker.fail_taken_in(&mut tx, &job, "no invoice in payload", None)?;
+    ///         }
+    ///     }
+    /// }
+    /// tx.commit()?; // the jobs are done, the invoices sent: both or neither
+    /// # Ok(()) }
+    /// ```
+    pub fn take_jobs(
+        &self,
+        tx: &mut Transaction<'_>,
+        queue: &str,
+        max: usize,
+    ) -> Result<Vec<ClaimedJob>> {
+        validate_queue(queue)?;
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let values: [&(dyn ToSql + Sync); 2] = [&queue, &max];
+        let rows = tx
+            .query_typed(TAKE_SQL, &typed(&values, &TAKE_TYPES))
+            .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
+        Ok(rows.iter().map(ClaimedJob::from_taken_row).collect())
+    }
+
+    /// Records a failed attempt of a job taken in `tx` by [`take_jobs`](Self::take_jobs): in
+    /// the same transaction it is written back (same id) to run again after `retry_in`
+    /// (default: its backoff, as for [`fail_job`](Self::fail_job)), or as dead once its
+    /// attempts are exhausted, with `error` appended to its error history. Returns the new
+    /// state. Nothing is visible to others before `tx` commits; rolled back, the job is
+    /// available again as if never taken.
+    ///
+    /// Fails with [`ErrorKind::InvalidInput`] for a job that was not taken (a leased job from
+    /// [`claim_jobs`](Self::claim_jobs)); nothing is written then. Call it at most once per
+    /// taken job (a second call fails with a duplicate-key [`ErrorKind::Db`], which aborts
+    /// `tx`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// for job in broker.take_jobs(&mut tx, "webhooks", 10)? {
+    ///     let state = broker.fail_taken_in(&mut tx, &job, "503", Some(Duration::from_secs(5)))?;
+    ///     println!("job {} is now {state}", job.id);
+    /// }
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn fail_taken_in(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &ClaimedJob,
+        error: &str,
+        retry_in: Option<Duration>,
+    ) -> Result<JobState> {
+        self.fail_taken_with(tx, job, error, retry_in, false, None)
+    }
+
+    pub(crate) fn fail_taken_with(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &ClaimedJob,
+        error: &str,
+        retry_in: Option<Duration>,
+        discard: bool,
+        worker: Option<&str>,
+    ) -> Result<JobState> {
+        let taken = job.taken_row("fail_taken_in")?;
+        let error = error.replace('\0', "\u{FFFD}");
+        let retry_in = retry_in.map(secs);
+        let mut values = row_values(job, taken);
+        values.extend_from_slice(&[&error, &retry_in, &discard, &worker]);
+        let mut types = ROW_TYPES.to_vec();
+        types.extend([Type::TEXT, Type::FLOAT8, Type::BOOL, Type::TEXT]);
+        let rows = tx.query_typed(fail_sql(), &typed(&values, &types))?;
+        rows[0].get::<_, String>(0).parse()
+    }
+
+    /// Gives a job taken in `tx` back without counting its attempt, to run after `delay`
+    /// (`None`: at once, keeping its place in the queue). In the same transaction, like
+    /// [`fail_taken_in`](Self::fail_taken_in), and with the same errors.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut conn = broker.conn()?;
+    /// let mut tx = conn.transaction()?;
+    /// for job in broker.take_jobs(&mut tx, "reports", 10)? {
+    ///     broker.return_taken_in(&mut tx, &job, Some(Duration::from_secs(60)))?; // later
+    /// }
+    /// tx.commit()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn return_taken_in(
+        &self,
+        tx: &mut Transaction<'_>,
+        job: &ClaimedJob,
+        delay: Option<Duration>,
+    ) -> Result<()> {
+        let taken = job.taken_row("return_taken_in")?;
+        let delay = delay.map(secs);
+        let mut values = row_values(job, taken);
+        values.push(&delay);
+        let mut types = ROW_TYPES.to_vec();
+        types.push(Type::FLOAT8);
+        tx.query_typed(return_sql(), &typed(&values, &types))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::TAKE_SQL;
+
+    #[test]
+    fn take_statement_is_the_sql_functions_body() {
+        let schema = include_str!("../../schema/queue.sql");
+        let start = schema
+            .find("CREATE OR REPLACE FUNCTION pgbroker.take(")
+            .unwrap();
+        let body = &schema[start..];
+        let body = &body[body.find("    WITH taken AS (").unwrap()..];
+        let body = &body[..body.find("\n$$;").unwrap()];
+        let ours = TAKE_SQL
+            .replace(
+                "extract(epoch FROM j.backoff_base)::float8 AS backoff_base",
+                "j.backoff_base",
+            )
+            .replace(
+                "extract(epoch FROM j.backoff_max)::float8 AS backoff_max",
+                "j.backoff_max",
+            )
+            .replace("$2::integer", "$2");
+        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(words(&ours), words(body));
+    }
+}
