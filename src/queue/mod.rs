@@ -57,6 +57,7 @@ mod enqueue;
 mod job;
 mod stats;
 mod take;
+mod take_batch;
 mod watch;
 
 pub use claim::ClaimedJob;
