@@ -538,3 +538,63 @@ fn taken_jobs_are_not_handed_to_a_second_pool() {
     assert_eq!(sa.handled + sb.handled, n as u64);
     assert_eq!(effects(&broker).len(), n);
 }
+
+#[test]
+fn a_deadlock_between_batches_gives_the_victim_back_uncounted_and_both_commit() {
+    let db = support::db();
+    let broker = db.broker();
+    db.client()
+        .batch_execute(
+            "CREATE TABLE rows (id int PRIMARY KEY, n int NOT NULL);
+             INSERT INTO rows VALUES (1, 0), (2, 0);",
+        )
+        .unwrap();
+    // Batch A updates row 1 then row 2, batch B row 2 then row 1.
+    for row in [1, 2, 2, 1] {
+        broker
+            .enqueue("dl", &serde_json::json!({ "row": row }))
+            .unwrap();
+    }
+    let both_locked = Arc::new(std::sync::Barrier::new(2));
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let r = runs.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(2)
+        .queue_with(
+            opts("dl").concurrency(2).jobs_per_transaction(2),
+            move |job| {
+                let first_of_batch = {
+                    let mut runs = r.lock().unwrap();
+                    runs.push((job.id(), job.attempt()));
+                    runs.len() <= 2
+                };
+                let row = job.payload()["row"].as_i64().unwrap() as i32;
+                job.with_transaction(|tx| {
+                    tx.execute("UPDATE rows SET n = n + 1 WHERE id = $1", &[&row])?;
+                    Ok(())
+                })?;
+                if first_of_batch {
+                    both_locked.wait();
+                }
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap();
+    assert!(support::wait_until(WAIT, || jobs_left(&broker) == 0));
+    let stats = pool.shutdown().unwrap();
+    let n: Vec<i32> = broker
+        .conn()
+        .unwrap()
+        .query("SELECT n FROM rows ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(n, [2, 2], "every update applied exactly once");
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 5, "the victim ran again: {runs:?}");
+    assert!(runs.iter().all(|(_, attempt)| *attempt == 1), "{runs:?}");
+    assert_eq!((stats.handled, stats.failed), (4, 1));
+}

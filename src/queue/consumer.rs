@@ -214,6 +214,13 @@ impl QueueOptions {
     ///   while they run; there is no `running` state, no status event before the commit, and
     ///   [`Broker::cancel_job`](crate::Broker::cancel_job) cannot cancel them
     ///   ([`JobContext::is_cancelled`] stays false).
+    /// - **Row locks last until the batch commits.** A row a job updated stays locked while
+    ///   the rest of its batch runs, so batches updating the same rows wait for each other,
+    ///   and in opposite orders deadlock (the server detects it after `deadlock_timeout`,
+    ///   1 s by default). A job that fails on a deadlock or serialization failure (SQLSTATE
+    ///   `40P01`, `40001`) is given back without counting the attempt and its batch commits
+    ///   at once, releasing its locks. For hot rows use fewer
+    ///   [`jobs_per_transaction`](Self::jobs_per_transaction) or a concurrency of 1.
     /// - The lease is not extended by a heartbeat: it bounds each pause between statements
     ///   (a handler that works longer without touching the transaction loses the batch).
     /// - [`keep_completed`](Self::keep_completed) is not supported (the take deletes the job):

@@ -31,6 +31,8 @@ pub(crate) enum Outcome {
 /// that [`JobContext`] needs one lifetime, not the transaction's two.
 pub(crate) trait JobTransaction: Sync {
     fn run(&self, f: &mut dyn FnMut(&mut Transaction<'_>)) -> Result<()>;
+    /// Told about an error the handler's closure returned (a deadlock ends the batch early).
+    fn closure_failed(&self, e: &Error);
 }
 
 /// The job a queue handler runs, with its options and controls. Given to the handler
@@ -332,6 +334,9 @@ impl<'a> JobContext<'a> {
                 out = Some(f(tx));
             }
         })?;
+        if let Some(Err(e)) = &out {
+            access.closure_failed(e);
+        }
         out.unwrap_or_else(|| {
             Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -433,5 +438,16 @@ impl<'a> JobContext<'a> {
 
     pub(crate) fn take_result(&self) -> Option<Value> {
         self.result.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::JobContext;
+
+    #[test]
+    fn contexts_can_be_shared_with_threads_the_handler_spawns() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<JobContext<'_>>();
     }
 }

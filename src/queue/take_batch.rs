@@ -13,6 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use crossbeam_channel::{select, Sender};
+use postgres::error::SqlState;
 use postgres::Transaction;
 
 use super::consumer::{error_text, Shared};
@@ -120,6 +121,14 @@ struct BatchTx<'c> {
 struct TxState<'c> {
     tx: Transaction<'c>,
     savepoint: bool,
+    /// The running job's closure got a deadlock or serialization failure.
+    conflict: bool,
+}
+
+/// SQLSTATEs of a conflict with another transaction: the job is not at fault, the locks its
+/// batch holds are (see `end_job`).
+fn is_conflict(e: &Error) -> bool {
+    matches!(e.db_code(), Some("40P01" | "40001"))
 }
 
 impl<'c> BatchTx<'c> {
@@ -148,6 +157,19 @@ impl JobTransaction for BatchTx<'_> {
         f(&mut s.tx);
         Ok(())
     }
+
+    fn closure_failed(&self, e: &Error) {
+        if is_conflict(e) {
+            self.state().conflict = true;
+        }
+    }
+}
+
+/// What the batch does after a job.
+enum Next {
+    Continue,
+    /// Commit what is done now and give the rest back: the batch's locks are in the way.
+    CommitNow,
 }
 
 /// Runs the handlers of a batch's jobs in turn and commits. At shutdown the jobs not started
@@ -158,6 +180,7 @@ fn run_jobs(shared: &Shared, ctx: &SourceContext, tx: Transaction<'_>, jobs: Vec
         state: Mutex::new(TxState {
             tx,
             savepoint: false,
+            conflict: false,
         }),
     };
     let total = jobs.len();
@@ -171,13 +194,7 @@ fn run_jobs(shared: &Shared, ctx: &SourceContext, tx: Transaction<'_>, jobs: Vec
             if started == 0 {
                 return; // rolled back: every job is available again, untouched
             }
-            let mut s = batch.state();
-            for job in &jobs {
-                if let Err(e) = shared.broker.return_taken_in(&mut s.tx, job, None) {
-                    lost = Some(e);
-                    break;
-                }
-            }
+            lost = give_back(shared, &batch, &jobs).err();
             break;
         }
         started += 1;
@@ -192,9 +209,16 @@ fn run_jobs(shared: &Shared, ctx: &SourceContext, tx: Transaction<'_>, jobs: Vec
         let what = format!("queue {queue:?} job {id}");
         let handler = shared.handler.clone();
         let res = shared.stats.run_handler(&what, || handler(&job_ctx));
-        if let Err(e) = end_job(shared, &batch, &job_ctx, res) {
-            lost = Some(e);
-            break;
+        match end_job(shared, &batch, &job_ctx, res) {
+            Ok(Next::Continue) => {}
+            Ok(Next::CommitNow) => {
+                lost = give_back(shared, &batch, &jobs).err();
+                break;
+            }
+            Err(e) => {
+                lost = Some(e);
+                break;
+            }
         }
     }
     let TxState { tx, .. } = batch.state.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -214,37 +238,58 @@ fn run_jobs(shared: &Shared, ctx: &SourceContext, tx: Transaction<'_>, jobs: Vec
     }
 }
 
+/// Gives jobs of the batch back untouched (attempt not counted, same place in the queue).
+fn give_back(shared: &Shared, batch: &BatchTx<'_>, jobs: &VecDeque<ClaimedJob>) -> Result<()> {
+    let mut s = batch.state();
+    for job in jobs {
+        shared.broker.return_taken_in(&mut s.tx, job, None)?;
+    }
+    Ok(())
+}
+
 /// Closes the job's savepoint (its writes kept on success, undone on failure) and writes the
 /// job back when it did not complete. An error here means the batch's transaction is lost.
+///
+/// A job that failed on a deadlock or serialization failure is given back without counting
+/// the attempt, and the batch commits at once: the other transaction usually waits for rows
+/// this batch's earlier jobs locked, and every further job would run into it again.
 fn end_job(
     shared: &Shared,
     batch: &BatchTx<'_>,
     ctx: &JobContext<'_>,
     res: std::result::Result<(), Error>,
-) -> Result<()> {
+) -> Result<Next> {
     let broker = &shared.broker;
     let job = ctx.claimed();
     let outcome = ctx.take_outcome();
     let mut s = batch.state();
     let res = match res {
-        Ok(()) if s.savepoint => s.tx.batch_execute(RELEASE).map_err(|e| {
-            log::warn!(
-                "pgbroker queue {:?} job {}: its transaction was aborted: {e}",
-                job.queue,
-                job.id
-            );
-            Error::new(
+        Ok(()) if s.savepoint => match s.tx.batch_execute(RELEASE) {
+            Ok(()) => Ok(()),
+            // The handler went on after with_transaction gave it a database error.
+            Err(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION) => Err(Error::new(
                 ErrorKind::Handler,
                 "the handler returned Ok, but an error it got from with_transaction had \
-                 aborted the job's transaction",
-            )
-        }),
+                     aborted the job's transaction",
+            )),
+            Err(e) => return Err(e.into()), // the connection: the batch is lost
+        },
         res => res,
     };
     if res.is_err() && s.savepoint {
         s.tx.batch_execute(ROLLBACK)?;
     }
     s.savepoint = false;
+    if std::mem::take(&mut s.conflict) && res.is_err() {
+        log::info!(
+            "pgbroker queue {:?} job {}: conflict with another transaction; given back, and \
+             its batch commits early to release its locks",
+            job.queue,
+            job.id
+        );
+        broker.return_taken_in(&mut s.tx, job, None)?;
+        return Ok(Next::CommitNow);
+    }
     match (res, outcome) {
         (Ok(()), None | Some(Outcome::Done)) => {} // the take's delete completes it
         (Ok(()), Some(Outcome::Snooze(delay))) => {
@@ -271,5 +316,5 @@ fn end_job(
             )?;
         }
     }
-    Ok(())
+    Ok(Next::Continue)
 }
