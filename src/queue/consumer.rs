@@ -519,7 +519,12 @@ fn fetch_loop(
             }
             Err(e) => {
                 failures += 1;
-                log::warn!("pgbroker queue {queue:?}: claiming failed: {e}");
+                let what = if shared.opts.transactional {
+                    "taking jobs"
+                } else {
+                    "claiming"
+                };
+                log::warn!("pgbroker queue {queue:?}: {what} failed: {e}");
                 let delay = shared.broker.config().reconnect_delay(failures - 1);
                 if !ctx.sleep(delay) {
                     break;

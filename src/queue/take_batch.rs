@@ -97,9 +97,7 @@ impl Batch {
         }
         // The lease of this mode: a worker that hangs between two statements loses its
         // session to the server, and the batch's jobs come back.
-        let lease_ms = shared.opts.lease_duration().as_millis().max(1);
-        let set = format!("SET LOCAL idle_in_transaction_session_timeout = {lease_ms}");
-        if let Err(e) = tx.batch_execute(&set) {
+        if let Err(e) = tx.batch_execute(&set_timeout(shared.opts.lease_duration())) {
             return self.tell(Taken::Failed(Error::from(e)));
         }
         self.tell(Taken::Jobs(jobs.len()));
@@ -107,7 +105,13 @@ impl Batch {
     }
 }
 
-/// The name of the savepoint each job's writes live under.
+/// Sets the batch's lease: the server's limit is `i32::MAX` milliseconds (about 24 days).
+fn set_timeout(lease: std::time::Duration) -> String {
+    let ms = lease.as_millis().clamp(1, i32::MAX as u128);
+    format!("SET LOCAL idle_in_transaction_session_timeout = {ms}")
+}
+
+/// The savepoint each job's writes live under.
 const SAVEPOINT: &str = "SAVEPOINT pgbroker_job";
 const RELEASE: &str = "RELEASE SAVEPOINT pgbroker_job";
 const ROLLBACK: &str = "ROLLBACK TO SAVEPOINT pgbroker_job; RELEASE SAVEPOINT pgbroker_job";
@@ -317,4 +321,19 @@ fn end_job(
         }
     }
     Ok(Next::Continue)
+}
+
+#[cfg(test)]
+mod test {
+    use super::set_timeout;
+    use std::time::Duration;
+
+    #[test]
+    fn the_lease_fits_the_servers_setting() {
+        assert_eq!(
+            set_timeout(Duration::from_millis(1500)),
+            "SET LOCAL idle_in_transaction_session_timeout = 1500"
+        );
+        assert!(set_timeout(Duration::from_secs(u64::MAX)).ends_with("= 2147483647"));
+    }
 }
