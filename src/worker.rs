@@ -184,6 +184,11 @@ impl Stats {
         }
     }
 
+    /// Counts `n` items given back unstarted at shutdown (jobs of a transactional batch).
+    pub(crate) fn count_abandoned(&self, n: u64) {
+        self.abandoned.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             handled: self.handled.load(Ordering::Relaxed),

@@ -1,6 +1,7 @@
 //! The queue's source for the shared worker pool: a fetch thread claiming batches (bounded by
 //! the queue's concurrency) and waking on LISTEN or a poll timer, and a heartbeat thread
-//! extending leases of claimed jobs, noticing cancellations and rescuing expired leases.
+//! extending leases of claimed jobs, noticing cancellations and rescuing expired leases. In
+//! transactional mode the fetch thread hands out batches to take instead (`take_batch.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -13,12 +14,13 @@ use crossbeam_channel::{after, select, Receiver, Sender};
 
 use super::completions::Completions;
 use super::context::{JobContext, Outcome};
+use super::take_batch::{self, Taken};
 use super::{validate_queue, ClaimedJob, JobId, WAKE_CHANNEL};
 use crate::notify::{Event, Listener};
 use crate::worker::{HandlerResult, Source, SourceContext, Stats, Task};
 use crate::{Broker, Error, ErrorKind, Result, WorkerPoolBuilder};
 
-type JobHandler = Arc<dyn Fn(&JobContext) -> HandlerResult + Send + Sync>;
+pub(super) type JobHandler = Arc<dyn Fn(&JobContext<'_>) -> HandlerResult + Send + Sync>;
 
 /// How a worker pool runs one queue. Each setter documents its default.
 ///
@@ -52,6 +54,8 @@ pub struct QueueOptions {
     rescue_interval: Duration,
     keep_completed: Option<Duration>,
     worker_name: Option<String>,
+    transactional: bool,
+    jobs_per_transaction: usize,
 }
 
 impl QueueOptions {
@@ -72,11 +76,16 @@ impl QueueOptions {
             rescue_interval: Duration::from_secs(30),
             keep_completed: None,
             worker_name: None,
+            transactional: false,
+            jobs_per_transaction: 10,
         }
     }
 
     /// How many jobs of this queue run at once in this pool; also how many are claimed ahead
-    /// (bounded prefetch). They share the pool's threads with other work. Default 1.
+    /// (bounded prefetch). They share the pool's threads with other work. On a
+    /// [transactional](Self::transactional) queue, how many transactions run at once (each
+    /// runs its jobs one after another, so still at most this many jobs at once; each holds
+    /// a connection of the broker's pool). Default 1.
     ///
     /// # Examples
     ///
@@ -90,7 +99,9 @@ impl QueueOptions {
 
     /// How long a claimed job stays leased without a heartbeat; a worker that dies loses its
     /// jobs to [`rescue`](crate::Broker::rescue_jobs) this long after its last heartbeat.
-    /// Default 60 s.
+    /// On a [transactional](Self::transactional) queue it is the batch transaction's
+    /// `idle_in_transaction_session_timeout`: the longest pause between two statements of a
+    /// batch before the server ends the session (and its jobs come back). Default 60 s.
     ///
     /// # Examples
     ///
@@ -172,6 +183,93 @@ impl QueueOptions {
         self
     }
 
+    /// Runs the jobs in transactions instead of with leases ("take" mode, for short jobs).
+    /// Default false (leases).
+    ///
+    /// Each batch is one task on a pool thread: it begins a transaction on a connection of the
+    /// broker's pool, sets `idle_in_transaction_session_timeout` to the [lease](Self::lease),
+    /// [takes](crate::Broker::take_jobs) up to
+    /// [`jobs_per_transaction`](Self::jobs_per_transaction) jobs (deleting them in that
+    /// transaction), runs the handler for each in turn and commits: **COMMIT completes the
+    /// jobs**, together with what their handlers wrote through
+    /// [`JobContext::with_transaction`] — exactly-once effects in this database. Each job's
+    /// writes are under a savepoint of their own, so a handler that fails (error or panic) has
+    /// its writes rolled back and its failed attempt recorded in the same transaction (retried
+    /// with backoff, dead after the last attempt) without touching the other jobs of the batch.
+    /// [`snooze`](JobContext::snooze) and [`discard`](JobContext::discard) are written back in
+    /// it too. If the transaction cannot commit (the connection was lost, the timeout ended
+    /// the session) the failure is logged and the whole batch comes back as if never taken, to
+    /// run again. At shutdown the running handler finishes (within the grace period), the
+    /// batch's jobs not yet started are given back untouched (attempt not counted) and the
+    /// rest commits; a batch none of whose handlers started is rolled back.
+    ///
+    /// The trade-offs (see also [`Broker::take_jobs`](crate::Broker::take_jobs)):
+    ///
+    /// - **Short jobs only.** A batch holds a transaction id while it runs, which holds back
+    ///   the durable topics' read horizon (delivery to every subscription waits) and vacuum,
+    ///   cluster-wide. Long jobs belong in lease mode.
+    /// - **A crash counts no attempt**: a job that kills its worker process is retried without
+    ///   limit (nothing survives the rollback to count it).
+    /// - **Taken jobs show as `available`** (locked) in `pgbroker.jobs` and the queue stats
+    ///   while they run; there is no `running` state, no status event before the commit, and
+    ///   [`Broker::cancel_job`](crate::Broker::cancel_job) cannot cancel them
+    ///   ([`JobContext::is_cancelled`] stays false).
+    /// - **Row locks last until the batch commits.** A row a job updated stays locked while
+    ///   the rest of its batch runs, so batches updating the same rows wait for each other,
+    ///   and in opposite orders deadlock (the server detects it after `deadlock_timeout`,
+    ///   1 s by default). A job that fails on a deadlock or serialization failure (SQLSTATE
+    ///   `40P01`, `40001`) is given back without counting the attempt and its batch commits
+    ///   at once, releasing its locks. For hot rows use fewer
+    ///   [`jobs_per_transaction`](Self::jobs_per_transaction) or a concurrency of 1.
+    /// - The lease is not extended by a heartbeat: it bounds each pause between statements
+    ///   (a handler that works longer without touching the transaction loses the batch).
+    /// - [`keep_completed`](Self::keep_completed) is not supported (the take deletes the job):
+    ///   [`start`](crate::WorkerPoolBuilder::start) fails with [`ErrorKind::Config`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use pgbroker::queue::QueueOptions;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .queue_with(
+    ///         QueueOptions::new("invoices").transactional(true).concurrency(4),
+    ///         |job| {
+    ///             let id = job.payload()["invoice"].as_i64();
+    ///             job.with_transaction(|tx| {
+    ///                 tx.execute("UPDATE invoices SET sent = true WHERE id = $1", &[&id])?;
+    ///                 Ok(())
+    ///             })?;
+    ///             Ok(()) // the job is done when the batch commits, with the invoice marked
+    ///         },
+    ///     )
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn transactional(mut self, yes: bool) -> QueueOptions {
+        self.transactional = yes;
+        self
+    }
+
+    /// On a [transactional](Self::transactional) queue, the most jobs one transaction takes
+    /// and runs, one after another. More amortize the commit; fewer spread the jobs over
+    /// more threads and hold each transaction for less time. Keep it at most 64 when handlers
+    /// write (each writing job is a subtransaction; more than 64 in one transaction make
+    /// every snapshot in the cluster slower). Ignored in lease mode. Default 10.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use pgbroker::queue::QueueOptions;
+    /// let opts = QueueOptions::new("q").transactional(true).jobs_per_transaction(32);
+    /// ```
+    pub fn jobs_per_transaction(mut self, n: usize) -> QueueOptions {
+        self.jobs_per_transaction = n;
+        self
+    }
+
     fn check(&self) -> Result<()> {
         validate_queue(&self.queue)?;
         let bad = |msg: String| Err(Error::new(ErrorKind::Config, msg));
@@ -199,7 +297,32 @@ impl QueueOptions {
                 self.queue
             ));
         }
+        if self.transactional && self.jobs_per_transaction == 0 {
+            return bad(format!(
+                "queue {:?}: jobs_per_transaction must be at least 1",
+                self.queue
+            ));
+        }
+        if self.transactional && self.keep_completed.is_some() {
+            return bad(format!(
+                "queue {:?}: keep_completed needs lease mode (a transactional take deletes \
+                 the job)",
+                self.queue
+            ));
+        }
         Ok(())
+    }
+
+    pub(super) fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    pub(super) fn lease_duration(&self) -> Duration {
+        self.lease
+    }
+
+    pub(super) fn jobs_per_batch(&self) -> usize {
+        self.jobs_per_transaction
     }
 
     fn heartbeat_every(&self) -> Duration {
@@ -234,7 +357,7 @@ impl WorkerPoolBuilder {
     /// ```
     pub fn queue<F>(self, queue: &str, concurrency: usize, handler: F) -> Self
     where
-        F: Fn(&JobContext) -> HandlerResult + Send + Sync + 'static,
+        F: Fn(&JobContext<'_>) -> HandlerResult + Send + Sync + 'static,
     {
         self.queue_with(QueueOptions::new(queue).concurrency(concurrency), handler)
     }
@@ -255,7 +378,7 @@ impl WorkerPoolBuilder {
     /// ```
     pub fn queue_with<F>(self, options: QueueOptions, handler: F) -> Self
     where
-        F: Fn(&JobContext) -> HandlerResult + Send + Sync + 'static,
+        F: Fn(&JobContext<'_>) -> HandlerResult + Send + Sync + 'static,
     {
         self.source(Box::new(QueueSource {
             options,
@@ -275,14 +398,15 @@ struct Inflight {
     cancelled: Arc<AtomicBool>,
 }
 
-struct Shared {
-    broker: Broker,
-    opts: QueueOptions,
-    handler: JobHandler,
-    worker: String,
-    stats: Arc<Stats>,
+pub(super) struct Shared {
+    pub(super) broker: Broker,
+    pub(super) opts: QueueOptions,
+    pub(super) handler: JobHandler,
+    pub(super) worker: String,
+    pub(super) stats: Arc<Stats>,
     inflight: Mutex<HashMap<JobId, Inflight>>,
-    permits: Sender<()>,
+    /// One per job running or claimed ahead; one per batch in transactional mode.
+    pub(super) permits: Sender<()>,
     /// Successful jobs waiting to be deleted, many per statement.
     completions: Completions,
 }
@@ -362,23 +486,45 @@ fn fetch_loop(
             },
             recv(ctx.stop_signal()) -> _ => break,
         };
-        while n < shared.opts.concurrency && permits.try_recv().is_ok() {
-            n += 1;
-        }
-        let claimed = shared
-            .broker
-            .claim_jobs(queue, &shared.worker, n, shared.opts.lease);
-        let jobs = match claimed {
-            Ok(jobs) => {
-                failures = 0;
-                jobs
+        let fetched = if shared.opts.transactional {
+            // One permit is one batch; the batch takes its jobs on a worker thread and says
+            // how many it got.
+            match take_batch::start(shared, ctx) {
+                Taken::Jobs(k) => Ok(Fetched::Taken(k)),
+                Taken::Failed(e) => Err(e),
+                Taken::Stopped => break,
             }
-            Err(e) => {
+        } else {
+            while n < shared.opts.concurrency && permits.try_recv().is_ok() {
+                n += 1;
+            }
+            let claimed = shared
+                .broker
+                .claim_jobs(queue, &shared.worker, n, shared.opts.lease);
+            if let Ok(jobs) = &claimed {
+                for _ in jobs.len()..n {
+                    let _ = shared.permits.send(());
+                }
+            } else {
                 for _ in 0..n {
                     let _ = shared.permits.send(());
                 }
+            }
+            claimed.map(Fetched::Claimed)
+        };
+        let fetched = match fetched {
+            Ok(fetched) => {
+                failures = 0;
+                fetched
+            }
+            Err(e) => {
                 failures += 1;
-                log::warn!("pgbroker queue {queue:?}: claiming failed: {e}");
+                let what = if shared.opts.transactional {
+                    "taking jobs"
+                } else {
+                    "claiming"
+                };
+                log::warn!("pgbroker queue {queue:?}: {what} failed: {e}");
                 let delay = shared.broker.config().reconnect_delay(failures - 1);
                 if !ctx.sleep(delay) {
                     break;
@@ -386,10 +532,11 @@ fn fetch_loop(
                 continue;
             }
         };
-        for _ in jobs.len()..n {
-            let _ = shared.permits.send(());
-        }
-        if jobs.is_empty() {
+        let got = match &fetched {
+            Fetched::Claimed(jobs) => jobs.len(),
+            Fetched::Taken(k) => *k,
+        };
+        if got == 0 {
             if !waiting {
                 // Register as idle, then claim once more before sleeping: a job enqueued in
                 // between is found by that claim or announced by a wake-up.
@@ -435,6 +582,9 @@ fn fetch_loop(
             }
             waiting = false;
         }
+        let Fetched::Claimed(jobs) = fetched else {
+            continue; // a batch is running them
+        };
         // Guards first: a job not handed to a worker is released when its guard drops.
         let mut guards: Vec<JobGuard> = {
             let mut inflight = shared.inflight();
@@ -468,6 +618,14 @@ fn fetch_loop(
     if waiting {
         let _ = shared.broker.set_waiting(queue, &shared.worker, false);
     }
+}
+
+/// What one round of the fetch loop got.
+enum Fetched {
+    /// Leased jobs, to hand to the workers.
+    Claimed(Vec<ClaimedJob>),
+    /// How many jobs a batch took in its transaction (it runs them itself).
+    Taken(usize),
 }
 
 fn heartbeat_loop(shared: &Shared, ctx: &SourceContext) {
@@ -546,6 +704,7 @@ impl JobGuard {
             shared.broker.clone(),
             self.cancelled.clone(),
             shared.opts.keep_completed,
+            None,
         );
         let what = format!("queue {:?} job {}", shared.opts.queue, ctx.id());
         let handler = shared.handler.clone();
@@ -571,7 +730,7 @@ impl Drop for JobGuard {
 
 /// Records the handler's outcome. A job no longer running under this claim (cancelled,
 /// rescued) is left alone by the fenced SQL functions.
-fn finish(shared: &Shared, ctx: &JobContext, res: std::result::Result<(), Error>) {
+fn finish(shared: &Shared, ctx: &JobContext<'_>, res: std::result::Result<(), Error>) {
     let broker = &shared.broker;
     let job = ctx.claimed();
     let outcome = ctx.take_outcome();
@@ -618,10 +777,7 @@ fn finish(shared: &Shared, ctx: &JobContext, res: std::result::Result<(), Error>
                 .map(drop)
         }),
         (Err(e), _) => {
-            let text = match std::error::Error::source(&e) {
-                Some(cause) => cause.to_string(),
-                None => e.to_string(),
-            };
+            let text = error_text(&e);
             with_retries(|| {
                 broker
                     .fail_with(job.id, job.attempt, &text, None, false)
@@ -635,6 +791,15 @@ fn finish(shared: &Shared, ctx: &JobContext, res: std::result::Result<(), Error>
              expires): {e}",
             job.id
         );
+    }
+}
+
+/// The text recorded in a job's error history for a failed handler: the handler's own error
+/// when there is one (not pgbroker's wrapping of it).
+pub(super) fn error_text(e: &Error) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => cause.to_string(),
+        None => e.to_string(),
     }
 }
 

@@ -7,9 +7,11 @@
 //!   [`Broker::enqueue_in`](crate::Broker::enqueue_in), many at once with binary `COPY` in
 //!   [`Broker::enqueue_batch`](crate::Broker::enqueue_batch).
 //! - Workers: [`WorkerPoolBuilder::queue`](crate::WorkerPoolBuilder::queue) runs a handler with
-//!   a per-queue concurrency on the shared pool of threads; or drive the protocol yourself with
-//!   [`Broker::claim_jobs`](crate::Broker::claim_jobs) and
-//!   [`Broker::complete_jobs`](crate::Broker::complete_jobs).
+//!   a per-queue concurrency on the shared pool of threads, with leases or, for short jobs,
+//!   [in transactions](QueueOptions::transactional) that complete the jobs when they commit;
+//!   or drive the protocol yourself with [`Broker::claim_jobs`](crate::Broker::claim_jobs) and
+//!   [`Broker::complete_jobs`](crate::Broker::complete_jobs), or
+//!   [`Broker::take_jobs`](crate::Broker::take_jobs) in your own transaction.
 //! - Watchers: [`Broker::watch_jobs`](crate::Broker::watch_jobs) yields a [`JobEvent`] for every
 //!   state change of a queue's jobs.
 //! - Introspection: [`Broker::queue_stats`](crate::Broker::queue_stats),
@@ -21,7 +23,7 @@
 //!
 //! Delivery is at least once: a job whose worker dies is run again after its lease expires,
 //! so handlers should be idempotent (or complete in the same transaction as their effects,
-//! see [`JobContext::complete_in`]).
+//! see [`JobContext::complete_in`] and [`JobContext::with_transaction`]).
 //!
 //! # Examples
 //!
@@ -57,6 +59,7 @@ mod enqueue;
 mod job;
 mod stats;
 mod take;
+mod take_batch;
 mod watch;
 
 pub use claim::ClaimedJob;
