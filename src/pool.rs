@@ -136,15 +136,13 @@ pub type PooledConn = r2d2::PooledConnection<Manager>;
 #[cfg(test)]
 mod test {
     use super::*;
-    use std::hash::{BuildHasher, Hash};
+    use std::hash::BuildHasher;
 
     const A: &str = "SELECT 1";
     const B: &str = "SELECT 1 + 1";
 
     fn hash(k: SqlKey) -> u64 {
-        let mut h = BuildHasherDefault::<SqlKeyHasher>::default().build_hasher();
-        k.hash(&mut h);
-        h.finish()
+        BuildHasherDefault::<SqlKeyHasher>::default().hash_one(k)
     }
 
     #[test]
