@@ -211,16 +211,21 @@ BEGIN
 END
 $$;
 
--- Upgrades from the first layout, which woke consumers from a statement trigger.
+-- Upgrades from the first layout, which woke consumers from a statement trigger (its function
+-- stays while some other trigger uses it).
 DO $$
 BEGIN
     IF EXISTS (SELECT 1 FROM pg_trigger
                 WHERE tgrelid = 'pgbroker.events'::regclass AND tgname = 'events_wakeup') THEN
         DROP TRIGGER events_wakeup ON pgbroker.events;
     END IF;
+    IF to_regprocedure('pgbroker.events_wakeup()') IS NOT NULL
+       AND NOT EXISTS (SELECT 1 FROM pg_trigger
+                        WHERE tgfoid = to_regprocedure('pgbroker.events_wakeup()')) THEN
+        DROP FUNCTION pgbroker.events_wakeup();
+    END IF;
 END
 $$;
-DROP FUNCTION IF EXISTS pgbroker.events_wakeup();
 
 CREATE OR REPLACE FUNCTION pgbroker.publish(
     topic text,
