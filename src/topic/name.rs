@@ -14,6 +14,27 @@ fn segment_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The rule of [`validate_topic`] in one pass over the bytes (every publish checks it; the
+/// split into segments cost 650 instructions for a 21-byte topic).
+fn topic_ok(topic: &[u8]) -> bool {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
+        return false;
+    }
+    let mut prev = b'.';
+    for &b in topic {
+        let ok = if b == b'.' {
+            prev != b'.'
+        } else {
+            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
+        };
+        if !ok {
+            return false;
+        }
+        prev = b;
+    }
+    prev != b'.'
+}
+
 /// Checks a topic name: 1 to 255 bytes of dot-separated segments made of ASCII letters, digits,
 /// `_` and `-` (`orders`, `orders.created`, `public.users.update`). The same rule as the SQL
 /// function `pgbroker.valid_topic`. Fails with [`ErrorKind::InvalidName`].
@@ -27,7 +48,7 @@ fn segment_ok(s: &str) -> bool {
 /// assert!(validate_topic("orders.*").is_err()); // a pattern, not a topic
 /// ```
 pub fn validate_topic(topic: &str) -> Result<()> {
-    if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES || !topic.split('.').all(segment_ok) {
+    if !topic_ok(topic.as_bytes()) {
         return Err(Error::new(
             ErrorKind::InvalidName,
             format!(
