@@ -14,20 +14,27 @@ fn segment_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// The rule of [`validate_topic`] in one pass over the bytes (every publish checks it; the
-/// split into segments cost 650 instructions for a 21-byte topic).
+/// The bytes of a topic segment: ASCII letters, digits, `_` and `-`.
+const SEGMENT_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    t
+};
+
+/// The rule of [`validate_topic`] in one pass over the bytes with a table (every publish checks
+/// it; splitting into segments cost 650 instructions for a 21-byte topic).
 fn topic_ok(topic: &[u8]) -> bool {
     if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
         return false;
     }
     let mut prev = b'.';
     for &b in topic {
-        let ok = if b == b'.' {
-            prev != b'.'
-        } else {
-            b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
-        };
-        if !ok {
+        if !(SEGMENT_BYTE[b as usize] || (b == b'.' && prev != b'.')) {
             return false;
         }
         prev = b;
