@@ -594,6 +594,100 @@ fn wake_ups_only_while_a_worker_waits_and_one_per_transaction() {
         .is_none());
 }
 
+/// Installing over the first layout of `pgbroker.jobs` (three CHECKs, re-planned by every
+/// insert and update) leaves the one cheap state check, which still refuses unknown states.
+#[test]
+fn install_replaces_the_costly_job_checks() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    c.batch_execute(
+        "ALTER TABLE pgbroker.jobs DROP CONSTRAINT jobs_state_check,
+           ADD CONSTRAINT jobs_state_check
+               CHECK (state IN ('available', 'running', 'completed', 'dead', 'cancelled')),
+           ADD CONSTRAINT jobs_max_attempts_check CHECK (max_attempts > 0),
+           ADD CONSTRAINT jobs_queue_check CHECK (octet_length(queue) BETWEEN 1 AND 48)",
+    )
+    .unwrap();
+    let id = broker.enqueue("keep", "{}").unwrap();
+    broker.install().unwrap();
+    let checks: Vec<String> = c
+        .query(
+            "SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
+              WHERE conrelid = 'pgbroker.jobs'::regclass AND contype = 'c'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        checks,
+        ["jobs_state_check CHECK (((state)::pgbroker.job_state IS NOT NULL))"]
+    );
+    assert!(broker.job(id).unwrap().is_some());
+    let err = c
+        .execute(
+            "UPDATE pgbroker.jobs SET state = 'done' WHERE id = $1",
+            &[&id],
+        )
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&pgbroker::postgres::error::SqlState::INVALID_TEXT_REPRESENTATION)
+    );
+}
+
+/// Each of the three enqueue statements wakes a waiting worker on its own, and only for a job
+/// that is new and due now.
+#[test]
+fn every_enqueue_statement_wakes_a_waiting_worker() {
+    let db = support::db();
+    let broker = db.broker();
+    let listener = broker.listen("pgbroker.jobs").unwrap();
+    let mut c = db.client();
+    c.execute("SELECT pgbroker.wait_for_jobs('mail', 'w1')", &[])
+        .unwrap();
+    let woken = || {
+        let mut n = 0;
+        while let Some(pgbroker::Event::Notification(_)) =
+            listener.recv_timeout(Duration::from_millis(300)).unwrap()
+        {
+            n += 1;
+        }
+        n
+    };
+    let past = std::time::SystemTime::now() - Duration::from_secs(60);
+    let cases = [
+        ("enqueue", None, 1),
+        ("plain job", Some(Job::new("mail", "{}").priority(3)), 1),
+        ("run_at past", Some(Job::new("mail", "{}").run_at(past)), 1),
+        (
+            "delayed",
+            Some(Job::new("mail", "{}").delay(Duration::from_secs(60))),
+            0,
+        ),
+        (
+            "unique, new",
+            Some(Job::new("mail", "{}").unique_key("k")),
+            1,
+        ),
+        (
+            "unique, duplicate",
+            Some(Job::new("mail", "{}").unique_key("k")),
+            0,
+        ),
+    ];
+    for (what, job, expected) in cases {
+        match job {
+            None => broker.enqueue("mail", "{}").map(|_| ()),
+            Some(j) => broker.enqueue_job(&j).map(|_| ()),
+        }
+        .unwrap();
+        assert_eq!(woken(), expected, "{what}");
+    }
+}
+
 #[test]
 fn sql_claims_use_the_same_order_as_rust_claims() {
     let db = support::db();

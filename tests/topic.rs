@@ -795,3 +795,76 @@ fn concurrent_subscribes_create_once() {
     assert_eq!(broker.subscription_partitions("boot").unwrap(), 3);
     assert_eq!(broker.lag("boot").unwrap().len(), 3);
 }
+
+/// While a consumer waits (a row in `pgbroker.log_waiters`), every pgbroker way of writing
+/// events sends one wake-up per transaction; events written with plain SQL send none (their
+/// consumers see them at the next poll) unless the writer calls `pgbroker.log_wake()`.
+#[test]
+fn every_way_of_publishing_wakes_waiting_consumers_and_plain_sql_does_not() {
+    let db = support::db();
+    let broker = db.broker();
+    let listener = broker.listen(pgbroker::topic::WAKEUP_CHANNEL).unwrap();
+    let woken = || {
+        let mut n = 0;
+        while let Some(pgbroker::Event::Notification(_)) =
+            listener.recv_timeout(Duration::from_millis(300)).unwrap()
+        {
+            n += 1;
+        }
+        n
+    };
+    let mut c = db.client();
+    c.batch_execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
+        .unwrap();
+    broker
+        .publish_table_changes("items", &[TableOp::Insert])
+        .unwrap();
+    // Nobody waits: no NOTIFY at all.
+    broker.publish("t", &json!(0)).unwrap();
+    assert_eq!(woken(), 0);
+
+    c.execute("INSERT INTO pgbroker.log_waiters (pid) VALUES (0)", &[])
+        .unwrap();
+    let event = |i: usize| NewEvent::new("t", json!(i));
+    let in_tx = |f: &dyn Fn(&mut pgbroker::postgres::Transaction<'_>)| {
+        let mut conn = broker.conn().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        f(&mut tx);
+        tx.commit().unwrap();
+    };
+    broker.publish("t", &json!(1)).unwrap();
+    assert_eq!(woken(), 1, "publish");
+    broker.publish_event(&event(2)).unwrap();
+    assert_eq!(woken(), 1, "publish_event");
+    broker.publish_batch((0..3).map(event)).unwrap();
+    assert_eq!(woken(), 1, "publish_batch by INSERT");
+    broker.publish_batch((0..1001).map(event)).unwrap();
+    assert_eq!(woken(), 1, "publish_batch by COPY");
+    in_tx(&|tx| {
+        broker.publish_in(tx, &event(3)).unwrap();
+        broker.publish_in(tx, &event(4)).unwrap();
+        broker.publish_batch_in(tx, (0..1001).map(event)).unwrap();
+    });
+    assert_eq!(
+        woken(),
+        1,
+        "publish_in and publish_batch_in, one per transaction"
+    );
+    c.query("SELECT pgbroker.publish('t', '5')", &[]).unwrap();
+    assert_eq!(woken(), 1, "SQL pgbroker.publish");
+    c.execute("INSERT INTO items VALUES (1, 'a')", &[]).unwrap();
+    assert_eq!(woken(), 1, "table change events");
+
+    c.execute(
+        "INSERT INTO pgbroker.events (topic, payload) VALUES ('t', '6')",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(woken(), 0, "plain INSERT");
+    let woke: bool = c
+        .query_one("SELECT pgbroker.log_wake()", &[])
+        .unwrap()
+        .get(0);
+    assert!(woke);
+    assert_eq!(woken(), 1, "pgbroker.log_wake()");
+}

@@ -451,6 +451,31 @@ fn consumers_wake_up_on_publish_without_waiting_for_the_poll() {
     pool.shutdown().unwrap();
 }
 
+/// Events written with plain SQL wake nobody: an idle consumer sees them at its next poll (or
+/// re-read), not at once, unless the writer calls `pgbroker.log_wake()`.
+#[test]
+fn plain_sql_inserts_wait_for_the_poll_unless_the_writer_wakes_consumers() {
+    let db = support::db();
+    let broker = db.broker();
+    let (pool, seen) = idle_consumer(&db, &broker, Duration::from_secs(30));
+    let mut c = db.client();
+    c.execute(
+        "INSERT INTO pgbroker.events (topic, payload) VALUES ('t', '{\"seq\": 0}')",
+        &[],
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(seen.lock().unwrap().is_empty(), "woken by a plain INSERT");
+    c.query("SELECT pgbroker.log_wake()", &[]).unwrap();
+    let woken = Instant::now();
+    assert!(support::wait_until(WAIT, || seen.lock().unwrap().len() == 1));
+    assert!(
+        woken.elapsed() < Duration::from_secs(10),
+        "delivered by the 30 s poll, not the wake-up"
+    );
+    pool.shutdown().unwrap();
+}
+
 #[test]
 fn starting_a_consumer_of_a_missing_subscription_fails() {
     let db = support::db();

@@ -5,44 +5,52 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::Transaction;
 
-use super::job::Job;
-use super::{secs, JobId, JobPayload};
+use super::job::{check_payload, Job, DEFAULT_MAX_ATTEMPTS};
+use super::{secs, validate_queue, JobId, JobPayload};
 use crate::{Broker, Error, Result};
 
-// The hot path: a plain INSERT (same columns and semantics as `pgbroker.enqueue`, whose checks
-// were done in Rust), and a wake-up NOTIFY only while some worker of the queue waits idle.
-// A prepared statement with a cached plan: calling the plpgsql function costs ~40% more.
-const ENQUEUE_SQL: &str = "WITH j AS (
-        INSERT INTO pgbroker.jobs (queue, payload, priority, run_at, max_attempts, unique_key,
-                                   backoff_base, backoff_max)
-        VALUES ($1, $2, $3, coalesce($4, now()) + make_interval(secs => coalesce($7::float8, 0)),
-                $5, $6, make_interval(secs => $8), make_interval(secs => $9))
-        RETURNING id, run_at
-    )
-    SELECT j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
-                   WHERE j.run_at <= now() AND w.queue = $1 LIMIT 1)
-      FROM j";
+// The hot path, a job due now without options: a plain INSERT (same semantics as
+// `pgbroker.enqueue`, whose checks were done in Rust) whose RETURNING also wakes the queue's
+// idle workers (pgbroker.wake: one NOTIFY) only while one waits. A prepared statement with a
+// cached plan: calling the plpgsql function costs ~40% more. The wake-up check as a scalar
+// subquery of RETURNING rather than a CTE around the INSERT: 14 000 fewer server instructions
+// per job (callgrind, PostgreSQL 15), of ~45 000 for a raw INSERT; the parameters beyond
+// max_attempts and their expressions another 7 000 (hence the three statements).
+// The parameters of all three are, in order: queue, payload, priority, max_attempts, run_at,
+// unique_key, delay, backoff_base, backoff_max (`Params::values`).
+const ENQUEUE_NOW_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, priority, max_attempts)
+    VALUES ($1, $2, $3, $4)
+    RETURNING id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
+                    WHERE w.queue = $1 LIMIT 1)";
 
-// Unique jobs: the partial unique index decides, race-free; a duplicate returns the existing id.
-const ENQUEUE_UNIQUE_SQL: &str = "WITH j AS (
-        INSERT INTO pgbroker.jobs AS x (queue, payload, priority, run_at, max_attempts,
-                                        unique_key, backoff_base, backoff_max)
-        VALUES ($1, $2, $3, coalesce($4, now()) + make_interval(secs => coalesce($7::float8, 0)),
-                $5, $6, make_interval(secs => $8), make_interval(secs => $9))
-        ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL
-                                          AND state IN ('available', 'running')
-        DO UPDATE SET unique_key = EXCLUDED.unique_key
-        RETURNING x.id, x.run_at, (x.xmax = 0) AS inserted
-    )
-    SELECT j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
-                   WHERE j.inserted AND j.run_at <= now() AND w.queue = $1 LIMIT 1)
-      FROM j";
+// With a time, a delay or a backoff: wakes only when the job is due now.
+const ENQUEUE_SQL: &str = "INSERT INTO pgbroker.jobs AS j (queue, payload, priority, max_attempts,
+        run_at, unique_key, backoff_base, backoff_max)
+    VALUES ($1, $2, $3, $4, coalesce($5, now()) + make_interval(secs => coalesce($7::float8, 0)),
+            $6, make_interval(secs => $8), make_interval(secs => $9))
+    RETURNING j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
+                      WHERE j.run_at <= now() AND w.queue = $1 LIMIT 1)";
 
-fn enqueue_sql(job: &Job) -> &'static str {
+// Unique jobs: the partial unique index decides, race-free; a duplicate returns the existing id
+// (xmax is 0 only for a row this statement inserted) and wakes nobody.
+const ENQUEUE_UNIQUE_SQL: &str = "INSERT INTO pgbroker.jobs AS j (queue, payload, priority,
+        max_attempts, run_at, unique_key, backoff_base, backoff_max)
+    VALUES ($1, $2, $3, $4, coalesce($5, now()) + make_interval(secs => coalesce($7::float8, 0)),
+            $6, make_interval(secs => $8), make_interval(secs => $9))
+    ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL
+                                      AND state IN ('available', 'running')
+    DO UPDATE SET unique_key = EXCLUDED.unique_key
+    RETURNING j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
+                      WHERE j.xmax = 0 AND j.run_at <= now() AND w.queue = $1 LIMIT 1)";
+
+/// The statement for `job` and how many of `Params::values` it takes.
+fn enqueue_sql(job: &Job) -> (&'static str, usize) {
     if job.unique_key.is_some() {
-        ENQUEUE_UNIQUE_SQL
+        (ENQUEUE_UNIQUE_SQL, 9)
+    } else if job.is_plain() {
+        (ENQUEUE_NOW_SQL, 4)
     } else {
-        ENQUEUE_SQL
+        (ENQUEUE_SQL, 9)
     }
 }
 
@@ -50,15 +58,15 @@ const ENQUEUE_TYPES: [Type; 9] = [
     Type::TEXT,
     Type::JSONB,
     Type::INT4,
-    Type::TIMESTAMPTZ,
     Type::INT4,
+    Type::TIMESTAMPTZ,
     Type::TEXT,
     Type::FLOAT8,
     Type::FLOAT8,
     Type::FLOAT8,
 ];
 
-/// The parameters of `ENQUEUE_SQL` for a checked job.
+/// The parameters of the enqueue statements for a checked job.
 struct Params<'a> {
     payload: &'a serde_json::Value,
     delay: Option<f64>,
@@ -82,8 +90,8 @@ impl<'a> Params<'a> {
             &job.queue,
             self.payload,
             &job.priority,
-            &job.run_at,
             max_attempts,
+            &job.run_at,
             &job.unique_key,
             &self.delay,
             &self.base,
@@ -138,7 +146,18 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue<P: JobPayload + ?Sized>(&self, queue: &str, payload: &P) -> Result<JobId> {
-        self.enqueue_job(&Job::new(queue, payload))
+        // `enqueue_job(&Job::new(queue, payload))` without building the Job, which copies the
+        // payload: the same checks in the same order, the same statement.
+        validate_queue(queue)?;
+        let payload = payload.as_json()?;
+        check_payload(&payload)?;
+        let max_attempts = DEFAULT_MAX_ATTEMPTS as i32;
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(ENQUEUE_NOW_SQL)?;
+        let row = conn
+            .query_one(&stmt, &[&queue, &*payload, &0i32, &max_attempts])
+            .map_err(|e| Error::from(e).context(format!("enqueueing on {queue:?}")))?;
+        Ok(row.get(0))
     }
 
     /// Enqueues `job` with its options; returns its id, or for a [unique](Job::unique_key)
@@ -162,10 +181,11 @@ impl Broker {
     pub fn enqueue_job(&self, job: &Job) -> Result<JobId> {
         let params = Params::new(job)?;
         let max_attempts = job.max_attempts_i32();
+        let (sql, n) = enqueue_sql(job);
         let mut conn = self.conn()?;
-        let stmt = conn.statement(enqueue_sql(job))?;
+        let stmt = conn.statement(sql)?;
         let row = conn
-            .query_one(&stmt, &params.values(job, &max_attempts))
+            .query_one(&stmt, &params.values(job, &max_attempts)[..n])
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
         Ok(row.get(0))
     }
@@ -190,14 +210,15 @@ impl Broker {
         let params = Params::new(job)?;
         let max_attempts = job.max_attempts_i32();
         let values = params.values(job, &max_attempts);
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = values
+        let (sql, n) = enqueue_sql(job);
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = values[..n]
             .iter()
             .zip(ENQUEUE_TYPES.iter())
             .map(|(v, t)| (*v, t.clone()))
             .collect();
         // query_typed: one round trip, nothing prepared on a connection we do not own.
         let rows = tx
-            .query_typed(enqueue_sql(job), &typed)
+            .query_typed(sql, &typed)
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
         Ok(rows[0].get(0))
     }

@@ -1,5 +1,6 @@
 //! `Job`: what to enqueue, with its options.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
@@ -22,11 +23,21 @@ use crate::{Error, ErrorKind, Result};
 pub trait JobPayload {
     /// The payload as a JSON value; [`ErrorKind::Serialize`] when it is not JSON.
     fn to_json(&self) -> Result<Value>;
+
+    /// The payload as a JSON value, borrowed when it already is one (no copy on the hot path
+    /// of [`Broker::enqueue`](crate::Broker::enqueue)). Defaults to [`to_json`](Self::to_json).
+    fn as_json(&self) -> Result<Cow<'_, Value>> {
+        self.to_json().map(Cow::Owned)
+    }
 }
 
 impl JobPayload for Value {
     fn to_json(&self) -> Result<Value> {
         Ok(self.clone())
+    }
+
+    fn as_json(&self) -> Result<Cow<'_, Value>> {
+        Ok(Cow::Borrowed(self))
     }
 }
 
@@ -232,19 +243,33 @@ impl Job {
                 ));
             }
         }
-        // jsonb cannot store NUL characters; say so before the server does.
-        if contains_nul(payload) {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "job payload contains a NUL character (\\u0000), which jsonb cannot store",
-            ));
-        }
+        check_payload(payload)?;
         Ok(payload)
+    }
+
+    /// True when the job has default timing and backoff and no unique key: it is enqueued by
+    /// the shortest statement.
+    pub(crate) fn is_plain(&self) -> bool {
+        self.run_at.is_none()
+            && self.delay.is_none()
+            && self.unique_key.is_none()
+            && self.backoff.is_none()
     }
 
     pub(crate) fn max_attempts_i32(&self) -> i32 {
         self.max_attempts as i32
     }
+}
+
+/// jsonb cannot store NUL characters; say so before the server does.
+pub(crate) fn check_payload(payload: &Value) -> Result<()> {
+    if contains_nul(payload) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "job payload contains a NUL character (\\u0000), which jsonb cannot store",
+        ));
+    }
+    Ok(())
 }
 
 fn contains_nul(v: &Value) -> bool {

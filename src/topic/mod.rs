@@ -44,6 +44,10 @@
 //!   per transaction) only while some consumer waits (rows in `pgbroker.log_waiters`), so busy
 //!   consumers cost publishers nothing and NOTIFY's commit lock does not serialise publishing.
 //!   Consumers also poll (`poll_interval`, 1 s) and re-read after a listener reconnects.
+//!   Every pgbroker way of publishing does this (the API, SQL `pgbroker.publish`, table change
+//!   events); events written with plain SQL `INSERT` or `COPY` wake nobody and are seen at the
+//!   next poll, unless the writer also runs `SELECT pgbroker.log_wake()` (no trigger does it
+//!   for every insert: it cost nearly as much as a raw insert).
 //! - **Retention** drops whole daily partitions, read or not: keep it longer than the longest
 //!   time a subscription may fall behind. Dead letters are copies and survive it.
 //! - **Partitions are balanced** over the worker pools consuming a subscription, in one

@@ -14,6 +14,34 @@ fn segment_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The bytes of a topic segment: ASCII letters, digits, `_` and `-`.
+const SEGMENT_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || c == b'_' || c == b'-';
+        b += 1;
+    }
+    t
+};
+
+/// The rule of [`validate_topic`] in one pass over the bytes with a table (every publish checks
+/// it; splitting into segments cost 650 instructions for a 21-byte topic).
+fn topic_ok(topic: &[u8]) -> bool {
+    if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES {
+        return false;
+    }
+    let mut prev = b'.';
+    for &b in topic {
+        if !(SEGMENT_BYTE[b as usize] || (b == b'.' && prev != b'.')) {
+            return false;
+        }
+        prev = b;
+    }
+    prev != b'.'
+}
+
 /// Checks a topic name: 1 to 255 bytes of dot-separated segments made of ASCII letters, digits,
 /// `_` and `-` (`orders`, `orders.created`, `public.users.update`). The same rule as the SQL
 /// function `pgbroker.valid_topic`. Fails with [`ErrorKind::InvalidName`].
@@ -27,7 +55,7 @@ fn segment_ok(s: &str) -> bool {
 /// assert!(validate_topic("orders.*").is_err()); // a pattern, not a topic
 /// ```
 pub fn validate_topic(topic: &str) -> Result<()> {
-    if topic.is_empty() || topic.len() > MAX_TOPIC_BYTES || !topic.split('.').all(segment_ok) {
+    if !topic_ok(topic.as_bytes()) {
         return Err(Error::new(
             ErrorKind::InvalidName,
             format!(

@@ -385,6 +385,7 @@ mod test {
         let names: Vec<&str> = list(&Options::default()).iter().map(|(n, _)| *n).collect();
         for n in [
             "publish_single_t4",
+            "publish_single_t4_sub10",
             "enqueue_single_t4",
             "publish_batch_10000",
             "claim_complete_b100_t4",
