@@ -7,12 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgbroker::Job;
-use serde_json::Value;
-
 use super::harness::{Ctx, Ratio, Runner, Sample, Workload};
+use super::queue;
 use super::raw;
-use super::tables::{self, Target};
+use super::tables;
 use super::{rss_kb, Options, Result};
 
 const QUEUE: &str = tables::BENCH_QUEUE;
@@ -23,29 +21,17 @@ pub const MAX_BACKLOG: u64 = 1_000_000;
 /// How often the pgbroker side samples its resident memory.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
-fn job() -> Value {
-    serde_json::json!({"email": "user@example.com", "template": "welcome"})
-}
-
 /// The jobs seeded for a run that consumes `n`: a million at the default sizes.
 pub fn backlog(n: u64) -> u64 {
     n.saturating_mul(50).clamp(n, MAX_BACKLOG.max(n))
 }
 
 fn seed_raw(ctx: &Ctx, n: u64) -> Result<()> {
-    tables::seed(ctx, Target::Jobs, QUEUE, &job(), backlog(n))
+    queue::seed_jobs(ctx, backlog(n))
 }
 
 fn seed_pgbroker(ctx: &Ctx, n: u64) -> Result<()> {
-    let jobs: Vec<Job> = (0..10_000).map(|_| Job::new(QUEUE, &job())).collect();
-    let mut left = backlog(n);
-    while left > 0 {
-        let k = left.min(10_000);
-        ctx.broker.enqueue_batch(&jobs[..k as usize])?;
-        left -= k;
-    }
-    ctx.client()?.batch_execute("ANALYZE pgbroker.jobs")?;
-    Ok(())
+    queue::seed_pgbroker_jobs(ctx, backlog(n))
 }
 
 pub fn workloads(o: &Options) -> Vec<Workload> {

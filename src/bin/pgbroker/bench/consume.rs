@@ -6,36 +6,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgbroker::topic::{ConsumerOptions, NewEvent, StartAt};
-use serde_json::Value;
+use pgbroker::topic::{ConsumerOptions, StartAt};
 
 use super::harness::{Ctx, Ratio, Runner, Sample, Workload};
+use super::log;
 use super::raw::{self, READ_BATCH};
-use super::tables::{self, Target};
 use super::{Options, Result};
 
 const TOPIC: &str = "pgbroker_bench.consume";
 const SUBSCRIPTION: &str = "pgbroker_bench-consume";
 
-fn order() -> Value {
-    serde_json::json!({"order": 1, "status": "paid", "amount": 42.5})
-}
-
 fn seed_raw(ctx: &Ctx, n: u64) -> Result<()> {
-    tables::seed(ctx, Target::Events, TOPIC, &order(), n)
+    log::seed_raw_topic(ctx, TOPIC, n)
 }
 
-/// The same rows through `publish_batch` (10 000 per transaction), and the subscription,
-/// starting at the beginning.
+/// The same rows through pgbroker, and the subscription, starting at the beginning.
 fn seed_pgbroker(ctx: &Ctx, n: u64) -> Result<()> {
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(10_000);
-        ctx.broker
-            .publish_batch((0..k).map(|_| NewEvent::new(TOPIC, order())))?;
-        left -= k;
-    }
-    ctx.client()?.batch_execute("ANALYZE pgbroker.events")?;
+    log::seed_pgbroker_topic(ctx, TOPIC, n)?;
     ctx.broker
         .subscription(SUBSCRIPTION)
         .pattern(TOPIC)

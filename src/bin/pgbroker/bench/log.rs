@@ -23,16 +23,25 @@ fn order() -> Value {
 }
 
 fn seed_events(ctx: &Ctx, n: u64) -> Result<()> {
-    tables::seed(ctx, Target::Events, TOPIC, &order(), n)
+    seed_raw_topic(ctx, TOPIC, n)
 }
 
-/// The same rows as `seed_events`, through `publish_batch`: 10 000 per transaction.
 fn seed_pgbroker_events(ctx: &Ctx, n: u64) -> Result<()> {
+    seed_pgbroker_topic(ctx, TOPIC, n)
+}
+
+/// `n` orders on `topic` in the bench's events table.
+pub(super) fn seed_raw_topic(ctx: &Ctx, topic: &str, n: u64) -> Result<()> {
+    tables::seed(ctx, Target::Events, topic, &order(), n)
+}
+
+/// The same rows as `seed_raw_topic`, through `publish_batch`: 10 000 per transaction.
+pub(super) fn seed_pgbroker_topic(ctx: &Ctx, topic: &str, n: u64) -> Result<()> {
     let mut left = n;
     while left > 0 {
         let k = left.min(10_000);
         ctx.broker
-            .publish_batch((0..k).map(|_| NewEvent::new(TOPIC, order())))?;
+            .publish_batch((0..k).map(|_| NewEvent::new(topic, order())))?;
         left -= k;
     }
     ctx.client()?.batch_execute("ANALYZE pgbroker.events")?;

@@ -18,16 +18,16 @@ const QUEUE: &str = tables::BENCH_QUEUE;
 /// The lease of claimed jobs: far longer than a run, so no job is rescued mid-run.
 const LEASE: Duration = Duration::from_secs(600);
 
-fn job() -> Value {
+pub(super) fn job() -> Value {
     serde_json::json!({"email": "user@example.com", "template": "welcome"})
 }
 
-fn seed_jobs(ctx: &Ctx, n: u64) -> Result<()> {
+pub(super) fn seed_jobs(ctx: &Ctx, n: u64) -> Result<()> {
     tables::seed(ctx, Target::Jobs, QUEUE, &job(), n)
 }
 
 /// The same jobs as `seed_jobs`, through `enqueue_batch`: 10 000 per transaction.
-fn seed_pgbroker_jobs(ctx: &Ctx, n: u64) -> Result<()> {
+pub(super) fn seed_pgbroker_jobs(ctx: &Ctx, n: u64) -> Result<()> {
     let mut left = n;
     let jobs: Vec<Job> = (0..left.min(10_000))
         .map(|_| Job::new(QUEUE, &job()))
