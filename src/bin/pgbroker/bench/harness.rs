@@ -247,6 +247,29 @@ where
     on_threads(clients, budget, work)
 }
 
+/// [`on_threads`] doing `op` once per unit of work, each thread taking units in chunks of
+/// `raw::CHUNK` (so the shared budget counter stays cold): the single-message workloads.
+pub fn one_per_unit<S, F>(states: Vec<S>, budget: &Budget, op: F) -> Result<Sample>
+where
+    S: Send,
+    F: Fn(&mut S) -> Result<()> + Sync,
+{
+    on_threads(states, budget, |state, budget| {
+        let mut done = 0;
+        loop {
+            let k = budget.take(super::raw::CHUNK);
+            if k == 0 {
+                return Ok(done);
+            }
+            for _ in 0..k {
+                op(state)?;
+            }
+            budget.done(k);
+            done += k;
+        }
+    })
+}
+
 /// Runs `work` on one thread per state (a connection, a thread number), all started together
 /// after every thread exists; returns the units done by all and the wall time from the
 /// common start.

@@ -8,8 +8,10 @@ use std::time::{Duration, Instant};
 use pgbroker::topic::{NewEvent, StartAt};
 use serde_json::Value;
 
-use super::harness::{join_all, on_threads, per_s, Ctx, Ratio, Runner, Sample, Seed, Workload};
-use super::raw::{self, payload_of, CHUNK, READ_BATCH};
+use super::harness::{
+    join_all, on_threads, one_per_unit, per_s, Ctx, Ratio, Runner, Sample, Seed, Workload,
+};
+use super::raw::{self, payload_of, READ_BATCH};
 use super::tables::{self, Target};
 use super::{Options, Result};
 
@@ -132,19 +134,9 @@ fn publish_single(payload: Value, threads: usize, subs: usize) -> Runner {
                 .pattern(patterns[i % patterns.len()])
                 .save()?;
         }
-        on_threads((0..threads).collect(), budget, |_, budget| {
-            let mut done = 0;
-            loop {
-                let k = budget.take(CHUNK);
-                if k == 0 {
-                    return Ok(done);
-                }
-                for _ in 0..k {
-                    ctx.broker.publish(TOPIC, &payload)?;
-                }
-                budget.done(k);
-                done += k;
-            }
+        one_per_unit(vec![(); threads], budget, |_| {
+            ctx.broker.publish(TOPIC, &payload)?;
+            Ok(())
         })
     })
 }

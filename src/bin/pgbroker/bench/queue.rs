@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use pgbroker::Job;
 use serde_json::Value;
 
-use super::harness::{on_threads, Ctx, Ratio, Runner, Sample, Seed, Workload};
-use super::raw::{self, CHUNK};
+use super::harness::{on_threads, one_per_unit, Ctx, Ratio, Runner, Sample, Seed, Workload};
+use super::raw;
 use super::tables::{self, Target};
 use super::{Options, Result};
 
@@ -111,19 +111,9 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
 /// `Broker::enqueue` per job on `threads` threads sharing the broker's pool.
 fn enqueue_single(payload: Value, threads: usize) -> Runner {
     Box::new(move |ctx, budget| {
-        on_threads((0..threads).collect(), budget, |_, budget| {
-            let mut done = 0;
-            loop {
-                let k = budget.take(CHUNK);
-                if k == 0 {
-                    return Ok(done);
-                }
-                for _ in 0..k {
-                    ctx.broker.enqueue(QUEUE, &payload)?;
-                }
-                budget.done(k);
-                done += k;
-            }
+        one_per_unit(vec![(); threads], budget, |_| {
+            ctx.broker.enqueue(QUEUE, &payload)?;
+            Ok(())
         })
     })
 }
