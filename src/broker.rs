@@ -6,6 +6,7 @@ use postgres::{Client, NoTls};
 
 use crate::config::{BrokerBuilder, Config};
 use crate::pool::{Manager, PooledConn};
+use crate::topic::PublishState;
 use crate::{schema, Error, ErrorKind, Result};
 
 /// The handle to a PostgreSQL database used as a broker: a connection pool plus settings.
@@ -32,6 +33,7 @@ struct Inner {
     pg: postgres::Config,
     config: Config,
     pool: r2d2::Pool<Manager>,
+    publish: PublishState,
 }
 
 impl std::fmt::Debug for Broker {
@@ -86,7 +88,12 @@ impl Broker {
             .test_on_check_out(false)
             .build_unchecked(Manager::new(pg.clone()));
         Ok(Broker {
-            inner: Arc::new(Inner { pg, config, pool }),
+            inner: Arc::new(Inner {
+                pg,
+                config,
+                pool,
+                publish: PublishState::new(),
+            }),
         })
     }
 
@@ -124,6 +131,11 @@ impl Broker {
     /// ```
     pub fn conn(&self) -> Result<PooledConn> {
         self.inner.pool.get().map_err(Error::from)
+    }
+
+    /// What single publishes share: reserved event ids, the last look for waiting consumers.
+    pub(crate) fn publish_state(&self) -> &PublishState {
+        &self.inner.publish
     }
 
     /// A new connection outside the pool (listeners own one each).
