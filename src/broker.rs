@@ -6,6 +6,7 @@ use postgres::{Client, NoTls};
 
 use crate::config::{BrokerBuilder, Config};
 use crate::pool::{Manager, PooledConn};
+use crate::queue::WakeChecks;
 use crate::{schema, Error, ErrorKind, Result};
 
 /// The handle to a PostgreSQL database used as a broker: a connection pool plus settings.
@@ -32,6 +33,7 @@ struct Inner {
     pg: postgres::Config,
     config: Config,
     pool: r2d2::Pool<Manager>,
+    wake_checks: WakeChecks,
 }
 
 impl std::fmt::Debug for Broker {
@@ -86,7 +88,12 @@ impl Broker {
             .test_on_check_out(false)
             .build_unchecked(Manager::new(pg.clone()));
         Ok(Broker {
-            inner: Arc::new(Inner { pg, config, pool }),
+            inner: Arc::new(Inner {
+                pg,
+                config,
+                pool,
+                wake_checks: WakeChecks::default(),
+            }),
         })
     }
 
@@ -124,6 +131,11 @@ impl Broker {
     /// ```
     pub fn conn(&self) -> Result<PooledConn> {
         self.inner.pool.get().map_err(Error::from)
+    }
+
+    /// When single enqueues ask for waiting workers (src/queue/wake_checks.rs).
+    pub(crate) fn wake_checks(&self) -> &WakeChecks {
+        &self.inner.wake_checks
     }
 
     /// A new connection outside the pool (listeners own one each).
