@@ -7,6 +7,7 @@ use postgres::{Client, NoTls};
 use crate::config::{BrokerBuilder, Config};
 use crate::pool::{Manager, PooledConn};
 use crate::topic::PublishState;
+use crate::queue::WakeChecks;
 use crate::{schema, Error, ErrorKind, Result};
 
 /// The handle to a PostgreSQL database used as a broker: a connection pool plus settings.
@@ -34,6 +35,7 @@ struct Inner {
     config: Config,
     pool: r2d2::Pool<Manager>,
     publish: PublishState,
+    wake_checks: WakeChecks,
 }
 
 impl std::fmt::Debug for Broker {
@@ -93,6 +95,7 @@ impl Broker {
                 config,
                 pool,
                 publish: PublishState::new(),
+                wake_checks: WakeChecks::default(),
             }),
         })
     }
@@ -136,6 +139,11 @@ impl Broker {
     /// What single publishes share: reserved event ids, the last look for waiting consumers.
     pub(crate) fn publish_state(&self) -> &PublishState {
         &self.inner.publish
+    }
+
+    /// When single enqueues ask for waiting workers (src/queue/wake_checks.rs).
+    pub(crate) fn wake_checks(&self) -> &WakeChecks {
+        &self.inner.wake_checks
     }
 
     /// A new connection outside the pool (listeners own one each).

@@ -370,6 +370,84 @@ fn expired_leases_are_rescued_and_stale_claims_are_fenced() {
     assert_eq!(info.errors.as_array().unwrap().len(), 2);
 }
 
+/// Kept completed jobs are deleted by rescue once their retention ends, and only then.
+#[test]
+fn rescue_deletes_kept_jobs_after_their_retention() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let short = broker.enqueue("kept", "{}").unwrap();
+    let long = broker.enqueue("kept", "{}").unwrap();
+    broker.claim_jobs("kept", "w", 2, LEASE).unwrap();
+    for (id, keep) in [(short, "100 milliseconds"), (long, "1 hour")] {
+        let done: bool = c
+            .query_one(
+                "SELECT pgbroker.complete($1, '{\"ok\": 1}', $2::text::interval)",
+                &[&id, &keep],
+            )
+            .unwrap()
+            .get(0);
+        assert!(done);
+    }
+    assert_eq!(broker.rescue_jobs().unwrap(), 0);
+    assert!(broker.job(short).unwrap().is_some(), "still kept");
+    std::thread::sleep(Duration::from_millis(200));
+    broker.rescue_jobs().unwrap();
+    assert!(broker.job(short).unwrap().is_none());
+    let kept = broker.job(long).unwrap().unwrap();
+    assert_eq!(
+        (kept.state, kept.result),
+        (JobState::Completed, Some(serde_json::json!({"ok": 1})))
+    );
+}
+
+/// Rescue, stuck and dead jobs, and the expiry of kept jobs find their rows through the one
+/// index of jobs that are not available, among many available ones.
+#[test]
+fn queries_of_jobs_not_available_use_their_index() {
+    let db = support::db();
+    let mut c = db.client();
+    c.batch_execute(
+        "INSERT INTO pgbroker.jobs (queue, payload, state, lease_until, finished_at, expires_at)
+         SELECT 'q' || i % 10, '{}', s::pgbroker.job_state,
+                CASE WHEN s = 'running' THEN now() + i * interval '1 second' END,
+                CASE WHEN s IN ('completed', 'dead') THEN now() - i * interval '1 second' END,
+                CASE WHEN s = 'completed' THEN now() + i * interval '1 second' END
+           FROM generate_series(1, 20000) i,
+                LATERAL (SELECT CASE i % 20 WHEN 0 THEN 'running' WHEN 1 THEN 'completed'
+                                            WHEN 2 THEN 'dead' ELSE 'available' END) AS t(s);
+         ANALYZE pgbroker.jobs;",
+    )
+    .unwrap();
+    // The statements of pgbroker.rescue() (a plpgsql function cannot be explained as a
+    // whole), and the SQL functions, which PostgreSQL inlines.
+    for sql in [
+        "SELECT j.id FROM pgbroker.jobs j
+          WHERE j.state = 'running' AND j.lease_until < now()
+            AND coalesce(j.lease_until, j.expires_at, j.finished_at) < now()
+            FOR UPDATE SKIP LOCKED",
+        "DELETE FROM pgbroker.jobs
+          WHERE state = 'completed' AND expires_at < now()
+            AND coalesce(lease_until, expires_at, finished_at) < now()",
+        "SELECT * FROM pgbroker.stuck_jobs(interval '1 minute')",
+        "SELECT * FROM pgbroker.dead_jobs(NULL, 10)",
+        "SELECT * FROM pgbroker.dead_jobs('q2', 10)",
+    ] {
+        let plan: Vec<String> = c
+            .query(&format!("EXPLAIN {sql}"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("jobs_state_time_idx"), "{sql}:\n{plan}");
+    }
+    // ...which are these, as the schema has them.
+    let schema = pgbroker::schema_sql();
+    assert!(schema.contains("AND coalesce(j.lease_until, j.expires_at, j.finished_at) < now()"));
+    assert!(schema.contains("AND coalesce(lease_until, expires_at, finished_at) < now();"));
+}
+
 #[test]
 fn cancel_available_and_running_jobs() {
     let db = support::db();
@@ -594,48 +672,129 @@ fn wake_ups_only_while_a_worker_waits_and_one_per_transaction() {
         .is_none());
 }
 
-/// Installing over the first layout of `pgbroker.jobs` (three CHECKs, re-planned by every
-/// insert and update) leaves the one cheap state check, which still refuses unknown states.
-#[test]
-fn install_replaces_the_costly_job_checks() {
-    let db = support::db();
-    let broker = db.broker();
-    let mut c = db.client();
-    c.batch_execute(
-        "ALTER TABLE pgbroker.jobs DROP CONSTRAINT jobs_state_check,
-           ADD CONSTRAINT jobs_state_check
-               CHECK (state IN ('available', 'running', 'completed', 'dead', 'cancelled')),
-           ADD CONSTRAINT jobs_max_attempts_check CHECK (max_attempts > 0),
-           ADD CONSTRAINT jobs_queue_check CHECK (octet_length(queue) BETWEEN 1 AND 48)",
-    )
+/// The layouts of `pgbroker.jobs` before the enum state column, made from the current one:
+/// `state` text with the cast CHECK, or (`first`) with the three CHECKs of the first layout,
+/// and one partial index per state; a watched queue, so the status triggers exist.
+fn make_text_state_layout(c: &mut pgbroker::postgres::Client, first: bool) {
+    let checks = if first {
+        "ADD CONSTRAINT jobs_state_check
+             CHECK (state IN ('available', 'running', 'completed', 'dead', 'cancelled')),
+         ADD CONSTRAINT jobs_max_attempts_check CHECK (max_attempts > 0),
+         ADD CONSTRAINT jobs_queue_check CHECK (octet_length(queue) BETWEEN 1 AND 48)"
+    } else {
+        "ADD CONSTRAINT jobs_state_check CHECK (state::pgbroker.job_state IS NOT NULL)"
+    };
+    c.batch_execute(&format!(
+        "SELECT pgbroker.watch_queue('keep');
+         DROP VIEW pgbroker.queue_stats;
+         DROP TRIGGER pgbroker_job_status ON pgbroker.jobs;
+         DROP TRIGGER pgbroker_job_taken ON pgbroker.jobs;
+         DROP INDEX pgbroker.jobs_claim_idx, pgbroker.jobs_unique_idx,
+                    pgbroker.jobs_state_time_idx;
+         ALTER TABLE pgbroker.jobs ALTER state DROP DEFAULT,
+             ALTER state TYPE text USING state::text,
+             ALTER state SET DEFAULT 'available',
+             {checks};
+         CREATE INDEX jobs_claim_idx ON pgbroker.jobs (queue, priority, run_at, id)
+             WHERE state = 'available';
+         CREATE INDEX jobs_lease_idx ON pgbroker.jobs (lease_until) WHERE state = 'running';
+         CREATE INDEX jobs_dead_idx ON pgbroker.jobs (queue, finished_at) WHERE state = 'dead';
+         CREATE INDEX jobs_expires_idx ON pgbroker.jobs (expires_at) WHERE state = 'completed';
+         CREATE UNIQUE INDEX jobs_unique_idx ON pgbroker.jobs (queue, unique_key)
+             WHERE unique_key IS NOT NULL AND state IN ('available', 'running');
+         SELECT pgbroker.create_job_status_triggers();"
+    ))
     .unwrap();
-    let id = broker.enqueue("keep", "{}").unwrap();
-    broker.install().unwrap();
-    let checks: Vec<String> = c
-        .query(
-            "SELECT conname || ' ' || pg_get_constraintdef(oid) FROM pg_constraint
-              WHERE conrelid = 'pgbroker.jobs'::regclass AND contype = 'c'",
-            &[],
+}
+
+/// Installing over a table whose state is text (either earlier layout) makes it the enum, with
+/// no CHECK left, the per-state indexes merged into one, the triggers and the stats view back,
+/// and every job kept; unknown states are still refused.
+#[test]
+fn install_turns_a_text_state_into_the_enum() {
+    for first in [true, false] {
+        let db = support::db();
+        let broker = db.broker();
+        let mut c = db.client();
+        make_text_state_layout(&mut c, first);
+        let id = broker
+            .enqueue_job(&Job::new("keep", "{}").unique_key("k"))
+            .unwrap();
+        let dead = broker.enqueue("keep", "{}").unwrap();
+        c.execute(
+            "UPDATE pgbroker.jobs SET state = 'dead', finished_at = now() WHERE id = $1",
+            &[&dead],
         )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        checks,
-        ["jobs_state_check CHECK (((state)::pgbroker.job_state IS NOT NULL))"]
-    );
-    assert!(broker.job(id).unwrap().is_some());
-    let err = c
-        .execute(
-            "UPDATE pgbroker.jobs SET state = 'done' WHERE id = $1",
-            &[&id],
+        .unwrap();
+        broker.install().unwrap();
+
+        let state_type: String = c
+            .query_one(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute
+                  WHERE attrelid = 'pgbroker.jobs'::regclass AND attname = 'state'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(state_type, "pgbroker.job_state", "first layout: {first}");
+        let names = |sql: &str| -> Vec<String> {
+            db.client()
+                .query(sql, &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        };
+        assert!(names(
+            "SELECT conname::text FROM pg_constraint
+              WHERE conrelid = 'pgbroker.jobs'::regclass AND contype = 'c'"
         )
-        .unwrap_err();
-    assert_eq!(
-        err.code(),
-        Some(&pgbroker::postgres::error::SqlState::INVALID_TEXT_REPRESENTATION)
-    );
+        .is_empty());
+        assert_eq!(
+            names(
+                "SELECT indexrelid::regclass::text FROM pg_index
+                  WHERE indrelid = 'pgbroker.jobs'::regclass ORDER BY 1"
+            ),
+            [
+                "pgbroker.jobs_claim_idx",
+                "pgbroker.jobs_pkey",
+                "pgbroker.jobs_state_time_idx",
+                "pgbroker.jobs_unique_idx"
+            ]
+        );
+        assert_eq!(
+            names(
+                "SELECT tgname::text FROM pg_trigger
+                  WHERE tgrelid = 'pgbroker.jobs'::regclass ORDER BY 1"
+            ),
+            ["pgbroker_job_status", "pgbroker_job_taken"]
+        );
+        assert_eq!(broker.job(id).unwrap().unwrap().state, JobState::Available);
+        assert_eq!(
+            broker.dead_jobs(Some("keep"), 10).unwrap()[0].id,
+            dead,
+            "dead jobs are listed from the merged index"
+        );
+        assert_eq!(
+            broker
+                .enqueue_job(&Job::new("keep", "{}").unique_key("k"))
+                .unwrap(),
+            id,
+            "the unique index is back"
+        );
+        let stats = broker.queue_stats().unwrap();
+        assert_eq!((stats[0].available, stats[0].dead), (1, 1));
+        let err = c
+            .execute(
+                "UPDATE pgbroker.jobs SET state = 'done' WHERE id = $1",
+                &[&id],
+            )
+            .unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&pgbroker::postgres::error::SqlState::INVALID_TEXT_REPRESENTATION)
+        );
+    }
 }
 
 /// Each of the three enqueue statements wakes a waiting worker on its own, and only for a job
@@ -685,6 +844,32 @@ fn every_enqueue_statement_wakes_a_waiting_worker() {
         }
         .unwrap();
         assert_eq!(woken(), expected, "{what}");
+    }
+}
+
+/// After an enqueue found nobody waiting, a worker that registers right after is woken by
+/// the first enqueue once the broker asks again (10 ms later), and every later one while it
+/// waits.
+#[test]
+fn a_worker_that_starts_waiting_after_a_quiet_enqueue_is_woken_soon() {
+    let db = support::db();
+    let broker = db.broker();
+    let listener = broker.listen("pgbroker.jobs").unwrap();
+    broker.enqueue("mail", "{}").unwrap();
+    db.client()
+        .execute("SELECT pgbroker.wait_for_jobs('mail', 'w1')", &[])
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    for _ in 0..3 {
+        broker.enqueue("mail", "{}").unwrap();
+        let n = listener
+            .recv_timeout(Duration::from_secs(5))
+            .unwrap()
+            .expect("a wake-up");
+        match n {
+            pgbroker::Event::Notification(n) => assert_eq!(n.payload(), "mail"),
+            other => panic!("{other:?}"),
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! Enqueueing: one job on a pooled connection (one round trip on a cached prepared statement),
 //! in the caller's transaction, or many with binary `COPY`.
 
+use std::time::Instant;
+
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::Transaction;
@@ -10,15 +12,21 @@ use super::{secs, validate_queue, JobId, JobPayload};
 use crate::{Broker, Error, Result};
 
 // The hot path, a job due now without options: a plain INSERT (same semantics as
-// `pgbroker.enqueue`, whose checks were done in Rust) whose RETURNING also wakes the queue's
-// idle workers (pgbroker.wake: one NOTIFY) only while one waits. A prepared statement with a
-// cached plan: calling the plpgsql function costs ~40% more. The wake-up check as a scalar
-// subquery of RETURNING rather than a CTE around the INSERT, and only the four parameters a job
-// due now needs (hence three statements): 14 000 fewer server instructions per job than the
-// CTE with nine (callgrind, PostgreSQL 15), where a raw INSERT takes 44 000.
-// The parameters of all three are, in order: queue, payload, priority, max_attempts, run_at,
-// unique_key, delay, backoff_base, backoff_max (`Params::values`).
+// `pgbroker.enqueue`, whose checks were done in Rust), a prepared statement with a cached plan
+// (calling the plpgsql function costs ~40% more), with only the four parameters a job due now
+// needs. Its wake-up of the queue's idle workers (pgbroker.wake: one NOTIFY, only while one
+// waits) is a scalar subquery of RETURNING in ENQUEUE_NOW_WAKE_SQL; a single enqueue on a
+// pooled connection runs that only when `WakeChecks` says so (see wake_checks.rs), the plain
+// INSERT otherwise. The parameters of all the statements are, in order: queue, payload,
+// priority, max_attempts, run_at, unique_key, delay, backoff_base, backoff_max
+// (`Params::values`).
 const ENQUEUE_NOW_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, priority, max_attempts)
+    VALUES ($1, $2, $3, $4)
+    RETURNING id";
+
+// The second column: NULL when nobody waits, else whether pgbroker.wake notified.
+const ENQUEUE_NOW_WAKE_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, priority,
+        max_attempts)
     VALUES ($1, $2, $3, $4)
     RETURNING id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
                     WHERE w.queue = $1 LIMIT 1)";
@@ -43,14 +51,17 @@ const ENQUEUE_UNIQUE_SQL: &str = "INSERT INTO pgbroker.jobs AS j (queue, payload
     RETURNING j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
                       WHERE j.xmax = 0 AND j.run_at <= now() AND w.queue = $1 LIMIT 1)";
 
-/// The statement for `job` and how many of `Params::values` it takes.
-fn enqueue_sql(job: &Job) -> (&'static str, usize) {
+/// The statement for `job` and how many of `Params::values` it takes; a job due now checks
+/// for waiting workers when `check_waiters`, the others always do.
+fn enqueue_sql(job: &Job, check_waiters: bool) -> (&'static str, usize) {
     if job.unique_key.is_some() {
         (ENQUEUE_UNIQUE_SQL, 9)
-    } else if job.is_plain() {
-        (ENQUEUE_NOW_SQL, 4)
-    } else {
+    } else if !job.is_plain() {
         (ENQUEUE_SQL, 9)
+    } else if check_waiters {
+        (ENQUEUE_NOW_WAKE_SQL, 4)
+    } else {
+        (ENQUEUE_NOW_SQL, 4)
     }
 }
 
@@ -133,6 +144,11 @@ impl Broker {
     /// Enqueues a job with default options on `queue`; returns its id. Committed when this
     /// returns. One round trip on a cached prepared statement.
     ///
+    /// Idle workers of the queue are woken (one NOTIFY) when one is registered as waiting. So
+    /// that busy queues do not pay for asking, after an enqueue found no worker waiting, this
+    /// broker's enqueues of that queue skip the question for 10 ms: a worker that went idle
+    /// just then is woken by the next enqueue after that, or finds the job at its next poll.
+    ///
     /// Fails before writing anything with [`ErrorKind::InvalidName`](crate::ErrorKind) for a
     /// bad queue name and [`ErrorKind::Serialize`](crate::ErrorKind) for a payload that is not
     /// JSON.
@@ -152,11 +168,28 @@ impl Broker {
         let payload = payload.as_json()?;
         check_payload(&payload)?;
         let max_attempts = DEFAULT_MAX_ATTEMPTS as i32;
+        self.enqueue_now(queue, &[&queue, &*payload, &0i32, &max_attempts])
+    }
+
+    /// Enqueues a job due now on a pooled connection; `values` are the first four of
+    /// `Params::values`. Asks for waiting workers when the queue's check is due.
+    fn enqueue_now(&self, queue: &str, values: &[&(dyn ToSql + Sync)]) -> Result<JobId> {
+        let now = Instant::now();
+        let check = self.wake_checks().due(queue, now);
         let mut conn = self.conn()?;
-        let stmt = conn.statement(ENQUEUE_NOW_SQL)?;
+        let stmt = conn.statement(if check {
+            ENQUEUE_NOW_WAKE_SQL
+        } else {
+            ENQUEUE_NOW_SQL
+        })?;
         let row = conn
-            .query_one(&stmt, &[&queue, &*payload, &0i32, &max_attempts])
+            .query_one(&stmt, values)
             .map_err(|e| Error::from(e).context(format!("enqueueing on {queue:?}")))?;
+        if check {
+            // From before the statement: its snapshot decided, so the window starts no later.
+            let woke = row.get::<_, Option<bool>>(1) == Some(true);
+            self.wake_checks().checked(queue, woke, now);
+        }
         Ok(row.get(0))
     }
 
@@ -181,11 +214,15 @@ impl Broker {
     pub fn enqueue_job(&self, job: &Job) -> Result<JobId> {
         let params = Params::new(job)?;
         let max_attempts = job.max_attempts_i32();
-        let (sql, n) = enqueue_sql(job);
+        let values = params.values(job, &max_attempts);
+        if job.is_plain() {
+            return self.enqueue_now(&job.queue, &values[..4]);
+        }
+        let (sql, n) = enqueue_sql(job, true);
         let mut conn = self.conn()?;
         let stmt = conn.statement(sql)?;
         let row = conn
-            .query_one(&stmt, &params.values(job, &max_attempts)[..n])
+            .query_one(&stmt, &values[..n])
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
         Ok(row.get(0))
     }
@@ -210,7 +247,8 @@ impl Broker {
         let params = Params::new(job)?;
         let max_attempts = job.max_attempts_i32();
         let values = params.values(job, &max_attempts);
-        let (sql, n) = enqueue_sql(job);
+        // Always asks for waiting workers: the job is announced when `tx` commits.
+        let (sql, n) = enqueue_sql(job, true);
         let typed: Vec<(&(dyn ToSql + Sync), Type)> = values[..n]
             .iter()
             .zip(ENQUEUE_TYPES.iter())

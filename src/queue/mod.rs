@@ -60,6 +60,7 @@ mod job;
 mod stats;
 mod take;
 mod take_batch;
+mod wake_checks;
 mod watch;
 
 pub use claim::ClaimedJob;
@@ -67,6 +68,7 @@ pub use consumer::QueueOptions;
 pub use context::JobContext;
 pub use job::{Job, JobPayload, DEFAULT_MAX_ATTEMPTS};
 pub use stats::{JobInfo, QueueStats};
+pub(crate) use wake_checks::WakeChecks;
 pub use watch::{JobEvent, JobWatcher};
 
 use crate::{Error, ErrorKind, Result};

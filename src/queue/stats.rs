@@ -57,7 +57,7 @@ pub struct JobInfo {
     pub finished_at: Option<SystemTime>,
 }
 
-const COLUMNS: &str = "id, queue, state, payload, priority, run_at, attempt, max_attempts, \
+const COLUMNS: &str = "id, queue, state::text, payload, priority, run_at, attempt, max_attempts, \
      unique_key, lease_until, worker, last_error, coalesce(errors, '[]'::jsonb), result, \
      created_at, finished_at";
 

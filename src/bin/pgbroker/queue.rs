@@ -120,10 +120,10 @@ pub fn jobs(url: &str, args: &JobsArgs, json_out: bool) -> Result<(), Failure> {
     let broker = crate::connection::broker(url)?;
     let mut conn = broker.conn()?;
     let rows = conn.query(
-        "SELECT id, queue, state, priority, attempt, max_attempts, run_at, created_at,
+        "SELECT id, queue, state::text, priority, attempt, max_attempts, run_at, created_at,
                 unique_key, worker, last_error, payload
            FROM pgbroker.jobs
-          WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state = $2)
+          WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state::text = $2)
           ORDER BY id LIMIT $3",
         &[
             &args.queue,
