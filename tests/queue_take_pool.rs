@@ -598,3 +598,106 @@ fn a_deadlock_between_batches_gives_the_victim_back_uncounted_and_both_commit() 
     assert!(runs.iter().all(|(_, attempt)| *attempt == 1), "{runs:?}");
     assert_eq!((stats.handled, stats.failed), (4, 1));
 }
+
+#[test]
+fn every_batch_runs_under_the_lease_and_in_a_transaction_of_its_own() {
+    let db = support::db();
+    let broker = db.broker();
+    effects_table(&db);
+    let ids: Vec<i64> = (0..6)
+        .map(|i| broker.enqueue("l", &serde_json::json!({ "i": i })).unwrap())
+        .collect();
+    // (job, the job's transaction, its idle_in_transaction_session_timeout)
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .queue_with(
+            opts("l")
+                .jobs_per_transaction(2)
+                .lease(Duration::from_millis(1500)),
+            move |job| {
+                record(job)?;
+                let (tx, timeout) = job.with_transaction(|tx| {
+                    let row = tx.query_one(
+                        "SELECT pg_current_xact_id()::text,
+                                current_setting('idle_in_transaction_session_timeout')",
+                        &[],
+                    )?;
+                    Ok((row.get::<_, String>(0), row.get::<_, String>(1)))
+                })?;
+                s.lock().unwrap().push((job.id(), tx, timeout));
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap();
+    assert!(support::wait_until(WAIT, || jobs_left(&broker) == 0));
+    pool.shutdown().unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        ids,
+        "each job once, in order"
+    );
+    assert!(
+        seen.iter().all(|(_, _, timeout)| timeout == "1500ms"),
+        "{seen:?}"
+    );
+    for pair in seen.chunks(2) {
+        assert_eq!(pair[0].1, pair[1].1, "a batch is one transaction: {seen:?}");
+    }
+    let transactions: HashSet<&String> = seen.iter().map(|(_, tx, _)| tx).collect();
+    assert_eq!(transactions.len(), 3, "three batches: {seen:?}");
+    assert_eq!(
+        effects(&broker),
+        ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_batch_idle_past_its_lease_loses_its_session_and_its_jobs_come_back() {
+    let db = support::db();
+    let broker = db.broker();
+    effects_table(&db);
+    let ids: Vec<i64> = (0..2)
+        .map(|i| broker.enqueue("h", &serde_json::json!({ "i": i })).unwrap())
+        .collect();
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let r = runs.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .queue_with(
+            opts("h")
+                .jobs_per_transaction(2)
+                .lease(Duration::from_millis(300)),
+            move |job| {
+                let first = {
+                    let mut runs = r.lock().unwrap();
+                    runs.push((job.id(), job.attempt()));
+                    runs.len() == 1
+                };
+                record(job)?;
+                if first {
+                    // Idle in the batch's transaction past the lease: the server ends the
+                    // session.
+                    std::thread::sleep(Duration::from_millis(1500));
+                }
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap();
+    assert!(support::wait_until(WAIT, || jobs_left(&broker) == 0));
+    pool.shutdown().unwrap();
+    // The first batch died with its session after its first job: nothing of it committed,
+    // no attempt counted; the jobs ran again.
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs, vec![(ids[0], 1), (ids[0], 1), (ids[1], 1)]);
+    assert_eq!(
+        effects(&broker),
+        ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>()
+    );
+}
