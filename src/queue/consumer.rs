@@ -706,9 +706,11 @@ impl JobGuard {
             shared.opts.keep_completed,
             None,
         );
-        let what = format!("queue {:?} job {}", shared.opts.queue, ctx.id());
-        let handler = shared.handler.clone();
-        let res = shared.stats.run_handler(&what, || handler(&ctx));
+        let handler = &shared.handler;
+        let (queue, id) = (&shared.opts.queue, ctx.id());
+        let res = shared
+            .stats
+            .run_handler(&format_args!("queue {queue:?} job {id}"), || handler(&ctx));
         finish(&shared, &ctx, res);
     }
 }

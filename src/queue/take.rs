@@ -8,6 +8,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Row, Statement, Transaction};
 use serde_json::Value;
 
+use super::claim::{by_size_class, next_jobs_sql, size_class};
 use super::{secs, validate_queue, ClaimedJob, JobState};
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
 
@@ -20,37 +21,18 @@ pub(crate) struct TakenRow {
     errors: Option<Value>,
 }
 
-/// The statement of `pgbroker.take()` (schema/queue.sql) for a take of at most `$2` jobs,
-/// prepared once per connection (through the SQL function PostgreSQL would parse and plan it
-/// on every call). `$candidates` is a literal bound on the rows the inner scan may lock,
-/// `$lease` an optional extra condition (see [`TAKE_LEASED_SQL`]).
-///
-/// Why two LIMITs: a prepared statement gets a generic plan only when that plan looks no
-/// dearer than the plans made for its parameters' values. `LIMIT $2` alone is costed at 10%
-/// of the queue's rows, so PostgreSQL planned the take again on every call (callgrind: 0.4
-/// million of the server's 3.7 million instructions per take of 100). A literal inner limit
-/// of ten times the batch's size class brings the generic estimate down to that class (10%
-/// of the inner limit), so after five calls the plan is reused. The inner limit never binds:
-/// the outer `LIMIT $2` stops pulling rows, and so locking them, first.
-///
-/// It returns fewer columns than the SQL function: the queue is the caller's and
-/// `lease_until` is NULL. Sent in `ClaimedJob::from_taken_row`'s order.
+/// The statement of `pgbroker.take()` (schema/queue.sql) by size class (see
+/// `next_jobs_sql!`), prepared once per connection (through the SQL function PostgreSQL would
+/// parse and plan it on every call). `$lease`: `""`, or the condition of [`TAKE_LEASED_SQL`].
+/// It returns fewer columns than the SQL function (the queue is the caller's, `lease_until`
+/// is NULL), in `ClaimedJob::from_taken_row`'s order; a test compares the two.
 macro_rules! take_sql {
     ($candidates:literal, $lease:literal) => {
         concat!(
             "DELETE FROM pgbroker.jobs j
-     WHERE j.id = ANY (ARRAY(
-               SELECT c.id FROM (
-                   SELECT p.id FROM pgbroker.jobs p
-                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()",
-            $lease,
+     WHERE ",
+            next_jobs_sql!($candidates, "$2", $lease),
             "
-                    ORDER BY p.priority, p.run_at, p.id
-                    LIMIT ",
-            $candidates,
-            "
-                    FOR UPDATE SKIP LOCKED) c
-                LIMIT $2::integer))
     RETURNING j.id, j.payload, j.attempt + 1, j.max_attempts, j.priority, j.run_at,
               j.created_at, j.unique_key, extract(epoch FROM j.backoff_base)::float8,
               extract(epoch FROM j.backoff_max)::float8, j.errors"
@@ -58,44 +40,22 @@ macro_rules! take_sql {
     };
 }
 
-/// One statement per size class of `max` (1, 2, 4, ... 1024, then unbounded).
-macro_rules! take_statements {
-    ($lease:literal) => {
-        [
-            take_sql!("10", $lease),
-            take_sql!("20", $lease),
-            take_sql!("40", $lease),
-            take_sql!("80", $lease),
-            take_sql!("160", $lease),
-            take_sql!("320", $lease),
-            take_sql!("640", $lease),
-            take_sql!("1280", $lease),
-            take_sql!("2560", $lease),
-            take_sql!("5120", $lease),
-            take_sql!("10240", $lease),
-            take_sql!("ALL", $lease),
-        ]
-    };
-}
-
 /// The take of [`CachedClient::take_jobs`] and [`Broker::take_jobs`], by size class.
-const TAKE_SQL: [&str; 12] = take_statements!("");
+const TAKE_SQL: [&str; 12] = by_size_class!(take_sql!(""));
 
 /// The worker pool's take: also sets the transaction's `idle_in_transaction_session_timeout`
 /// to `$3` (the lease of this mode), once (an uncorrelated subquery is an init plan), saving
 /// the `SET LOCAL` round trip.
-const TAKE_LEASED_SQL: [&str; 12] = take_statements!(
+const TAKE_LEASED_SQL: [&str; 12] = by_size_class!(take_sql!(
     "
                       AND (SELECT set_config('idle_in_transaction_session_timeout', $3, true))
                           IS NOT NULL"
-);
+));
 
-/// The statement for a take of at most `max` (at least 1) jobs: the smallest size class that
-/// holds it.
+/// The statement for a take of at most `max` jobs.
 pub(crate) fn take_sql(max: i32, leased: bool) -> &'static str {
-    let class = (max.max(1) as u32).next_power_of_two().trailing_zeros() as usize;
     let statements = if leased { &TAKE_LEASED_SQL } else { &TAKE_SQL };
-    statements[class.min(statements.len() - 1)]
+    statements[size_class(max)]
 }
 
 const TAKE_TYPES: [Type; 2] = [Type::TEXT, Type::INT4];
@@ -456,63 +416,49 @@ impl Broker {
 
 #[cfg(test)]
 mod test {
+    use super::super::claim::test::{function_statement, parts};
     use super::{take_sql, TAKE_LEASED_SQL, TAKE_SQL};
 
-    fn words(s: &str) -> String {
-        s.split_whitespace().collect::<Vec<_>>().join(" ")
-    }
-
-    /// The candidate rows of a take: from the scan of the jobs to `FOR UPDATE SKIP LOCKED`,
-    /// the limit left out.
-    fn candidates(sql: &str) -> String {
-        let sql = words(sql);
-        let start = sql.find("SELECT p.id FROM pgbroker.jobs p").unwrap();
-        let end = sql.find(" FOR UPDATE SKIP LOCKED").unwrap();
-        let part = &sql[start..end];
-        part[..part.find(" LIMIT ").unwrap()].to_owned()
+    #[test]
+    fn take_statements_are_the_sql_functions_body() {
+        let [head, chosen, tail] = parts(&function_statement("take"));
+        // Ours is the CTE's statement alone, without the queue (the caller's) and the NULL
+        // lease_until, and with the intervals in seconds: the rows are sorted by the client.
+        let theirs = [
+            head.replace("WITH taken AS ( ", ""),
+            chosen,
+            tail.replace(
+                " ) SELECT * FROM taken t ORDER BY t.priority, t.run_at, t.id",
+                "",
+            )
+            .replace("j.queue, ", "")
+            .replace(" AS attempt", "")
+            .replace("NULL::timestamptz AS lease_until, ", "")
+            .replace(
+                "j.backoff_base,",
+                "extract(epoch FROM j.backoff_base)::float8,",
+            )
+            .replace(
+                "j.backoff_max,",
+                "extract(epoch FROM j.backoff_max)::float8,",
+            ),
+        ];
+        let lease = " AND (SELECT set_config('idle_in_transaction_session_timeout', $3, true)) \
+                     IS NOT NULL";
+        for (sql, leased) in TAKE_SQL.iter().zip(TAKE_LEASED_SQL) {
+            assert_eq!(parts(sql), theirs);
+            let mut ours = parts(leased);
+            assert!(ours[1].contains(lease), "{}", ours[1]);
+            ours[1] = ours[1].replace(lease, "");
+            assert_eq!(ours, theirs);
+        }
     }
 
     #[test]
-    fn take_statements_pick_the_sql_functions_jobs() {
-        let schema = include_str!("../../schema/queue.sql");
-        let start = schema
-            .find("CREATE OR REPLACE FUNCTION pgbroker.take(")
-            .unwrap();
-        let body = &schema[start..];
-        let body = &body[..body.find("\n$$;").unwrap()];
-        let theirs = candidates(body);
-        let lease_clause = words(
-            "AND (SELECT set_config('idle_in_transaction_session_timeout', $3, true)) IS NOT NULL",
-        );
-        for sql in TAKE_SQL {
-            assert_eq!(candidates(sql), theirs);
-        }
-        for sql in TAKE_LEASED_SQL {
-            let ours = candidates(sql);
-            assert!(ours.contains(&lease_clause), "{ours}");
-            assert_eq!(ours.replace(&format!(" {lease_clause}"), ""), theirs);
-        }
-    }
-
-    #[test]
-    fn the_inner_limit_is_ten_times_the_size_class() {
-        let inner = |max, leased| {
-            let sql = words(take_sql(max, leased));
-            let at = sql
-                .find("ORDER BY p.priority, p.run_at, p.id LIMIT ")
-                .unwrap();
-            let rest = &sql[at..];
-            rest.split(' ').nth(6).unwrap().to_owned()
-        };
-        assert_eq!(inner(1, false), "10");
-        assert_eq!(inner(2, false), "20");
-        assert_eq!(inner(3, false), "40");
-        assert_eq!(inner(10, true), "160");
-        assert_eq!(inner(100, false), "1280");
-        assert_eq!(inner(1024, false), "10240");
-        assert_eq!(inner(1025, false), "ALL");
-        assert_eq!(inner(i32::MAX, true), "ALL");
-        assert!(take_sql(5, true).contains("set_config"));
-        assert!(!take_sql(5, false).contains("set_config"));
+    fn the_size_class_picks_the_statement() {
+        assert_eq!(take_sql(0, false), TAKE_SQL[0]);
+        assert_eq!(take_sql(100, false), TAKE_SQL[7]);
+        assert_eq!(take_sql(100, true), TAKE_LEASED_SQL[7]);
+        assert_eq!(take_sql(5000, true), TAKE_LEASED_SQL[11]);
     }
 }

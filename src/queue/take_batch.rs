@@ -272,9 +272,12 @@ fn run_jobs(
             None,
             Some(batch),
         );
-        let what = format!("queue {queue:?} job {id}");
-        let handler = shared.handler.clone();
-        let res = shared.stats.run_handler(&what, || handler(&job_ctx));
+        let handler = &shared.handler;
+        let res = shared
+            .stats
+            .run_handler(&format_args!("queue {queue:?} job {id}"), || {
+                handler(&job_ctx)
+            });
         match end_job(shared, batch, &job_ctx, res) {
             Ok(Next::Continue) => {}
             Ok(Next::CommitNow) => return ended(give_back(shared, batch, &jobs)),
