@@ -729,7 +729,11 @@ fn a_batch_completion_completes_exactly_the_claims_still_held() {
     let db = support::db();
     let broker = db.broker();
     let ids: Vec<i64> = (0..4)
-        .map(|i| broker.enqueue("mix", &serde_json::json!({ "i": i })).unwrap())
+        .map(|i| {
+            broker
+                .enqueue("mix", &serde_json::json!({ "i": i }))
+                .unwrap()
+        })
         .collect();
     let old = broker.claim_jobs("mix", "w1", 4, LEASE).unwrap();
     assert_eq!(old.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
@@ -764,26 +768,18 @@ fn a_batch_completion_completes_exactly_the_claims_still_held() {
     );
     // The SQL functions fence the same way; without attempts they complete whatever runs.
     let mut c = db.client();
-    let held: Vec<i64> = c
-        .query(
+    let mut held = |attempt: i32| -> Vec<i64> {
+        c.query(
             "SELECT pgbroker.extend_leases($1, $2)",
-            &[&ids, &vec![1i32, 1, 1, 1]],
+            &[&ids, &vec![attempt; 4]],
         )
         .unwrap()
         .iter()
         .map(|r| r.get(0))
-        .collect();
-    assert_eq!(held, Vec::<i64>::new(), "job 1 runs as attempt 2");
-    let held: Vec<i64> = c
-        .query(
-            "SELECT pgbroker.extend_leases($1, $2)",
-            &[&ids, &vec![2i32, 2, 2, 2]],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(held, [ids[1]]);
+        .collect()
+    };
+    assert_eq!(held(1), Vec::<i64>::new(), "job 1 runs as attempt 2");
+    assert_eq!(held(2), [ids[1]]);
     let done: i32 = c
         .query_one(
             "SELECT pgbroker.complete_many($1, $2)",
