@@ -149,6 +149,7 @@ impl ClaimedJob {
 impl CachedClient {
     /// Begins a transaction on this pooled connection and takes up to `max` available jobs of
     /// `queue` in it: [`Broker::take_jobs`] with its statement prepared once per connection
+    /// and size class of `max` (1, 2, 4, ... 1024 jobs, more), whose plan the server reuses
     /// (no planning per call; use this on hot paths). Returns the open transaction and the
     /// jobs: commit it to complete them, drop it (rollback) to give them back. Everything
     /// said at [`Broker::take_jobs`] holds.
