@@ -296,8 +296,9 @@ CREATE OR REPLACE FUNCTION pgbroker.take(
 )
 LANGUAGE sql AS $$
     -- The claim's statement with DELETE for UPDATE (see pgbroker.claim for why
-    -- `id = ANY (ARRAY(...))`). src/queue/take.rs prepares the same statement; keep the two
-    -- in step, a test compares them.
+    -- `id = ANY (ARRAY(...))`). src/queue/take.rs prepares a statement picking the same jobs
+    -- (with a second, literal LIMIT so that its plan is reused, and fewer columns); keep the
+    -- two in step, a test compares them.
     WITH taken AS (
         DELETE FROM pgbroker.jobs j
          WHERE j.id = ANY (ARRAY(

@@ -908,3 +908,75 @@ fn sql_claims_use_the_same_order_as_rust_claims() {
     );
     assert_eq!(got, expected);
 }
+
+#[test]
+fn a_batch_completion_completes_exactly_the_claims_still_held() {
+    let db = support::db();
+    let broker = db.broker();
+    let ids: Vec<i64> = (0..4)
+        .map(|i| {
+            broker
+                .enqueue("mix", &serde_json::json!({ "i": i }))
+                .unwrap()
+        })
+        .collect();
+    let old = broker.claim_jobs("mix", "w1", 4, LEASE).unwrap();
+    assert_eq!(old.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
+    // Job 1 is rescued and claimed again (attempt 2); job 2 is cancelled.
+    db.client()
+        .execute(
+            "UPDATE pgbroker.jobs SET lease_until = now() - interval '1 second' WHERE id = $1",
+            &[&ids[1]],
+        )
+        .unwrap();
+    assert_eq!(broker.rescue_jobs().unwrap(), 1);
+    let again = broker.claim_jobs("mix", "w2", 4, LEASE).unwrap();
+    assert_eq!(
+        again.iter().map(|j| (j.id, j.attempt)).collect::<Vec<_>>(),
+        [(ids[1], 2)]
+    );
+    assert!(broker.cancel_job(ids[2]).unwrap());
+    // The old claims complete jobs 0 and 3 only, in one statement.
+    assert_eq!(broker.complete_jobs(&old).unwrap(), 2);
+    let states: Vec<Option<(JobState, i32)>> = ids
+        .iter()
+        .map(|id| broker.job(*id).unwrap().map(|j| (j.state, j.attempt)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            None,
+            Some((JobState::Running, 2)),
+            Some((JobState::Cancelled, 1)),
+            None
+        ]
+    );
+    // The SQL functions fence the same way; without attempts they complete whatever runs.
+    let mut c = db.client();
+    let mut held = |attempt: i32| -> Vec<i64> {
+        c.query(
+            "SELECT pgbroker.extend_leases($1, $2)",
+            &[&ids, &vec![attempt; 4]],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    assert_eq!(held(1), Vec::<i64>::new(), "job 1 runs as attempt 2");
+    assert_eq!(held(2), [ids[1]]);
+    let done: i32 = c
+        .query_one(
+            "SELECT pgbroker.complete_many($1, $2)",
+            &[&ids, &vec![1i32, 1, 1, 1]],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 0);
+    let done: i32 = c
+        .query_one("SELECT pgbroker.complete_many($1)", &[&ids])
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM pgbroker.jobs"), 1);
+}

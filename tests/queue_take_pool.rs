@@ -598,3 +598,111 @@ fn a_deadlock_between_batches_gives_the_victim_back_uncounted_and_both_commit() 
     assert!(runs.iter().all(|(_, attempt)| *attempt == 1), "{runs:?}");
     assert_eq!((stats.handled, stats.failed), (4, 1));
 }
+
+/// Enqueues `n` jobs on `queue` (payload `{"i": i}`); their ids.
+fn enqueue_numbered(broker: &Broker, queue: &str, n: i64) -> Vec<i64> {
+    (0..n)
+        .map(|i| {
+            broker
+                .enqueue(queue, &serde_json::json!({ "i": i }))
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Runs `handler` on a one-thread pool until no job is left.
+fn drain_on_one_thread<F>(broker: &Broker, opts: QueueOptions, handler: F)
+where
+    F: Fn(&JobContext<'_>) -> pgbroker::HandlerResult + Send + Sync + 'static,
+{
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .queue_with(opts, handler)
+        .start()
+        .unwrap();
+    assert!(support::wait_until(WAIT, || jobs_left(broker) == 0));
+    pool.shutdown().unwrap();
+}
+
+/// Each of `ids` wrote its effect once, as attempt 1.
+fn assert_each_done_once(broker: &Broker, ids: &[i64]) {
+    assert_eq!(
+        effects(broker),
+        ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn every_batch_runs_under_the_lease_and_in_a_transaction_of_its_own() {
+    let db = support::db();
+    let broker = db.broker();
+    effects_table(&db);
+    let ids = enqueue_numbered(&broker, "l", 6);
+    // (job, the job's transaction, its idle_in_transaction_session_timeout)
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let opts = opts("l")
+        .jobs_per_transaction(2)
+        .lease(Duration::from_millis(1500));
+    drain_on_one_thread(&broker, opts, move |job| {
+        record(job)?;
+        let (tx, timeout) = job.with_transaction(|tx| {
+            let row = tx.query_one(
+                "SELECT pg_current_xact_id()::text,
+                        current_setting('idle_in_transaction_session_timeout')",
+                &[],
+            )?;
+            Ok((row.get::<_, String>(0), row.get::<_, String>(1)))
+        })?;
+        s.lock().unwrap().push((job.id(), tx, timeout));
+        Ok(())
+    });
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.iter().map(|(id, _, _)| *id).collect::<Vec<_>>(),
+        ids,
+        "each job once, in order"
+    );
+    assert!(
+        seen.iter().all(|(_, _, timeout)| timeout == "1500ms"),
+        "{seen:?}"
+    );
+    for pair in seen.chunks(2) {
+        assert_eq!(pair[0].1, pair[1].1, "a batch is one transaction: {seen:?}");
+    }
+    let transactions: HashSet<&String> = seen.iter().map(|(_, tx, _)| tx).collect();
+    assert_eq!(transactions.len(), 3, "three batches: {seen:?}");
+    assert_each_done_once(&broker, &ids);
+}
+
+#[test]
+fn a_batch_idle_past_its_lease_loses_its_session_and_its_jobs_come_back() {
+    let db = support::db();
+    let broker = db.broker();
+    effects_table(&db);
+    let ids = enqueue_numbered(&broker, "h", 2);
+    let runs = Arc::new(Mutex::new(Vec::new()));
+    let r = runs.clone();
+    let opts = opts("h")
+        .jobs_per_transaction(2)
+        .lease(Duration::from_millis(300));
+    drain_on_one_thread(&broker, opts, move |job| {
+        let first = {
+            let mut runs = r.lock().unwrap();
+            runs.push((job.id(), job.attempt()));
+            runs.len() == 1
+        };
+        record(job)?;
+        if first {
+            // Idle in the batch's transaction past the lease: the server ends the session.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        Ok(())
+    });
+    // The first batch died with its session after its first job: nothing of it committed,
+    // no attempt counted; the jobs ran again.
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs, vec![(ids[0], 1), (ids[0], 1), (ids[1], 1)]);
+    assert_each_done_once(&broker, &ids);
+}

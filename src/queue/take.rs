@@ -8,6 +8,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Row, Statement, Transaction};
 use serde_json::Value;
 
+use super::claim::{by_size_class, next_jobs_sql, size_class};
 use super::{secs, validate_queue, ClaimedJob, JobState};
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
 
@@ -20,21 +21,42 @@ pub(crate) struct TakenRow {
     errors: Option<Value>,
 }
 
-/// The body of `pgbroker.take()` (schema/queue.sql) without its in-transaction check, prepared
-/// once per connection by the worker pool (through the SQL function PostgreSQL would parse and
-/// plan it on every call). Only the intervals' types differ; a test compares the two.
-pub(crate) const TAKE_SQL: &str = "\
-    DELETE FROM pgbroker.jobs j
-     WHERE j.id = ANY (ARRAY(
-               SELECT p.id FROM pgbroker.jobs p
-                WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
-                ORDER BY p.priority, p.run_at, p.id
-                LIMIT $2::integer
-                FOR UPDATE SKIP LOCKED))
-    RETURNING j.id, j.queue, j.payload, j.attempt + 1 AS attempt, j.max_attempts,
-              j.priority, j.run_at, NULL::timestamptz AS lease_until, j.created_at,
-              j.unique_key, extract(epoch FROM j.backoff_base)::float8 AS backoff_base,
-              extract(epoch FROM j.backoff_max)::float8 AS backoff_max, j.errors";
+/// The statement of `pgbroker.take()` (schema/queue.sql) by size class (see
+/// `next_jobs_sql!`), prepared once per connection (through the SQL function PostgreSQL would
+/// parse and plan it on every call). `$lease`: `""`, or the condition of [`TAKE_LEASED_SQL`].
+/// It returns fewer columns than the SQL function (the queue is the caller's, `lease_until`
+/// is NULL), in `ClaimedJob::from_taken_row`'s order; a test compares the two.
+macro_rules! take_sql {
+    ($candidates:literal, $lease:literal) => {
+        concat!(
+            "DELETE FROM pgbroker.jobs j
+     WHERE ",
+            next_jobs_sql!($candidates, "$2", $lease),
+            "
+    RETURNING j.id, j.payload, j.attempt + 1, j.max_attempts, j.priority, j.run_at,
+              j.created_at, j.unique_key, extract(epoch FROM j.backoff_base)::float8,
+              extract(epoch FROM j.backoff_max)::float8, j.errors"
+        )
+    };
+}
+
+/// The take of [`CachedClient::take_jobs`] and [`Broker::take_jobs`], by size class.
+const TAKE_SQL: [&str; 12] = by_size_class!(take_sql!(""));
+
+/// The worker pool's take: also sets the transaction's `idle_in_transaction_session_timeout`
+/// to `$3` (the lease of this mode), once (an uncorrelated subquery is an init plan), saving
+/// the `SET LOCAL` round trip.
+const TAKE_LEASED_SQL: [&str; 12] = by_size_class!(take_sql!(
+    "
+                      AND (SELECT set_config('idle_in_transaction_session_timeout', $3, true))
+                          IS NOT NULL"
+));
+
+/// The statement for a take of at most `max` jobs.
+pub(crate) fn take_sql(max: i32, leased: bool) -> &'static str {
+    let statements = if leased { &TAKE_LEASED_SQL } else { &TAKE_SQL };
+    statements[size_class(max)]
+}
 
 const TAKE_TYPES: [Type; 2] = [Type::TEXT, Type::INT4];
 
@@ -71,14 +93,25 @@ fn return_sql() -> &'static str {
 }
 
 impl ClaimedJob {
-    fn from_taken_row(row: &Row) -> ClaimedJob {
-        let mut job = ClaimedJob::from_row(row);
-        job.taken = Some(Box::new(TakenRow {
-            backoff_base: row.get(10),
-            backoff_max: row.get(11),
-            errors: row.get(12),
-        }));
-        job
+    /// A row of [`take_sql`]'s statement, of `queue`.
+    fn from_taken_row(row: &Row, queue: &str) -> ClaimedJob {
+        ClaimedJob {
+            id: row.get(0),
+            queue: queue.to_owned(),
+            payload: row.get(1),
+            attempt: row.get(2),
+            max_attempts: row.get(3),
+            priority: row.get(4),
+            run_at: row.get(5),
+            lease_until: None,
+            created_at: row.get(6),
+            unique_key: row.get(7),
+            taken: Some(Box::new(TakenRow {
+                backoff_base: row.get(8),
+                backoff_max: row.get(9),
+                errors: row.get(10),
+            })),
+        }
     }
 
     /// True for a job taken by a transaction ([`Broker::take_jobs`]), false for a leased one.
@@ -116,6 +149,7 @@ impl ClaimedJob {
 impl CachedClient {
     /// Begins a transaction on this pooled connection and takes up to `max` available jobs of
     /// `queue` in it: [`Broker::take_jobs`] with its statement prepared once per connection
+    /// and size class of `max` (1, 2, 4, ... 1024 jobs, more), whose plan the server reuses
     /// (no planning per call; use this on hot paths). Returns the open transaction and the
     /// jobs: commit it to complete them, drop it (rollback) to give them back. Everything
     /// said at [`Broker::take_jobs`] holds.
@@ -146,9 +180,10 @@ impl CachedClient {
         max: usize,
     ) -> Result<(Transaction<'_>, Vec<ClaimedJob>)> {
         validate_queue(queue)?;
-        let stmt = self.statement(TAKE_SQL)?;
+        let max = i32::try_from(max).unwrap_or(i32::MAX);
+        let stmt = self.statement(take_sql(max, false))?;
         let mut tx = self.transaction()?;
-        let jobs = take_prepared(&mut tx, &stmt, queue, max)?;
+        let jobs = take_prepared(&mut tx, &stmt, queue, max, None)?;
         Ok((tx, jobs))
     }
 }
@@ -160,23 +195,34 @@ fn in_claim_order(mut jobs: Vec<ClaimedJob>) -> Vec<ClaimedJob> {
     jobs
 }
 
-/// Takes with `stmt`, the prepared [`TAKE_SQL`] of `tx`'s connection.
+/// Takes with `stmt`, `take_sql(max, lease.is_some())` prepared on `tx`'s connection; with a
+/// lease, it also sets the transaction's `idle_in_transaction_session_timeout` to it.
 pub(crate) fn take_prepared(
     tx: &mut Transaction<'_>,
     stmt: &Statement,
     queue: &str,
-    max: usize,
+    max: i32,
+    lease: Option<Duration>,
 ) -> Result<Vec<ClaimedJob>> {
-    let max = i32::try_from(max).unwrap_or(i32::MAX);
-    if max == 0 {
+    if max <= 0 {
         return Ok(Vec::new());
     }
-    let rows = tx
-        .query(stmt, &[&queue, &max])
-        .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
+    let rows = match lease {
+        None => tx.query(stmt, &[&queue, &max]),
+        Some(lease) => tx.query(stmt, &[&queue, &max, &timeout_ms(lease)]),
+    }
+    .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
     Ok(in_claim_order(
-        rows.iter().map(ClaimedJob::from_taken_row).collect(),
+        rows.iter()
+            .map(|r| ClaimedJob::from_taken_row(r, queue))
+            .collect(),
     ))
+}
+
+/// A lease as `idle_in_transaction_session_timeout` in milliseconds: the server's limit is
+/// `i32::MAX` (about 24 days).
+fn timeout_ms(lease: Duration) -> String {
+    lease.as_millis().clamp(1, i32::MAX as u128).to_string()
 }
 
 /// The taken row's columns as parameters, in `ROW_TYPES`' order.
@@ -268,10 +314,12 @@ impl Broker {
         }
         let values: [&(dyn ToSql + Sync); 2] = [&queue, &max];
         let rows = tx
-            .query_typed(TAKE_SQL, &typed(&values, &TAKE_TYPES))
+            .query_typed(take_sql(max, false), &typed(&values, &TAKE_TYPES))
             .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
         Ok(in_claim_order(
-            rows.iter().map(ClaimedJob::from_taken_row).collect(),
+            rows.iter()
+                .map(|r| ClaimedJob::from_taken_row(r, queue))
+                .collect(),
         ))
     }
 
@@ -369,37 +417,49 @@ impl Broker {
 
 #[cfg(test)]
 mod test {
-    use super::TAKE_SQL;
+    use super::super::claim::test::{function_statement, parts};
+    use super::{take_sql, TAKE_LEASED_SQL, TAKE_SQL};
 
     #[test]
-    fn take_statement_is_the_sql_functions_body() {
-        let schema = include_str!("../../schema/queue.sql");
-        let start = schema
-            .find("CREATE OR REPLACE FUNCTION pgbroker.take(")
-            .unwrap();
-        let body = &schema[start..];
-        let body = &body[body.find("    WITH taken AS (").unwrap()..];
-        let body = &body[..body.find("\n$$;").unwrap()];
-        // Ours is the CTE's statement alone: the rows are sorted by the client.
-        let body = body
-            .trim()
-            .strip_prefix("WITH taken AS (")
-            .and_then(|b| {
-                b.strip_suffix("SELECT * FROM taken t ORDER BY t.priority, t.run_at, t.id")
-            })
-            .and_then(|b| b.trim_end().strip_suffix(')'))
-            .expect("take() is a CTE sorted by claim order");
-        let ours = TAKE_SQL
+    fn take_statements_are_the_sql_functions_body() {
+        let [head, chosen, tail] = parts(&function_statement("take"));
+        // Ours is the CTE's statement alone, without the queue (the caller's) and the NULL
+        // lease_until, and with the intervals in seconds: the rows are sorted by the client.
+        let theirs = [
+            head.replace("WITH taken AS ( ", ""),
+            chosen,
+            tail.replace(
+                " ) SELECT * FROM taken t ORDER BY t.priority, t.run_at, t.id",
+                "",
+            )
+            .replace("j.queue, ", "")
+            .replace(" AS attempt", "")
+            .replace("NULL::timestamptz AS lease_until, ", "")
             .replace(
-                "extract(epoch FROM j.backoff_base)::float8 AS backoff_base",
-                "j.backoff_base",
+                "j.backoff_base,",
+                "extract(epoch FROM j.backoff_base)::float8,",
             )
             .replace(
-                "extract(epoch FROM j.backoff_max)::float8 AS backoff_max",
-                "j.backoff_max",
-            )
-            .replace("$2::integer", "$2");
-        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-        assert_eq!(words(&ours), words(body));
+                "j.backoff_max,",
+                "extract(epoch FROM j.backoff_max)::float8,",
+            ),
+        ];
+        let lease = " AND (SELECT set_config('idle_in_transaction_session_timeout', $3, true)) \
+                     IS NOT NULL";
+        for (sql, leased) in TAKE_SQL.iter().zip(TAKE_LEASED_SQL) {
+            assert_eq!(parts(sql), theirs);
+            let mut ours = parts(leased);
+            assert!(ours[1].contains(lease), "{}", ours[1]);
+            ours[1] = ours[1].replace(lease, "");
+            assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn the_size_class_picks_the_statement() {
+        assert_eq!(take_sql(0, false), TAKE_SQL[0]);
+        assert_eq!(take_sql(100, false), TAKE_SQL[7]);
+        assert_eq!(take_sql(100, true), TAKE_LEASED_SQL[7]);
+        assert_eq!(take_sql(5000, true), TAKE_LEASED_SQL[11]);
     }
 }

@@ -3,6 +3,8 @@
 //! their handlers one after another, each job's writes under a savepoint of its own, writes
 //! failures, snoozes and discards back in the same transaction, and commits. COMMIT completes
 //! the jobs; a rollback or a lost connection gives every job of the batch back untouched.
+//! While batches come full, the task goes on with the next on the same connection for a while
+//! (`COMMIT; BEGIN` in one round trip, then the take, which also sets the lease).
 //!
 //! The fetch thread (`consumer.rs`) hands out one batch per free permit and waits until the
 //! batch says how many jobs it took, which drives its idle registration and LISTEN wake-ups
@@ -11,6 +13,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Sender};
 use postgres::error::SqlState;
@@ -18,6 +21,7 @@ use postgres::Transaction;
 
 use super::consumer::{error_text, Shared};
 use super::context::{JobContext, JobTransaction, Outcome};
+use super::take::{take_prepared, take_sql};
 use super::ClaimedJob;
 use crate::worker::{SourceContext, Task};
 use crate::{Error, ErrorKind, Result};
@@ -84,32 +88,85 @@ impl Batch {
         }
         let shared = self.shared.clone();
         let queue = shared.opts.queue();
+        let max = i32::try_from(shared.opts.jobs_per_batch()).unwrap_or(i32::MAX);
+        let lease = Some(shared.opts.lease_duration());
         let mut conn = match shared.broker.conn() {
             Ok(conn) => conn,
             Err(e) => return self.tell(Taken::Failed(e)),
         };
-        let (mut tx, jobs) = match conn.take_jobs(queue, shared.opts.jobs_per_batch()) {
+        // The take also sets the transaction's idle_in_transaction_session_timeout: the lease
+        // of this mode (a worker that hangs between two statements loses its session to the
+        // server, and the batch's jobs come back).
+        let stmt = match conn.statement(take_sql(max, true)) {
+            Ok(stmt) => stmt,
+            Err(e) => return self.tell(Taken::Failed(e)),
+        };
+        let taken = conn
+            .transaction()
+            .map_err(Error::from)
+            .and_then(|mut tx| Ok((take_prepared(&mut tx, &stmt, queue, max, lease)?, tx)));
+        let (jobs, tx) = match taken {
             Ok(taken) => taken,
             Err(e) => return self.tell(Taken::Failed(e)),
         };
         if jobs.is_empty() {
             return self.tell(Taken::Jobs(0)); // rolled back as `tx` drops
         }
-        // The lease of this mode: a worker that hangs between two statements loses its
-        // session to the server, and the batch's jobs come back.
-        if let Err(e) = tx.batch_execute(&set_timeout(shared.opts.lease_duration())) {
-            return self.tell(Taken::Failed(Error::from(e)));
-        }
         self.tell(Taken::Jobs(jobs.len()));
-        run_jobs(&shared, &self.ctx, tx, jobs);
+        let batch = BatchTx {
+            state: Mutex::new(TxState {
+                tx,
+                savepoint: false,
+                conflict: false,
+            }),
+        };
+        let since = Instant::now();
+        let mut jobs = jobs;
+        loop {
+            let total = jobs.len();
+            let full = total >= max as usize;
+            match run_jobs(&shared, &self.ctx, &batch, jobs) {
+                BatchEnd::Commit => {}
+                BatchEnd::Rollback => return, // rolled back as `batch` drops
+                BatchEnd::Lost(e) => {
+                    return log::warn!(
+                        "pgbroker queue {queue:?}: a batch of {total} job(s) failed and was \
+                         rolled back (its jobs run again): {e}"
+                    )
+                }
+            }
+            // A full batch suggests more jobs wait: commit it and begin the next in one round
+            // trip, on this connection and thread, for a while; then the thread goes back to
+            // the pool, which may have other work waiting.
+            if !full || self.ctx.is_stopping() || since.elapsed() >= KEEP_TAKING {
+                break;
+            }
+            let mut s = batch.state();
+            if let Err(e) = s.tx.batch_execute("COMMIT; BEGIN") {
+                return log::warn!(
+                    "pgbroker queue {queue:?}: committing a batch of {total} job(s) failed \
+                     (its jobs come back and run again): {e}"
+                );
+            }
+            jobs = match take_prepared(&mut s.tx, &stmt, queue, max, lease) {
+                Ok(jobs) if !jobs.is_empty() => jobs,
+                Ok(_) => return, // none left: the empty transaction rolls back
+                Err(e) => return log::warn!("pgbroker queue {queue:?}: taking jobs failed: {e}"),
+            };
+        }
+        let TxState { tx, .. } = batch.state.into_inner().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = tx.commit() {
+            log::warn!(
+                "pgbroker queue {queue:?}: committing a batch failed (its jobs come back and \
+                 run again): {e}"
+            );
+        }
     }
 }
 
-/// Sets the batch's lease: the server's limit is `i32::MAX` milliseconds (about 24 days).
-fn set_timeout(lease: std::time::Duration) -> String {
-    let ms = lease.as_millis().clamp(1, i32::MAX as u128);
-    format!("SET LOCAL idle_in_transaction_session_timeout = {ms}")
-}
+/// How long a batch's task goes on taking further batches on its connection while they come
+/// full, before it gives its thread back to the pool.
+const KEEP_TAKING: Duration = Duration::from_millis(100);
 
 /// The savepoint each job's writes live under.
 const SAVEPOINT: &str = "SAVEPOINT pgbroker_job";
@@ -176,30 +233,35 @@ enum Next {
     CommitNow,
 }
 
-/// Runs the handlers of a batch's jobs in turn and commits. At shutdown the jobs not started
-/// are given back untouched (or the whole batch rolled back when none started).
-fn run_jobs(shared: &Shared, ctx: &SourceContext, tx: Transaction<'_>, jobs: Vec<ClaimedJob>) {
+/// How a batch's jobs ended.
+enum BatchEnd {
+    /// Commit: done, failed and given-back jobs are all written in the transaction.
+    Commit,
+    /// Roll back: the pool stopped before any job started.
+    Rollback,
+    /// The transaction is lost (writing a job back failed); it rolls back.
+    Lost(Error),
+}
+
+/// Runs the handlers of a batch's jobs in turn. At shutdown the jobs not started are given
+/// back untouched (or the whole batch rolled back when none started).
+fn run_jobs(
+    shared: &Shared,
+    ctx: &SourceContext,
+    batch: &BatchTx<'_>,
+    jobs: Vec<ClaimedJob>,
+) -> BatchEnd {
     let queue = shared.opts.queue();
-    let batch = BatchTx {
-        state: Mutex::new(TxState {
-            tx,
-            savepoint: false,
-            conflict: false,
-        }),
-    };
-    let total = jobs.len();
     let mut jobs: VecDeque<ClaimedJob> = jobs.into();
     let mut started = 0;
-    let mut lost: Option<Error> = None;
     while let Some(job) = jobs.pop_front() {
         if ctx.is_stopping() {
             jobs.push_front(job);
             shared.stats.count_abandoned(jobs.len() as u64);
             if started == 0 {
-                return; // rolled back: every job is available again, untouched
+                return BatchEnd::Rollback; // every job is available again, untouched
             }
-            lost = give_back(shared, &batch, &jobs).err();
-            break;
+            return ended(give_back(shared, batch, &jobs));
         }
         started += 1;
         let id = job.id;
@@ -208,37 +270,27 @@ fn run_jobs(shared: &Shared, ctx: &SourceContext, tx: Transaction<'_>, jobs: Vec
             shared.broker.clone(),
             Arc::new(AtomicBool::new(false)),
             None,
-            Some(&batch),
+            Some(batch),
         );
-        let what = format!("queue {queue:?} job {id}");
-        let handler = shared.handler.clone();
-        let res = shared.stats.run_handler(&what, || handler(&job_ctx));
-        match end_job(shared, &batch, &job_ctx, res) {
+        let handler = &shared.handler;
+        let res = shared
+            .stats
+            .run_handler(&format_args!("queue {queue:?} job {id}"), || {
+                handler(&job_ctx)
+            });
+        match end_job(shared, batch, &job_ctx, res) {
             Ok(Next::Continue) => {}
-            Ok(Next::CommitNow) => {
-                lost = give_back(shared, &batch, &jobs).err();
-                break;
-            }
-            Err(e) => {
-                lost = Some(e);
-                break;
-            }
+            Ok(Next::CommitNow) => return ended(give_back(shared, batch, &jobs)),
+            Err(e) => return BatchEnd::Lost(e),
         }
     }
-    let TxState { tx, .. } = batch.state.into_inner().unwrap_or_else(|e| e.into_inner());
-    match lost {
-        Some(e) => log::warn!(
-            "pgbroker queue {queue:?}: a batch of {total} job(s) failed and was rolled back \
-             (its jobs run again): {e}"
-        ),
-        None => {
-            if let Err(e) = tx.commit() {
-                log::warn!(
-                    "pgbroker queue {queue:?}: committing a batch of {total} job(s) failed \
-                     (its jobs come back and run again): {e}"
-                );
-            }
-        }
+    BatchEnd::Commit
+}
+
+fn ended(res: Result<()>) -> BatchEnd {
+    match res {
+        Ok(()) => BatchEnd::Commit,
+        Err(e) => BatchEnd::Lost(e),
     }
 }
 
@@ -321,19 +373,4 @@ fn end_job(
         }
     }
     Ok(Next::Continue)
-}
-
-#[cfg(test)]
-mod test {
-    use super::set_timeout;
-    use std::time::Duration;
-
-    #[test]
-    fn the_lease_fits_the_servers_setting() {
-        assert_eq!(
-            set_timeout(Duration::from_millis(1500)),
-            "SET LOCAL idle_in_transaction_session_timeout = 1500"
-        );
-        assert!(set_timeout(Duration::from_secs(u64::MAX)).ends_with("= 2147483647"));
-    }
 }
