@@ -174,8 +174,7 @@ impl Broker {
     /// Enqueues a job due now on a pooled connection; `values` are the first four of
     /// `Params::values`. Asks for waiting workers when the queue's check is due.
     fn enqueue_now(&self, queue: &str, values: &[&(dyn ToSql + Sync)]) -> Result<JobId> {
-        let now = Instant::now();
-        let check = self.wake_checks().due(queue, now);
+        let check = self.wake_checks().due(queue, Instant::now());
         let mut conn = self.conn()?;
         let stmt = conn.statement(if check {
             ENQUEUE_NOW_WAKE_SQL
@@ -185,10 +184,8 @@ impl Broker {
         let row = conn
             .query_one(&stmt, values)
             .map_err(|e| Error::from(e).context(format!("enqueueing on {queue:?}")))?;
-        if check {
-            // From before the statement: its snapshot decided, so the window starts no later.
-            let woke = row.get::<_, Option<bool>>(1) == Some(true);
-            self.wake_checks().checked(queue, woke, now);
+        if check && row.get::<_, Option<bool>>(1) == Some(true) {
+            self.wake_checks().woke(queue);
         }
         Ok(row.get(0))
     }
