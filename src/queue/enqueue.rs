@@ -192,6 +192,7 @@ impl Broker {
 
     /// Enqueues `job` with its options; returns its id, or for a [unique](Job::unique_key)
     /// job that is already available or running, that job's id.
+    /// Idle workers are woken as by [`enqueue`](Self::enqueue) (a delayed job wakes nobody).
     ///
     /// Fails before writing anything with [`ErrorKind::InvalidName`](crate::ErrorKind),
     /// [`ErrorKind::Serialize`](crate::ErrorKind) or
