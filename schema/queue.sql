@@ -391,9 +391,12 @@ CREATE OR REPLACE FUNCTION pgbroker.extend_leases(
     lease    interval  DEFAULT interval '5 minutes'
 ) RETURNS SETOF bigint
 LANGUAGE sql AS $$
+    -- `id = ANY` with the attempt looked up by position, not a join with unnest($1, $2): see
+    -- src/queue/claim.rs (DELETE_SQL) for why, and why the state test is inside coalesce.
     UPDATE pgbroker.jobs j SET lease_until = now() + $3
-      FROM unnest($1, $2) AS t(id, attempt)
-     WHERE j.id = t.id AND j.state = 'running' AND (t.attempt IS NULL OR j.attempt = t.attempt)
+     WHERE j.id = ANY ($1)
+       AND coalesce(j.state = 'running'
+                    AND ($2 IS NULL OR j.attempt = $2[array_position($1, j.id)]), false)
     RETURNING j.id
 $$;
 
@@ -411,17 +414,22 @@ DECLARE
     n integer;
 BEGIN
     IF complete_many.keep IS NULL OR complete_many.keep <= interval '0' THEN
+        -- As pgbroker.extend_leases: the key probed, the attempt looked up by position.
         DELETE FROM pgbroker.jobs j
-         USING unnest(complete_many.job_ids, complete_many.attempts) AS t(id, attempt)
-         WHERE j.id = t.id AND j.state = 'running'
-           AND (t.attempt IS NULL OR j.attempt = t.attempt);
+         WHERE j.id = ANY (complete_many.job_ids)
+           AND coalesce(j.state = 'running'
+                        AND (complete_many.attempts IS NULL
+                             OR j.attempt = complete_many.attempts[
+                                    array_position(complete_many.job_ids, j.id)]), false);
     ELSE
         UPDATE pgbroker.jobs j
            SET state = 'completed', lease_until = NULL, finished_at = now(),
                expires_at = now() + complete_many.keep, result = complete_many.result
-          FROM unnest(complete_many.job_ids, complete_many.attempts) AS t(id, attempt)
-         WHERE j.id = t.id AND j.state = 'running'
-           AND (t.attempt IS NULL OR j.attempt = t.attempt);
+         WHERE j.id = ANY (complete_many.job_ids)
+           AND coalesce(j.state = 'running'
+                        AND (complete_many.attempts IS NULL
+                             OR j.attempt = complete_many.attempts[
+                                    array_position(complete_many.job_ids, j.id)]), false);
     END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;

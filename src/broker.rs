@@ -6,6 +6,7 @@ use postgres::{Client, NoTls};
 
 use crate::config::{BrokerBuilder, Config};
 use crate::pool::{Manager, PooledConn};
+use crate::topic::PublishState;
 use crate::queue::WakeChecks;
 use crate::{schema, Error, ErrorKind, Result};
 
@@ -33,6 +34,7 @@ struct Inner {
     pg: postgres::Config,
     config: Config,
     pool: r2d2::Pool<Manager>,
+    publish: PublishState,
     wake_checks: WakeChecks,
 }
 
@@ -92,6 +94,7 @@ impl Broker {
                 pg,
                 config,
                 pool,
+                publish: PublishState::new(),
                 wake_checks: WakeChecks::default(),
             }),
         })
@@ -131,6 +134,11 @@ impl Broker {
     /// ```
     pub fn conn(&self) -> Result<PooledConn> {
         self.inner.pool.get().map_err(Error::from)
+    }
+
+    /// What single publishes share: reserved event ids, the last look for waiting consumers.
+    pub(crate) fn publish_state(&self) -> &PublishState {
+        &self.inner.publish
     }
 
     /// When single enqueues ask for waiting workers (src/queue/wake_checks.rs).

@@ -868,3 +868,194 @@ fn every_way_of_publishing_wakes_waiting_consumers_and_plain_sql_does_not() {
     assert!(woke);
     assert_eq!(woken(), 1, "pgbroker.log_wake()");
 }
+
+/// Counts the wake-ups `listener` receives until none comes for 300 ms.
+fn wake_ups(listener: &pgbroker::Listener) -> usize {
+    let mut n = 0;
+    while let Some(pgbroker::Event::Notification(_)) =
+        listener.recv_timeout(Duration::from_millis(300)).unwrap()
+    {
+        n += 1;
+    }
+    n
+}
+
+/// A broker whose last look found no waiting consumer publishes without looking for the next
+/// 50 ms (single events and batches in their own transaction; consumers read again 100 ms after
+/// registering, see `topic_consumers.rs`). Once a look finds one, every publish looks.
+#[test]
+fn publishers_look_for_waiting_consumers_at_most_every_50_ms_while_none_waits() {
+    let db = support::db();
+    let broker = db.broker();
+    let listener = broker.listen(pgbroker::topic::WAKEUP_CHANNEL).unwrap();
+    let mut c = db.client();
+    let mut skipped = false;
+    // The skip holds only when the calls below take under 50 ms: try again when they did not.
+    for _ in 0..20 {
+        c.execute("DELETE FROM pgbroker.log_waiters", &[]).unwrap();
+        let started = std::time::Instant::now();
+        broker.publish("t", &json!(0)).unwrap(); // looks: nobody waits
+        c.execute("INSERT INTO pgbroker.log_waiters (pid) VALUES (0)", &[])
+            .unwrap();
+        broker.publish("t", &json!(1)).unwrap();
+        broker
+            .publish_event(&NewEvent::new("t", json!(2)).key("k"))
+            .unwrap();
+        broker
+            .publish_batch((0..3).map(|i| NewEvent::new("t", json!(i))))
+            .unwrap();
+        let quick = started.elapsed() < Duration::from_millis(50);
+        let woken = wake_ups(&listener); // also lets the 50 ms pass
+        if quick {
+            assert_eq!(
+                woken, 0,
+                "published within 50 ms of a look that found nobody"
+            );
+            skipped = true;
+            break;
+        }
+    }
+    assert!(skipped, "never published four times within 50 ms");
+    // The waiter is visible to the next look, which makes every publish look again.
+    broker.publish("t", &json!(3)).unwrap();
+    assert_eq!(wake_ups(&listener), 1, "publish");
+    broker.publish("t", &json!(4)).unwrap();
+    assert_eq!(
+        wake_ups(&listener),
+        1,
+        "publish after a look that found one"
+    );
+    broker
+        .publish_batch((0..3).map(|i| NewEvent::new("t", json!(i))))
+        .unwrap();
+    assert_eq!(wake_ups(&listener), 1, "publish_batch by INSERT");
+    broker
+        .publish_batch((0..1001).map(|i| NewEvent::new("t", json!(i))))
+        .unwrap();
+    assert_eq!(wake_ups(&listener), 1, "publish_batch by COPY");
+    // Nobody waits any more: one look finds out, the next publishes skip it.
+    c.execute("DELETE FROM pgbroker.log_waiters", &[]).unwrap();
+    let looked = broker.publish("t", &json!(5)).unwrap();
+    let skipped = broker.publish("t", &json!(6)).unwrap();
+    assert_eq!(wake_ups(&listener), 0);
+    // Both are written whether they looked or not.
+    for (id, payload) in [(looked, json!(5)), (skipped, json!(6))] {
+        let row = c
+            .query_one(
+                "SELECT topic, payload FROM pgbroker.events WHERE id = $1",
+                &[&id.get()],
+            )
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "t");
+        assert_eq!(row.get::<_, serde_json::Value>(1), payload);
+    }
+}
+
+/// Reads and acknowledges subscription `sub` until `n` events came (or 10 s passed).
+fn read_all(broker: &Broker, sub: &str, n: usize) -> Vec<pgbroker::topic::LogEvent> {
+    let mut got = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while got.len() < n && std::time::Instant::now() < deadline {
+        let b = broker.read(sub, 1000).unwrap();
+        if b.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        broker.ack(sub, b.last_position().unwrap()).unwrap();
+        got.extend(b.events().iter().cloned());
+    }
+    got
+}
+
+/// Single publishes take their ids from blocks the broker reserves (so the INSERT returns
+/// nothing): unique across threads, block refills and batches, and each the id of the row
+/// written. A transaction mixing every way of publishing gets increasing ids in publishing
+/// order, so it is read back in that order.
+#[test]
+fn single_publishes_get_unique_ids_and_a_transaction_keeps_publishing_order() {
+    let db = support::db();
+    let broker = db.broker();
+    // 4 threads of 300 single publishes each (blocks of 128 run out several times), with
+    // batches drawing from the sequence in between.
+    let published: Vec<(i64, serde_json::Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let broker = &broker;
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for i in 0..300 {
+                        let payload = json!({"t": t, "i": i});
+                        let id = if i % 3 == 0 {
+                            broker.publish_event(&NewEvent::new("ids", payload.clone()).key("k"))
+                        } else {
+                            broker.publish("ids", &payload)
+                        }
+                        .unwrap();
+                        out.push((id.get(), payload));
+                        if i % 100 == 50 {
+                            let batch: Vec<_> =
+                                (0..5).map(|j| json!({"t": t, "i": i, "j": j})).collect();
+                            let ids = broker
+                                .publish_batch(
+                                    batch.iter().map(|p| NewEvent::new("ids", p.clone())),
+                                )
+                                .unwrap();
+                            out.extend(ids.iter().map(|id| id.get()).zip(batch));
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(published.len(), 4 * (300 + 3 * 5));
+    let mut c = db.client();
+    let stored: std::collections::HashMap<i64, serde_json::Value> = c
+        .query(
+            "SELECT id, payload FROM pgbroker.events WHERE topic = 'ids'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(stored.len(), published.len(), "ids are unique");
+    for (id, payload) in &published {
+        assert_eq!(stored.get(id), Some(payload), "event {id}");
+    }
+
+    // One transaction, every way of publishing in it: read back in publishing order.
+    broker.subscription("tx").pattern("tx").save().unwrap();
+    broker.publish("tx", &json!("before")).unwrap();
+    let mut conn = broker.conn().unwrap();
+    let mut tx = conn.transaction().unwrap();
+    let one = |i: &str| NewEvent::new("tx", json!(i));
+    broker.publish_in(&mut tx, &one("a")).unwrap();
+    tx.execute("SELECT pgbroker.publish('tx', '\"b\"')", &[])
+        .unwrap();
+    broker
+        .publish_batch_in(&mut tx, ["c1", "c2"].map(one))
+        .unwrap();
+    broker.publish_in(&mut tx, &one("d")).unwrap();
+    broker
+        .publish_batch_in(&mut tx, (0..1001).map(|i| one(&format!("e{i}"))))
+        .unwrap();
+    broker.publish_in(&mut tx, &one("f")).unwrap();
+    tx.commit().unwrap();
+    broker.publish("tx", &json!("after")).unwrap();
+    let mut want = vec!["before", "a", "b", "c1", "c2", "d"]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    want.extend((0..1001).map(|i| format!("e{i}")));
+    want.extend(["f".to_owned(), "after".to_owned()]);
+    let got: Vec<String> = read_all(&broker, "tx", want.len())
+        .iter()
+        .map(|e| e.payload().as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(got, want);
+}

@@ -368,8 +368,8 @@ fn fire_and_forget_failures_are_not_retried() {
 }
 
 /// A one-thread pool consuming subscription "s" (topic "t") from the beginning, returned once
-/// it is idle and registered as waiting for wake-ups: later deliveries within much less than
-/// `poll` can only come from a wake-up.
+/// it is idle, registered as waiting for wake-ups and past its read 100 ms after registering:
+/// later deliveries within much less than `poll` can only come from a wake-up.
 fn idle_consumer(
     db: &support::TestDb,
     broker: &Broker,
@@ -394,7 +394,114 @@ fn idle_consumer(
             .get::<_, i64>(0)
             == 1
     }));
+    std::thread::sleep(Duration::from_millis(300));
     (pool, seen)
+}
+
+/// Starts a one-thread pool consuming "s" (topic "t", 30 s poll) and commits a plain INSERT of
+/// one event (no wake-up) 40 to 70 ms after the consumer registered as waiting: after its first
+/// read as a waiter, before its read 100 ms after registering. Tries again when the machine was
+/// too slow for that window. Returns the pool, what it saw and when the event committed.
+fn plain_insert_just_after_registering(
+    db: &support::TestDb,
+    broker: &Broker,
+) -> (pgbroker::WorkerPool, Seen, Instant) {
+    from_beginning(broker, "s", "t", 1);
+    let mut writer = db.client();
+    for _ in 0..10 {
+        writer
+            .batch_execute("DELETE FROM pgbroker.log_waiters")
+            .unwrap();
+        let mut tx = writer.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO pgbroker.events (topic, payload) VALUES ('t', '{\"seq\": 0}')",
+            &[],
+        )
+        .unwrap();
+        let seen = Seen::default();
+        let pool = broker
+            .worker_pool()
+            .threads(1)
+            .subscription_with(
+                "s",
+                ConsumerOptions::new().poll_interval(Duration::from_secs(30)),
+                recorder(&seen),
+            )
+            .start()
+            .unwrap();
+        assert!(support::wait_until(WAIT, || {
+            tx.query_one("SELECT count(*) FROM pgbroker.log_waiters", &[])
+                .unwrap()
+                .get::<_, i64>(0)
+                == 1
+        }));
+        tx.execute(
+            "SELECT pg_sleep(extract(epoch FROM since + interval '40 ms' - clock_timestamp())) \
+               FROM pgbroker.log_waiters",
+            &[],
+        )
+        .unwrap();
+        let in_time: bool = tx
+            .query_one(
+                "SELECT clock_timestamp() - since < interval '70 ms' FROM pgbroker.log_waiters",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if in_time {
+            tx.commit().unwrap();
+            return (pool, seen, Instant::now());
+        }
+        tx.rollback().unwrap();
+        pool.shutdown().unwrap();
+    }
+    panic!("never committed within 70 ms of the registration");
+}
+
+/// A publisher whose look found no waiting consumer skips looking for 50 ms, so an event it
+/// publishes then sends no wake-up to a consumer that registered meanwhile. That consumer reads
+/// once more 100 ms after registering and finds the event then, not at its (30 s) poll.
+#[test]
+fn a_consumer_reads_again_100_ms_after_registering_as_waiting() {
+    let db = support::db();
+    let broker = db.broker();
+    let (pool, seen, committed) = plain_insert_just_after_registering(&db, &broker);
+    assert!(support::wait_until(WAIT, || seen.lock().unwrap().len() == 1));
+    assert!(
+        committed.elapsed() < Duration::from_secs(10),
+        "delivered {:?} after the commit: by the 30 s poll, not the read 100 ms after \
+         registering",
+        committed.elapsed()
+    );
+    pool.shutdown().unwrap();
+}
+
+/// When a transaction begun before that read still holds the horizon, the consumer reads again
+/// (backing off up to 1 s) until the horizon passed it, so the event comes soon after that
+/// transaction ends (which sends no wake-up), not at the poll.
+#[test]
+fn a_consumer_reads_again_until_the_horizon_passed_its_registration() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; SELECT pg_current_xact_id();")
+        .unwrap();
+    let (pool, seen, _) = plain_insert_just_after_registering(&db, &broker);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "delivered past the horizon"
+    );
+    holder.batch_execute("COMMIT").unwrap();
+    let released = Instant::now();
+    assert!(support::wait_until(WAIT, || seen.lock().unwrap().len() == 1));
+    assert!(
+        released.elapsed() < Duration::from_secs(10),
+        "delivered {:?} after the horizon moved: by the 30 s poll",
+        released.elapsed()
+    );
+    pool.shutdown().unwrap();
 }
 
 #[test]

@@ -84,9 +84,18 @@ const CLAIM_SQL: &str = "\
                 FOR UPDATE SKIP LOCKED))
     RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
               j.lease_until, j.created_at, j.unique_key";
+/// Deletes completed jobs still running under their claim's attempt (`$2[i]` fences `$1[i]`).
+///
+/// Probes the primary key with `id = ANY`, not a join with `unnest($1, $2)`: as a join the
+/// planner, told by the statistics that few jobs run, scanned the running jobs and rescanned
+/// the unnested pairs for each, building a whole-row copy of every pair for each job (callgrind:
+/// 8 million server instructions per batch of 100, three times the raw claim's DELETE). The
+/// state test sits inside `coalesce` so that no partial index on `state = 'running'` can be
+/// picked instead of the key: such a scan reads every running job of every queue.
 pub(super) const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
-     USING unnest($1::bigint[], $2::integer[]) AS t(id, attempt)
-     WHERE j.id = t.id AND j.state = 'running' AND j.attempt = t.attempt";
+     WHERE j.id = ANY ($1::bigint[])
+       AND coalesce(j.state = 'running'
+                    AND j.attempt = ($2::integer[])[array_position($1::bigint[], j.id)], false)";
 const EXTEND_SQL: &str = "SELECT pgbroker.extend_leases($1, $2, make_interval(secs => $3))";
 const COMPLETE_SQL: &str = "SELECT pgbroker.complete_many($1, $2, $3, make_interval(secs => $4))";
 const FAIL_SQL: &str = "SELECT pgbroker.fail($1, $2, make_interval(secs => $3), $4, $5)";

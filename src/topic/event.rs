@@ -10,7 +10,12 @@ use crate::{Error, ErrorKind, Result};
 /// The longest event key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 
-/// The id the log gave a published event (unique, increasing in publishing order).
+/// The id the log gave a published event: unique. The events of one transaction have
+/// increasing ids in publishing order; events of different transactions are ordered by their
+/// transactions, not their ids (the log is read in `(tx, id)` order, see [`Position`]). Single
+/// publishes ([`Broker::publish`](crate::Broker::publish),
+/// [`publish_event`](crate::Broker::publish_event)) take ids from blocks their broker reserves
+/// ahead, so their ids may be lower than those of events published before them by other means.
 ///
 /// # Examples
 ///

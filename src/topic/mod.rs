@@ -43,6 +43,10 @@
 //! - **Wake-ups**: publishing sends one `NOTIFY pgbroker_events` per statement (folded to one
 //!   per transaction) only while some consumer waits (rows in `pgbroker.log_waiters`), so busy
 //!   consumers cost publishers nothing and NOTIFY's commit lock does not serialise publishing.
+//!   A broker whose last look found nobody waiting publishes single events and batches without
+//!   looking for the next 50 ms (`publish_in` and `publish_batch_in` look every time); so a
+//!   consumer that registers as waiting reads again 100 ms later, and until the horizon passed
+//!   every transaction begun by then: such an event comes then, not at the next poll.
 //!   Consumers also poll (`poll_interval`, 1 s) and re-read after a listener reconnects.
 //!   Every pgbroker way of publishing does this (the API, SQL `pgbroker.publish`, table change
 //!   events); events written with plain SQL `INSERT` or `COPY` wake nobody and are seen at the
@@ -106,6 +110,7 @@ mod name;
 mod partition_consumer;
 mod position;
 mod publish;
+mod publish_state;
 mod publisher;
 mod read;
 mod retry;
@@ -123,6 +128,7 @@ pub use name::{
 };
 pub use position::Position;
 pub use publish::MAX_BATCH_EVENTS;
+pub(crate) use publish_state::PublishState;
 pub use publisher::{Publisher, PublisherBuilder};
 pub use read::{Batch, MAX_READ};
 pub use retry::{DeadLetter, RetryPolicy};

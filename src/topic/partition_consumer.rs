@@ -11,6 +11,7 @@ use crossbeam_channel::{select, Receiver, TryRecvError};
 use postgres::Client;
 
 use super::consumer::{ConsumerOptions, FailedEvents, Handler};
+use super::publish_state::WAITER_RECHECK;
 use super::read::{read_events, READ_SETTINGS, READ_SQL};
 use super::{Batch, LogEvent};
 use crate::worker::{SourceContext, Task};
@@ -73,6 +74,22 @@ SELECT id, topic, payload, headers, key, tx::text, created_at, attempt
 const QUICK_FIRST: Duration = Duration::from_millis(5);
 const QUICK_MAX: Duration = Duration::from_secs(1);
 const QUICK_WINDOW: Duration = Duration::from_secs(60);
+
+/// After registering as waiting, a consumer reads again at [`WAITER_RECHECK`], and until the
+/// horizon passed every transaction begun by then: an event whose publisher skipped looking
+/// for waiters (it found none shortly before the consumer registered) sends no wake-up, and
+/// committed by then.
+struct Recheck {
+    /// When to read next.
+    at: Instant,
+    /// The next transaction id when the recheck began (`None` until then): a read whose
+    /// horizon reached it saw every transaction begun before.
+    target: Option<u64>,
+    /// The next wait while the horizon is held back, doubling up to `QUICK_MAX`.
+    delay: Duration,
+}
+
+const NEXT_XID_SQL: &str = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text";
 
 const DELETE_RETRY_SQL: &str = "DELETE FROM pgbroker.event_retries \
      WHERE subscription = $1 AND tx = $2::text::xid8 AND id = $3";
@@ -236,6 +253,7 @@ impl PartitionConsumer {
         let mut retry_checked = Instant::now();
         let mut quick: Option<Duration> = None;
         let mut woken_at = Instant::now();
+        let mut recheck: Option<Recheck> = None;
         loop {
             if self.should_stop() {
                 return Ok(());
@@ -253,6 +271,14 @@ impl PartitionConsumer {
                 retry_due = None;
             }
             let mut client = lock(shared);
+            if let Some(r) = recheck.as_mut() {
+                if r.target.is_none() && Instant::now() >= r.at {
+                    let next: String = client.query_one(NEXT_XID_SQL, &[])?.get(0);
+                    r.target = Some(next.parse().map_err(|_| {
+                        Error::new(ErrorKind::Db, format!("not a transaction id: {next:?}"))
+                    })?);
+                }
+            }
             let batch = read_events(
                 &mut *client,
                 &read,
@@ -263,6 +289,7 @@ impl PartitionConsumer {
             let ack_to = batch.ack_position();
             if !batch.is_empty() {
                 quick = None;
+                recheck = None;
                 if waiting {
                     client.execute(
                         "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
@@ -314,14 +341,32 @@ impl PartitionConsumer {
             }
             if !waiting {
                 // Register as waiting, then read once more: an event committed in between
-                // is seen by that read, and any later one sends a wake-up.
+                // is seen by that read, and a later one sends a wake-up, except from a
+                // publisher that skipped looking for waiters because it found none shortly
+                // before: the read at `recheck` finds those.
                 client.execute(
                     "INSERT INTO pgbroker.log_waiters (pid) VALUES (pg_backend_pid()) \
                      ON CONFLICT DO NOTHING",
                     &[],
                 )?;
                 waiting = true;
+                recheck = Some(Recheck {
+                    at: Instant::now() + WAITER_RECHECK,
+                    target: None,
+                    delay: QUICK_FIRST,
+                });
                 continue;
+            }
+            if let Some(r) = recheck.as_mut() {
+                if let Some(target) = r.target {
+                    if batch.horizon.is_some_and(|h| h >= target) {
+                        recheck = None;
+                    } else {
+                        // A transaction begun by then is still open: read again once it ended.
+                        r.at = Instant::now() + r.delay;
+                        r.delay = (r.delay * 2).min(QUICK_MAX);
+                    }
+                }
             }
             if touched.elapsed() > Duration::from_secs(10) {
                 let found = client.execute(
@@ -352,6 +397,9 @@ impl PartitionConsumer {
             if let Some(q) = quick {
                 wait = wait.min(q);
                 quick = (woken_at.elapsed() < QUICK_WINDOW).then(|| (q * 2).min(QUICK_MAX));
+            }
+            if let Some(r) = &recheck {
+                wait = wait.min(r.at.saturating_duration_since(Instant::now()));
             }
             select! {
                 recv(self.wake) -> _ => {

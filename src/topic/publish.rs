@@ -2,10 +2,13 @@
 //! for up to 1 000, binary COPY for more).
 
 use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::Type;
+use std::time::Instant;
+
+use postgres::types::{ToSql, Type};
 use postgres::GenericClient;
 use serde_json::Value;
 
+use super::publish_state::{reserve_ids, NEXT_IDS_SQL};
 use super::{EventId, NewEvent};
 use crate::{Broker, Error, ErrorKind, Result};
 
@@ -16,21 +19,46 @@ pub const MAX_BATCH_EVENTS: usize = 100_000;
 /// (three). Measured: at 100 events the INSERT is 7% faster, at 1 000 the two are even.
 const COPY_THRESHOLD: usize = 1000;
 
-// Every statement writing events wakes the waiting consumers itself (schema/log.sql,
-// pgbroker.log_wake): one NOTIFY, only while one waits. In RETURNING, the uncorrelated subquery
-// runs once per statement whatever the number of rows.
+// Every pgbroker statement writing events wakes the waiting consumers itself (schema/log.sql,
+// pgbroker.log_wake): one NOTIFY, only while one waits. In RETURNING, the uncorrelated
+// subquery runs once per statement whatever the number of rows; it says whether it notified
+// (true, or NULL when nobody waits). Statements in their own transaction look only when the
+// broker's last look is older than WAITER_CHECK_INTERVAL or found a waiter (see
+// publish_state.rs); statements in the caller's transaction look every time (the caller's
+// snapshot may be older than the statement, so their looks cannot excuse later ones).
+
+/// One event with an id the broker reserved: no RETURNING.
+const INSERT_ONE_SQL: &str = "INSERT INTO pgbroker.events (id, topic, payload, headers, key) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+/// The same without headers and key: binding two NULLs costs the server more than their
+/// columns' defaults.
+const INSERT_ONE_BARE_SQL: &str =
+    "INSERT INTO pgbroker.events (id, topic, payload) VALUES ($1, $2, $3)";
+
+const INSERT_ONE_LOOK_SQL: &str = "INSERT INTO pgbroker.events (id, topic, payload, headers, key) \
+     VALUES ($1, $2, $3, $4, $5) \
+     RETURNING (SELECT pg_notify('pgbroker_events', '') IS NOT NULL \
+                  FROM pgbroker.log_waiters LIMIT 1)";
+
+/// One event in the caller's transaction: the id comes from the sequence, so the events of
+/// one transaction get increasing ids in publishing order, whichever way each was published
+/// (the log is read in (tx, id) order).
 pub(crate) const INSERT_SQL: &str = "INSERT INTO pgbroker.events (topic, payload, headers, key) \
      VALUES ($1, $2, $3, $4) \
-     RETURNING id, (SELECT pg_notify('pgbroker_events', '') FROM pgbroker.log_waiters LIMIT 1)";
+     RETURNING id, (SELECT pg_notify('pgbroker_events', '') IS NOT NULL \
+                      FROM pgbroker.log_waiters LIMIT 1)";
 
 const INSERT_MANY_SQL: &str = "INSERT INTO pgbroker.events (topic, payload, headers, key) \
      SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[]) \
-     RETURNING id, (SELECT pg_notify('pgbroker_events', '') FROM pgbroker.log_waiters LIMIT 1)";
+     RETURNING id";
+
+const INSERT_MANY_LOOK_SQL: &str = "INSERT INTO pgbroker.events (topic, payload, headers, key) \
+     SELECT * FROM unnest($1::text[], $2::jsonb[], $3::jsonb[], $4::text[]) \
+     RETURNING id, (SELECT pg_notify('pgbroker_events', '') IS NOT NULL \
+                      FROM pgbroker.log_waiters LIMIT 1)";
 
 const WAKE_SQL: &str = "SELECT pgbroker.log_wake()";
-
-const NEXT_IDS_SQL: &str =
-    "SELECT nextval('pgbroker.events_id_seq') FROM generate_series(1, $1::integer)";
 
 const COPY_SQL: &str =
     "COPY pgbroker.events (id, topic, payload, headers, key) FROM STDIN (FORMAT binary)";
@@ -52,12 +80,7 @@ impl Broker {
     /// ```
     pub fn publish(&self, topic: &str, payload: &Value) -> Result<EventId> {
         super::validate_topic(topic)?;
-        let mut conn = self.conn()?;
-        let stmt = conn.statement(INSERT_SQL)?;
-        let none: Option<&Value> = None;
-        let key: Option<&str> = None;
-        let row = conn.query_one(&stmt, &[&topic, payload, &none, &key])?;
-        Ok(EventId(row.get(0)))
+        self.insert_one(topic, payload, None, None)
     }
 
     /// Publishes one event with headers and/or a key; see [`NewEvent`]. Fails with
@@ -76,13 +99,41 @@ impl Broker {
     /// ```
     pub fn publish_event(&self, event: &NewEvent) -> Result<EventId> {
         event.validate()?;
+        self.insert_one(
+            &event.topic,
+            &event.payload,
+            event.headers.as_ref(),
+            event.key.as_deref(),
+        )
+    }
+
+    /// One event in its own transaction, with an id from the broker's reserved block.
+    fn insert_one(
+        &self,
+        topic: &str,
+        payload: &Value,
+        headers: Option<&Value>,
+        key: Option<&str>,
+    ) -> Result<EventId> {
+        let state = self.publish_state();
         let mut conn = self.conn()?;
-        let stmt = conn.statement(INSERT_SQL)?;
-        let row = conn.query_one(
-            &stmt,
-            &[&event.topic, &event.payload, &event.headers, &event.key],
-        )?;
-        Ok(EventId(row.get(0)))
+        let id = state.next_id(&mut conn)?;
+        let params: [&(dyn ToSql + Sync); 5] = [&id, &topic, payload, &headers, &key];
+        let sent = Instant::now();
+        if state.waiters().must_look(sent) {
+            let stmt = conn.statement(INSERT_ONE_LOOK_SQL)?;
+            let row = conn.query_one(&stmt, &params)?;
+            state
+                .waiters()
+                .looked(sent, row.get::<_, Option<bool>>(0).is_some());
+        } else if headers.is_none() && key.is_none() {
+            let stmt = conn.statement(INSERT_ONE_BARE_SQL)?;
+            conn.execute(&stmt, &params[..3])?;
+        } else {
+            let stmt = conn.statement(INSERT_ONE_SQL)?;
+            conn.execute(&stmt, &params)?;
+        }
+        Ok(EventId(id))
     }
 
     /// Publishes an event in the caller's transaction: it exists if and when `tx` commits,
@@ -145,20 +196,35 @@ impl Broker {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        let waiters = self.publish_state().waiters();
         let mut conn = self.conn()?;
+        let sent = Instant::now();
+        let look = waiters.must_look(sent);
         if events.len() <= COPY_THRESHOLD {
-            let stmt = conn.statement(INSERT_MANY_SQL)?;
-            return insert_many(&mut **conn, &stmt, &events);
+            let stmt = conn.statement(if look {
+                INSERT_MANY_LOOK_SQL
+            } else {
+                INSERT_MANY_SQL
+            })?;
+            let (ids, found) = insert_many(&mut **conn, &stmt, &events)?;
+            if look {
+                waiters.looked(sent, found);
+            }
+            return Ok(ids);
         }
-        // No transaction around the three: the COPY alone is atomic, ids drawn from the
-        // sequence are never given out again whatever happens to the COPY, and the wake-up
-        // comes after the COPY committed, so a woken consumer finds the events. Prepared once
-        // per connection: four round trips instead of eight.
+        // No transaction around these: the COPY alone is atomic, ids drawn from the sequence
+        // are never given out again whatever happens to the COPY, and the wake-up comes after
+        // the COPY committed, so a woken consumer finds the events. Prepared once per
+        // connection: four round trips instead of eight (three when nobody waited lately).
         let next = conn.statement(NEXT_IDS_SQL)?;
         let copy = conn.statement(COPY_SQL)?;
         let ids = copy_batch(&mut **conn, &next, &copy, &events)?;
-        let wake = conn.statement(WAKE_SQL)?;
-        conn.execute(&wake, &[])?;
+        let sent = Instant::now();
+        if waiters.must_look(sent) {
+            let wake = conn.statement(WAKE_SQL)?;
+            let found: bool = conn.query_one(&wake, &[])?.get(0);
+            waiters.looked(sent, found);
+        }
         Ok(ids)
     }
 
@@ -189,8 +255,8 @@ impl Broker {
             return Ok(Vec::new());
         }
         if events.len() <= COPY_THRESHOLD {
-            let stmt = tx.prepare(INSERT_MANY_SQL)?;
-            return insert_many(tx, &stmt, &events);
+            let stmt = tx.prepare(INSERT_MANY_LOOK_SQL)?;
+            return Ok(insert_many(tx, &stmt, &events)?.0);
         }
         let next = tx.prepare(NEXT_IDS_SQL)?;
         let copy = tx.prepare(COPY_SQL)?;
@@ -216,11 +282,13 @@ fn checked_batch<I: IntoIterator<Item = NewEvent>>(events: I) -> Result<Vec<NewE
     Ok(out)
 }
 
+/// Inserts `events` with `stmt` (one of the INSERT_MANY statements); returns their ids and
+/// whether the statement found a waiting consumer (false when it did not look).
 fn insert_many(
     client: &mut impl GenericClient,
     stmt: &postgres::Statement,
     events: &[NewEvent],
-) -> Result<Vec<EventId>> {
+) -> Result<(Vec<EventId>, bool)> {
     let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
     let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
     let headers: Vec<Option<&Value>> = events.iter().map(|e| e.headers.as_ref()).collect();
@@ -229,7 +297,10 @@ fn insert_many(
     let mut ids: Vec<EventId> = rows.iter().map(|r| EventId(r.get(0))).collect();
     // Ids come from the sequence in row order; sort in case RETURNING reorders.
     ids.sort();
-    Ok(ids)
+    let found = rows
+        .first()
+        .is_some_and(|r| r.len() > 1 && r.get::<_, Option<bool>>(1).is_some());
+    Ok((ids, found))
 }
 
 fn copy_batch(
@@ -238,12 +309,7 @@ fn copy_batch(
     copy: &postgres::Statement,
     events: &[NewEvent],
 ) -> Result<Vec<EventId>> {
-    let n = events.len() as i32;
-    let ids: Vec<i64> = client
-        .query(next_ids, &[&n])?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids = reserve_ids(client, next_ids, events.len() as i32)?;
     let writer = client.copy_in(copy)?;
     let types = [Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB, Type::TEXT];
     let mut writer = BinaryCopyInWriter::new(writer, &types);

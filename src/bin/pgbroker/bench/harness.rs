@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pgbroker::postgres::{Client, NoTls};
 use pgbroker::Broker;
 
+use super::cpu::CpuMeter;
 use super::{tables, Result};
 
 /// What every workload runs against.
@@ -19,6 +20,8 @@ pub struct Ctx {
     pub broker: Broker,
     /// Whether progress bars are drawn (stderr is a terminal and output is not JSON).
     pub progress: bool,
+    /// Reads the CPU time of this process and the server's (when the server is local).
+    pub cpu: Option<CpuMeter>,
 }
 
 impl Ctx {
@@ -79,6 +82,8 @@ pub struct Sample {
     pub elapsed: Duration,
     /// Further numbers of this side (`p99_ms`, `notifies_per_s`, ...).
     pub extra: Vec<(&'static str, f64)>,
+    /// CPU time the run used, in this process and the server (see `cpu.rs`), when known.
+    pub cpu: Option<Duration>,
 }
 
 impl Sample {
@@ -87,7 +92,14 @@ impl Sample {
             units,
             elapsed,
             extra: Vec::new(),
+            cpu: None,
         }
+    }
+
+    /// CPU microseconds per unit of work, when the CPU time is known.
+    pub fn cpu_us_per_unit(&self) -> Option<f64> {
+        let cpu = self.cpu?;
+        (self.units > 0).then(|| cpu.as_secs_f64() * 1e6 / self.units as f64)
     }
 
     pub fn with(mut self, key: &'static str, value: f64) -> Sample {
@@ -144,26 +156,43 @@ pub enum Ratio {
 pub struct Outcome {
     pub raw: Sample,
     pub pgbroker: Sample,
+    /// Each side's lowest CPU time per unit over the rounds (µs), when known.
+    pub raw_cpu_us: Option<f64>,
+    pub pgbroker_cpu_us: Option<f64>,
 }
 
 /// Runs both sides of `w`: for each, fresh tables, a warm-up, truncate, measure.
 ///
 /// With several `rounds` the sides alternate (raw, pgbroker, raw, ...) and each keeps its best
-/// round: on a machine shared with other work, the best is the one least disturbed.
+/// round, and separately its lowest CPU time per unit: on a machine shared with other work, the
+/// best is the one least disturbed.
 pub fn run(ctx: &Ctx, w: &Workload, seconds: Option<f64>, rounds: u32) -> Result<Outcome> {
-    let mut best: Option<Outcome> = None;
+    let mut best: Option<(Sample, Sample)> = None;
+    let (mut raw_cpu, mut pgbroker_cpu) = (None, None);
     for _ in 0..rounds.max(1) {
         let raw = run_side(ctx, w, &w.raw, w.seed, "raw", seconds)?;
         let pgbroker = run_side(ctx, w, &w.pgbroker, w.seed_pgbroker, "pgbroker", seconds)?;
+        raw_cpu = lowest(raw_cpu, raw.cpu_us_per_unit());
+        pgbroker_cpu = lowest(pgbroker_cpu, pgbroker.cpu_us_per_unit());
         best = Some(match best {
-            None => Outcome { raw, pgbroker },
-            Some(b) => Outcome {
-                raw: better(w.ratio, b.raw, raw),
-                pgbroker: better(w.ratio, b.pgbroker, pgbroker),
-            },
+            None => (raw, pgbroker),
+            Some((r, p)) => (better(w.ratio, r, raw), better(w.ratio, p, pgbroker)),
         });
     }
-    Ok(best.expect("at least one round"))
+    let (raw, pgbroker) = best.expect("at least one round");
+    Ok(Outcome {
+        raw,
+        pgbroker,
+        raw_cpu_us: raw_cpu,
+        pgbroker_cpu_us: pgbroker_cpu,
+    })
+}
+
+fn lowest(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The better of two samples of one side: faster, or for latency the lower p50.
@@ -207,8 +236,13 @@ fn run_side(
         _ => w.messages,
     };
     let bar = progress_bar(ctx, total, &format!("{} {side}", w.name));
-    let sample = runner(ctx, &Budget::new(total, seconds, bar.clone()))
+    let cpu_before = ctx.cpu.and_then(|m| m.now());
+    let mut sample = runner(ctx, &Budget::new(total, seconds, bar.clone()))
         .map_err(|e| format!("workload {} ({side} side): {e}", w.name))?;
+    let cpu_after = ctx.cpu.and_then(|m| m.now());
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        sample.cpu = Some(after.saturating_sub(before));
+    }
     bar.finish_and_clear();
     Ok(sample)
 }

@@ -121,10 +121,12 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
 /// subscriptions matching the topic made first (none consuming: issue #3 asks whether
 /// subscriptions cost publishers anything; publishing never looks at them).
 ///
-/// The server's extra work per event, measured with callgrind on PostgreSQL 15 (instructions of
-/// one single-row INSERT in its own transaction, beyond a raw INSERT's 31 000): the wake-up check
-/// in RETURNING (16 000, was 27 000 as a statement trigger), the routing into the day's
-/// partition (11 000), RETURNING id and the two NULL columns (7 000).
+/// Measured with callgrind on PostgreSQL 15, per event between the 1 000th and 5 000th of one
+/// connection (instructions; the raw INSERT in brackets): server 84 000 (81 000), client 17 500
+/// (14 700). Routing into the day's partition costs ~13 000 and the id reservation ~4 300, the
+/// raw table's second index ~7 000 and its `nextval` ~4 500. Before the broker reserved ids
+/// and looked for waiters at most every 50 ms: server 110 000 (RETURNING 11 000, the look
+/// 13 000–16 000).
 fn publish_single(payload: Value, threads: usize, subs: usize) -> Runner {
     Box::new(move |ctx, budget| {
         let patterns = [TOPIC, "pgbroker_bench.*", "pgbroker_bench.#"];

@@ -8,6 +8,7 @@
 
 mod backlog;
 mod consume;
+mod cpu;
 mod harness;
 mod log;
 mod notify;
@@ -142,9 +143,23 @@ pub struct Row {
     pub ratio_basis: Ratio,
     pub raw_extra: Vec<(&'static str, f64)>,
     pub pgbroker_extra: Vec<(&'static str, f64)>,
+    /// CPU microseconds per unit (this process plus the server), each side's lowest over the
+    /// rounds; `None` when the server is not local.
+    pub raw_cpu_us: Option<f64>,
+    pub pgbroker_cpu_us: Option<f64>,
 }
 
 impl Row {
+    /// Raw CPU time per unit divided by pgbroker's: above 1 means pgbroker used less. On a
+    /// machine with fewer cores than busy threads this is what the throughput ratio measures,
+    /// without the time lost to other programs; only for throughput workloads.
+    pub fn cpu_ratio(&self) -> Option<f64> {
+        match (self.ratio_basis, self.raw_cpu_us, self.pgbroker_cpu_us) {
+            (Ratio::Throughput, Some(raw), Some(ours)) if ours > 0.0 => Some(raw / ours),
+            _ => None,
+        }
+    }
+
     /// pgbroker's rate as a fraction of the raw limit.
     pub fn ratio(&self) -> Option<f64> {
         match self.ratio_basis {
@@ -206,16 +221,25 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
         .application_name("pgbroker-bench")
         .build()?;
     broker.install()?;
+    let pg = broker.pg_config().clone();
+    let mut probe = pg.connect(pgbroker::postgres::NoTls)?;
+    let server_version: String = probe.query_one("SHOW server_version", &[])?.get(0);
     let ctx = Ctx {
-        pg: broker.pg_config().clone(),
+        pg,
         broker,
         progress: o.progress,
+        cpu: cpu::CpuMeter::for_server(&mut probe),
     };
-    let server_version: String = ctx.client()?.query_one("SHOW server_version", &[])?.get(0);
+    drop(probe);
 
     let mut rows = Vec::new();
     let result = workloads.iter().try_for_each(|w| {
-        let Outcome { raw, pgbroker } = harness::run(&ctx, w, o.seconds, o.rounds)?;
+        let Outcome {
+            raw,
+            pgbroker,
+            raw_cpu_us,
+            pgbroker_cpu_us,
+        } = harness::run(&ctx, w, o.seconds, o.rounds)?;
         rows.push(Row {
             name: w.name,
             threads: w.threads,
@@ -226,6 +250,8 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
             ratio_basis: w.ratio,
             raw_extra: raw.extra,
             pgbroker_extra: pgbroker.extra,
+            raw_cpu_us,
+            pgbroker_cpu_us,
         });
         Ok::<_, BoxError>(())
     });
@@ -282,6 +308,18 @@ impl Report {
                 m.insert("raw_per_s".into(), json!(round(r.raw_per_s, 1)));
                 m.insert("pgbroker_per_s".into(), json!(round(r.pgbroker_per_s, 1)));
                 m.insert("ratio".into(), json!(r.ratio().map(|v| round(v, 3))));
+                m.insert(
+                    "raw_cpu_us".into(),
+                    json!(r.raw_cpu_us.map(|v| round(v, 2))),
+                );
+                m.insert(
+                    "pgbroker_cpu_us".into(),
+                    json!(r.pgbroker_cpu_us.map(|v| round(v, 2))),
+                );
+                m.insert(
+                    "cpu_ratio".into(),
+                    json!(r.cpu_ratio().map(|v| round(v, 3))),
+                );
                 for (k, v) in &r.raw_extra {
                     m.insert(format!("raw_{k}"), json!(round(*v, 3)));
                 }
@@ -310,6 +348,7 @@ impl Report {
             "raw/s",
             "pgbroker/s",
             "ratio",
+            "cpu ratio",
             "notes",
         ]);
         for r in &self.rows {
@@ -320,6 +359,7 @@ impl Report {
                 thousands(r.raw_per_s),
                 thousands(r.pgbroker_per_s),
                 r.ratio().map_or("-".into(), |v| format!("{v:.2}x")),
+                r.cpu_ratio().map_or("-".into(), |v| format!("{v:.2}x")),
                 notes(r),
             ]);
         }
@@ -343,7 +383,8 @@ impl Report {
             String::new()
         };
         out.push_str(&format!(
-            "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50){rounds}\n",
+            "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50); \
+             cpu ratio = raw CPU per unit / pgbroker CPU per unit (this process + the server){rounds}\n",
             self.peak_rss_kb.map_or("?".into(), |v| thousands(v as f64))
         ));
         out
@@ -448,6 +489,8 @@ mod test {
                 ratio_basis: Ratio::Throughput,
                 raw_extra: vec![("copy_per_s", 5.0)],
                 pgbroker_extra: vec![],
+                raw_cpu_us: Some(40.0),
+                pgbroker_cpu_us: Some(50.0),
             }],
             peak_rss_kb: Some(1),
             server_version: "17".into(),
@@ -460,9 +503,12 @@ mod test {
         assert_eq!(w["pgbroker_per_s"], 900.0);
         assert_eq!(w["ratio"], 0.9);
         assert_eq!(w["raw_copy_per_s"], 5.0);
+        assert_eq!(w["cpu_ratio"], 0.8);
+        assert_eq!(w["pgbroker_cpu_us"], 50.0);
         let table = report.table();
         assert!(table.contains("publish_single_t4"), "{table}");
         assert!(table.contains("0.90x"), "{table}");
+        assert!(table.contains("0.80x"), "{table}");
         assert!(table.contains("copy_per_s 5.00/-"), "{table}");
     }
 }
