@@ -6,9 +6,9 @@
 //! queue has no idle worker, so a broker asks about a queue at most once per [`QUIET`] (one
 //! of concurrent enqueues asks, the others do not) unless the last ask found a waiting worker.
 //! A worker that registers as idle just after an ask is woken by the first enqueue that asks
-//! again, or finds the job itself (its registration is followed by a claim, and it polls
-//! every `poll_interval`): a wake-up is delayed by at most `QUIET` while jobs keep coming, and
-//! never by more than a poll.
+//! again, or finds the job itself: it claims right after registering, again [`RECHECK`]
+//! later, and then every `poll_interval`. So a job whose enqueue skipped the ask waits at most
+//! about `RECHECK` for an idle worker.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -17,6 +17,11 @@ use std::time::{Duration, Instant};
 /// How long single enqueues of a queue skip the waiter check after one asked and found no
 /// waiting worker.
 pub(crate) const QUIET: Duration = Duration::from_millis(10);
+
+/// When a worker that registered as waiting claims once more: after [`QUIET`], when every
+/// enqueue that skipped its check because of an ask made before the registration has
+/// committed (the rest is margin for the enqueue statement itself).
+pub(crate) const RECHECK: Duration = Duration::from_millis(50);
 
 /// Queues checked lately without finding a waiting worker, and until when to skip them.
 #[derive(Debug, Default)]
