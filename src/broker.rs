@@ -6,8 +6,8 @@ use postgres::{Client, NoTls};
 
 use crate::config::{BrokerBuilder, Config};
 use crate::pool::{Manager, PooledConn};
+use crate::queue::{JobIds, WakeChecks};
 use crate::topic::PublishState;
-use crate::queue::WakeChecks;
 use crate::{schema, Error, ErrorKind, Result};
 
 /// The handle to a PostgreSQL database used as a broker: a connection pool plus settings.
@@ -36,6 +36,7 @@ struct Inner {
     pool: r2d2::Pool<Manager>,
     publish: PublishState,
     wake_checks: WakeChecks,
+    job_ids: JobIds,
 }
 
 impl std::fmt::Debug for Broker {
@@ -96,6 +97,7 @@ impl Broker {
                 pool,
                 publish: PublishState::new(),
                 wake_checks: WakeChecks::default(),
+                job_ids: JobIds::default(),
             }),
         })
     }
@@ -144,6 +146,11 @@ impl Broker {
     /// When single enqueues ask for waiting workers (src/queue/wake_checks.rs).
     pub(crate) fn wake_checks(&self) -> &WakeChecks {
         &self.inner.wake_checks
+    }
+
+    /// The job ids reserved for single enqueues (src/queue/job_ids.rs).
+    pub(crate) fn job_ids(&self) -> &JobIds {
+        &self.inner.job_ids
     }
 
     /// A new connection outside the pool (listeners own one each).

@@ -873,6 +873,59 @@ fn a_worker_that_starts_waiting_after_a_quiet_enqueue_is_woken_soon() {
     }
 }
 
+/// A broker's first single enqueue takes its id from the sequence; later ones use ids the
+/// broker reserved in blocks (16 first): unique, increasing for the broker, but not in order
+/// with jobs enqueued elsewhere meanwhile (SQL, another broker, a transaction).
+#[test]
+fn single_enqueues_use_ids_their_broker_reserved() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let mut ids = vec![
+        broker.enqueue("ids", "{}").unwrap(),
+        broker.enqueue("ids", "{}").unwrap(),
+        broker
+            .enqueue_job(&Job::new("ids", "{}").priority(2))
+            .unwrap(),
+    ];
+    ids.push(
+        c.query_one("SELECT pgbroker.enqueue('ids', '{}')", &[])
+            .unwrap()
+            .get(0),
+    );
+    ids.push(broker.enqueue("ids", "{}").unwrap());
+    assert_eq!(ids, [1, 2, 3, 18, 4]);
+    let stored: Vec<(i64, i32)> = c
+        .query(
+            "SELECT id, priority FROM pgbroker.jobs WHERE queue = 'ids' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(stored, [(1, 0), (2, 0), (3, 2), (4, 0), (18, 0)]);
+}
+
+/// A reserved id already taken (here by a job written with an explicit id) fails that enqueue
+/// with the database's unique violation, and the next enqueue goes on with the next id.
+#[test]
+fn an_enqueue_whose_reserved_id_is_taken_fails_alone() {
+    let db = support::db();
+    let broker = db.broker();
+    assert_eq!(broker.enqueue("ids", "{}").unwrap(), 1);
+    db.client()
+        .execute(
+            "INSERT INTO pgbroker.jobs (id, queue, payload) VALUES (2, 'ids', '{}')",
+            &[],
+        )
+        .unwrap();
+    let err = broker.enqueue("ids", "{}").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Db);
+    assert_eq!(err.db_code(), Some("23505"), "unique_violation: {err}");
+    assert_eq!(broker.enqueue("ids", "{}").unwrap(), 3);
+}
+
 #[test]
 fn sql_claims_use_the_same_order_as_rust_claims() {
     let db = support::db();

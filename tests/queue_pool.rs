@@ -537,3 +537,81 @@ fn workers_survive_losing_every_connection() {
     assert!(support::wait_until(WAIT, || jobs_left(&producer) == 0));
     pool.shutdown().unwrap();
 }
+
+/// An enqueue that skipped its look for waiting workers (its broker looked less than 10 ms
+/// earlier and found none) wakes nobody; here a plain SQL INSERT, committed 20 to 40 ms after
+/// the worker registered as waiting, stands for it. The worker claims once more 50 ms after
+/// registering and runs the job then, not at its 30 s poll. Tries again when the machine was
+/// too slow to commit within that window.
+#[test]
+fn an_idle_worker_claims_again_50_ms_after_registering() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut writer = db.client();
+    for _ in 0..10 {
+        writer
+            .batch_execute("DELETE FROM pgbroker.queue_waiters")
+            .unwrap();
+        let mut tx = writer.transaction().unwrap();
+        tx.execute(
+            "INSERT INTO pgbroker.jobs (queue, payload) VALUES ('late', '{}')",
+            &[],
+        )
+        .unwrap();
+        let ran = Arc::new(Mutex::new(None));
+        let r = ran.clone();
+        let pool = broker
+            .worker_pool()
+            .threads(1)
+            .queue_with(
+                opts("late", 1).poll_interval(Duration::from_secs(30)),
+                move |_job| {
+                    *r.lock().unwrap() = Some(Instant::now());
+                    Ok(())
+                },
+            )
+            .start()
+            .unwrap();
+        assert!(support::wait_until(WAIT, || {
+            tx.query_one(
+                "SELECT count(*) FROM pgbroker.queue_waiters WHERE queue = 'late'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+                == 1
+        }));
+        tx.execute(
+            "SELECT pg_sleep(extract(epoch FROM since + interval '20 ms' - clock_timestamp()))
+               FROM pgbroker.queue_waiters WHERE queue = 'late'",
+            &[],
+        )
+        .unwrap();
+        let in_time: bool = tx
+            .query_one(
+                "SELECT clock_timestamp() - since < interval '40 ms'
+                   FROM pgbroker.queue_waiters WHERE queue = 'late'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if !in_time {
+            tx.rollback().unwrap();
+            pool.shutdown().unwrap();
+            continue;
+        }
+        tx.commit().unwrap();
+        let committed = Instant::now();
+        assert!(support::wait_until(WAIT, || ran.lock().unwrap().is_some()));
+        pool.shutdown().unwrap();
+        let at = ran.lock().unwrap().unwrap();
+        assert!(
+            at.duration_since(committed) < Duration::from_secs(10),
+            "ran {:?} after the commit: by the 30 s poll, not the claim 50 ms after registering",
+            at.duration_since(committed)
+        );
+        assert_eq!(jobs_left(&broker), 0);
+        return;
+    }
+    panic!("never committed within 40 ms of the registration");
+}

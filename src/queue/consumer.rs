@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{after, select, Receiver, Sender};
+use crossbeam_channel::{after, at, never, select, Receiver, Sender};
 
 use super::completions::Completions;
 use super::context::{JobContext, Outcome};
 use super::take_batch::{self, Taken};
+use super::wake_checks::RECHECK;
 use super::{validate_queue, ClaimedJob, JobId, WAKE_CHANNEL};
 use crate::notify::{Event, Listener};
 use crate::worker::{HandlerResult, Source, SourceContext, Stats, Task};
@@ -479,6 +480,9 @@ fn fetch_loop(
 ) {
     let queue = shared.opts.queue.as_str();
     let mut waiting = false;
+    // When to claim once more after registering as waiting: an enqueue that skipped its
+    // waiter check (wake_checks.rs) has committed by then.
+    let mut recheck_at: Option<Instant> = None;
     let mut failures: u32 = 0;
     'outer: while !ctx.is_stopping() {
         // Claim only as many jobs as there are free slots: bounded prefetch.
@@ -544,7 +548,10 @@ fn fetch_loop(
                 // Register as idle, then claim once more before sleeping: a job enqueued in
                 // between is found by that claim or announced by a wake-up.
                 match shared.broker.set_waiting(queue, &shared.worker, true) {
-                    Ok(()) => waiting = true,
+                    Ok(()) => {
+                        waiting = true;
+                        recheck_at = Some(Instant::now() + RECHECK);
+                    }
                     Err(e) => {
                         log::warn!("pgbroker queue {queue:?}: registering as idle failed: {e}");
                         if !ctx.sleep(shared.opts.poll_interval) {
@@ -555,6 +562,7 @@ fn fetch_loop(
                 continue;
             }
             let poll = after(shared.opts.poll_interval);
+            let recheck = recheck_at.map_or_else(never, at);
             loop {
                 select! {
                     recv(listener.receiver()) -> ev => match ev {
@@ -569,6 +577,10 @@ fn fetch_loop(
                         }
                     },
                     recv(ctx.stop_signal()) -> _ => break 'outer,
+                    recv(recheck) -> _ => {
+                        recheck_at = None;
+                        break;
+                    }
                     recv(poll) -> _ => {
                         waiting = false; // refresh the registration next round
                         break;
@@ -584,6 +596,7 @@ fn fetch_loop(
                 log::debug!("pgbroker queue {queue:?}: unregistering as idle failed: {e}");
             }
             waiting = false;
+            recheck_at = None;
         }
         let Fetched::Claimed(jobs) = fetched else {
             continue; // a batch is running them

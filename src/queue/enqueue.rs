@@ -1,7 +1,7 @@
 //! Enqueueing: one job on a pooled connection (one round trip on a cached prepared statement),
 //! in the caller's transaction, or many with binary `COPY`.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
@@ -11,27 +11,28 @@ use super::job::{check_payload, Job, DEFAULT_MAX_ATTEMPTS};
 use super::{secs, validate_queue, JobId, JobPayload};
 use crate::{Broker, Error, Result};
 
-// The hot path, a job due now without options: a plain INSERT (same semantics as
-// `pgbroker.enqueue`, whose checks were done in Rust), a prepared statement with a cached plan
-// (calling the plpgsql function costs ~40% more), with only the four parameters a job due now
-// needs. Its wake-up of the queue's idle workers (pgbroker.wake: one NOTIFY, only while one
-// waits) is a scalar subquery of RETURNING in ENQUEUE_NOW_WAKE_SQL; a single enqueue on a
-// pooled connection runs that only when `WakeChecks` says so (see wake_checks.rs), the plain
-// INSERT otherwise. The parameters of all the statements are, in order: queue, payload,
-// priority, max_attempts, run_at, unique_key, delay, backoff_base, backoff_max
-// (`Params::values`).
-const ENQUEUE_NOW_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, priority, max_attempts)
-    VALUES ($1, $2, $3, $4)
-    RETURNING id";
+// The hot path, a job due now without options on a pooled connection: a plain INSERT (same
+// semantics as `pgbroker.enqueue`, whose checks were done in Rust) of a prepared statement with
+// a cached plan (calling the plpgsql function costs ~40% more), with an id the broker reserved
+// (job_ids.rs) so that it returns nothing. Its wake-up of the queue's idle workers
+// (pgbroker.wake: one NOTIFY, only while one waits) is a scalar subquery of RETURNING in
+// ENQUEUE_NOW_WAKE_SQL, run only when `WakeChecks` says so (wake_checks.rs). Their parameters:
+// queue, payload, priority, max_attempts, id.
+const ENQUEUE_NOW_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, priority, max_attempts,
+        id)
+    VALUES ($1, $2, $3, $4, $5)";
 
-// The second column: NULL when nobody waits, else whether pgbroker.wake notified.
+// Returns NULL when nobody waits, else whether pgbroker.wake notified.
 const ENQUEUE_NOW_WAKE_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, priority,
-        max_attempts)
-    VALUES ($1, $2, $3, $4)
-    RETURNING id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
-                    WHERE w.queue = $1 LIMIT 1)";
+        max_attempts, id)
+    VALUES ($1, $2, $3, $4, $5)
+    RETURNING (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
+                WHERE w.queue = $1 LIMIT 1)";
 
-// With a time, a delay or a backoff: wakes only when the job is due now.
+// The parameters of the other statements are, in order: queue, payload, priority,
+// max_attempts, run_at, unique_key, delay, backoff_base, backoff_max (`Params::values`).
+// With a time, a delay or a backoff, or in the caller's transaction (ids from the sequence, in
+// the order of its statements): wakes only when the job is due now.
 const ENQUEUE_SQL: &str = "INSERT INTO pgbroker.jobs AS j (queue, payload, priority, max_attempts,
         run_at, unique_key, backoff_base, backoff_max)
     VALUES ($1, $2, $3, $4, coalesce($5, now()) + make_interval(secs => coalesce($7::float8, 0)),
@@ -51,17 +52,12 @@ const ENQUEUE_UNIQUE_SQL: &str = "INSERT INTO pgbroker.jobs AS j (queue, payload
     RETURNING j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
                       WHERE j.xmax = 0 AND j.run_at <= now() AND w.queue = $1 LIMIT 1)";
 
-/// The statement for `job` and how many of `Params::values` it takes; a job due now checks
-/// for waiting workers when `check_waiters`, the others always do.
-fn enqueue_sql(job: &Job, check_waiters: bool) -> (&'static str, usize) {
+/// The statement for `job` outside the hot path (`Params::values` are its parameters).
+fn enqueue_sql(job: &Job) -> &'static str {
     if job.unique_key.is_some() {
-        (ENQUEUE_UNIQUE_SQL, 9)
-    } else if !job.is_plain() {
-        (ENQUEUE_SQL, 9)
-    } else if check_waiters {
-        (ENQUEUE_NOW_WAKE_SQL, 4)
+        ENQUEUE_UNIQUE_SQL
     } else {
-        (ENQUEUE_NOW_SQL, 4)
+        ENQUEUE_SQL
     }
 }
 
@@ -144,10 +140,15 @@ impl Broker {
     /// Enqueues a job with default options on `queue`; returns its id. Committed when this
     /// returns. One round trip on a cached prepared statement.
     ///
+    /// The id comes from a block of ids this broker reserved (after its first enqueue), so the
+    /// INSERT returns nothing: ids are unique and increase for one broker, but jobs enqueued
+    /// by other brokers or in SQL meanwhile may have higher or lower ones.
+    ///
     /// Idle workers of the queue are woken (one NOTIFY) when one is registered as waiting. So
     /// that busy queues do not pay for asking, after an enqueue found no worker waiting, this
     /// broker's enqueues of that queue skip the question for 10 ms: a worker that went idle
-    /// just then is woken by the next enqueue after that, or finds the job at its next poll.
+    /// just then is woken by the next enqueue after that, or finds the job when it claims
+    /// again 50 ms after registering as waiting.
     ///
     /// Fails before writing anything with [`ErrorKind::InvalidName`](crate::ErrorKind) for a
     /// bad queue name and [`ErrorKind::Serialize`](crate::ErrorKind) for a payload that is not
@@ -167,34 +168,61 @@ impl Broker {
         validate_queue(queue)?;
         let payload = payload.as_json()?;
         check_payload(&payload)?;
-        let max_attempts = DEFAULT_MAX_ATTEMPTS as i32;
-        self.enqueue_now(queue, &[&queue, &*payload, &0i32, &max_attempts])
+        self.enqueue_now(queue, &payload, 0, DEFAULT_MAX_ATTEMPTS as i32)
     }
 
-    /// Enqueues a job due now on a pooled connection; `values` are the first four of
-    /// `Params::values`. Asks for waiting workers when the queue's check is due.
-    fn enqueue_now(&self, queue: &str, values: &[&(dyn ToSql + Sync)]) -> Result<JobId> {
-        let now = Instant::now();
-        let check = self.wake_checks().due(queue, now);
+    /// Enqueues a job due now on a pooled connection, with a reserved id; asks for waiting
+    /// workers when the queue's check is due.
+    fn enqueue_now(
+        &self,
+        queue: &str,
+        payload: &serde_json::Value,
+        priority: i32,
+        max_attempts: i32,
+    ) -> Result<JobId> {
+        let check = self.wake_checks().due(queue, Instant::now());
         let mut conn = self.conn()?;
-        let stmt = conn.statement(if check {
-            ENQUEUE_NOW_WAKE_SQL
-        } else {
-            ENQUEUE_NOW_SQL
-        })?;
-        let row = conn
-            .query_one(&stmt, values)
-            .map_err(|e| Error::from(e).context(format!("enqueueing on {queue:?}")))?;
+        let failed = |e| Error::from(e).context(format!("enqueueing on {queue:?}"));
+        let Some(id) = self.job_ids().next(&mut conn)? else {
+            // The broker's first enqueue: the general statement, with an id from the sequence.
+            let stmt = conn.statement(ENQUEUE_SQL)?;
+            let none = None::<f64>;
+            let params: [&(dyn ToSql + Sync); 9] = [
+                &queue,
+                payload,
+                &priority,
+                &max_attempts,
+                &None::<SystemTime>,
+                &None::<String>,
+                &none,
+                &none,
+                &none,
+            ];
+            let row = conn.query_one(&stmt, &params).map_err(failed)?;
+            if row.try_get::<_, Option<bool>>(1)? == Some(true) {
+                self.wake_checks().woke(queue);
+            }
+            return Ok(row.try_get(0)?);
+        };
+        let params: [&(dyn ToSql + Sync); 5] = [&queue, payload, &priority, &max_attempts, &id];
         if check {
-            // From before the statement: its snapshot decided, so the window starts no later.
-            let woke = row.get::<_, Option<bool>>(1) == Some(true);
-            self.wake_checks().checked(queue, woke, now);
+            let stmt = conn.statement(ENQUEUE_NOW_WAKE_SQL)?;
+            let row = conn.query_one(&stmt, &params).map_err(failed)?;
+            if row.try_get::<_, Option<bool>>(0)? == Some(true) {
+                self.wake_checks().woke(queue);
+            }
+        } else {
+            let stmt = conn.statement(ENQUEUE_NOW_SQL)?;
+            conn.execute(&stmt, &params).map_err(failed)?;
         }
-        Ok(row.get(0))
+        Ok(id)
     }
 
     /// Enqueues `job` with its options; returns its id, or for a [unique](Job::unique_key)
     /// job that is already available or running, that job's id.
+    /// A job due now without a unique key gets its id and wakes idle workers as with
+    /// [`enqueue`](Self::enqueue); the others take the sequence's next id, and wake only when
+    /// due now.
     ///
     /// Fails before writing anything with [`ErrorKind::InvalidName`](crate::ErrorKind),
     /// [`ErrorKind::Serialize`](crate::ErrorKind) or
@@ -214,15 +242,13 @@ impl Broker {
     pub fn enqueue_job(&self, job: &Job) -> Result<JobId> {
         let params = Params::new(job)?;
         let max_attempts = job.max_attempts_i32();
-        let values = params.values(job, &max_attempts);
         if job.is_plain() {
-            return self.enqueue_now(&job.queue, &values[..4]);
+            return self.enqueue_now(&job.queue, params.payload, job.priority, max_attempts);
         }
-        let (sql, n) = enqueue_sql(job, true);
         let mut conn = self.conn()?;
-        let stmt = conn.statement(sql)?;
+        let stmt = conn.statement(enqueue_sql(job))?;
         let row = conn
-            .query_one(&stmt, &values[..n])
+            .query_one(&stmt, &params.values(job, &max_attempts))
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
         Ok(row.get(0))
     }
@@ -248,8 +274,8 @@ impl Broker {
         let max_attempts = job.max_attempts_i32();
         let values = params.values(job, &max_attempts);
         // Always asks for waiting workers: the job is announced when `tx` commits.
-        let (sql, n) = enqueue_sql(job, true);
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = values[..n]
+        let sql = enqueue_sql(job);
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> = values
             .iter()
             .zip(ENQUEUE_TYPES.iter())
             .map(|(v, t)| (*v, t.clone()))
