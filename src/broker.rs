@@ -5,8 +5,9 @@ use std::sync::Arc;
 use postgres::{Client, NoTls};
 
 use crate::config::{BrokerBuilder, Config};
+use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
-use crate::queue::{JobIds, WakeChecks};
+use crate::queue::WakeChecks;
 use crate::topic::PublishState;
 use crate::{schema, Error, ErrorKind, Result};
 
@@ -36,7 +37,7 @@ struct Inner {
     pool: r2d2::Pool<Manager>,
     publish: PublishState,
     wake_checks: WakeChecks,
-    job_ids: JobIds,
+    job_ids: IdBlocks,
 }
 
 impl std::fmt::Debug for Broker {
@@ -97,7 +98,7 @@ impl Broker {
                 pool,
                 publish: PublishState::new(),
                 wake_checks: WakeChecks::default(),
-                job_ids: JobIds::default(),
+                job_ids: IdBlocks::jobs(),
             }),
         })
     }
@@ -148,8 +149,8 @@ impl Broker {
         &self.inner.wake_checks
     }
 
-    /// The job ids reserved for single enqueues (src/queue/job_ids.rs).
-    pub(crate) fn job_ids(&self) -> &JobIds {
+    /// The job ids reserved for single enqueues (src/id_blocks.rs).
+    pub(crate) fn job_ids(&self) -> &IdBlocks {
         &self.inner.job_ids
     }
 

@@ -60,6 +60,7 @@ mod broker;
 mod config;
 mod dev_database;
 mod error;
+mod id_blocks;
 pub mod notify;
 mod pool;
 pub mod queue;

@@ -14,7 +14,7 @@ use crate::{Broker, Error, Result};
 // The hot path, a job due now without options on a pooled connection: a plain INSERT (same
 // semantics as `pgbroker.enqueue`, whose checks were done in Rust) of a prepared statement with
 // a cached plan (calling the plpgsql function costs ~40% more), with an id the broker reserved
-// (job_ids.rs) so that it returns nothing. Its wake-up of the queue's idle workers
+// (src/id_blocks.rs) so that it returns nothing. Its wake-up of the queue's idle workers
 // (pgbroker.wake: one NOTIFY, only while one waits) is a scalar subquery of RETURNING in
 // ENQUEUE_NOW_WAKE_SQL, run only when `WakeChecks` says so (wake_checks.rs). Their parameters:
 // queue, payload, priority, max_attempts, id.

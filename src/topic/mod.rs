@@ -128,7 +128,7 @@ pub use name::{
 };
 pub use position::Position;
 pub use publish::MAX_BATCH_EVENTS;
-pub(crate) use publish_state::{reserve_ids, PublishState};
+pub(crate) use publish_state::PublishState;
 pub use publisher::{Publisher, PublisherBuilder};
 pub use read::{Batch, MAX_READ};
 pub use retry::{DeadLetter, RetryPolicy};

@@ -8,8 +8,8 @@ use postgres::types::{ToSql, Type};
 use postgres::GenericClient;
 use serde_json::Value;
 
-use super::publish_state::{reserve_ids, NEXT_IDS_SQL};
 use super::{EventId, NewEvent};
+use crate::id_blocks::{reserve_ids, NEXT_EVENT_IDS_SQL};
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// The most events one [`Broker::publish_batch`] call accepts.
@@ -117,7 +117,10 @@ impl Broker {
     ) -> Result<EventId> {
         let state = self.publish_state();
         let mut conn = self.conn()?;
-        let id = state.next_id(&mut conn)?;
+        let id = state
+            .ids()
+            .next(&mut conn)?
+            .ok_or_else(|| Error::new(ErrorKind::Db, "no event id reserved"))?;
         let params: [&(dyn ToSql + Sync); 5] = [&id, &topic, payload, &headers, &key];
         let sent = Instant::now();
         if state.waiters().must_look(sent) {
@@ -215,7 +218,7 @@ impl Broker {
         // are never given out again whatever happens to the COPY, and the wake-up comes after
         // the COPY committed, so a woken consumer finds the events. Prepared once per
         // connection: four round trips instead of eight (three when nobody waited lately).
-        let next = conn.statement(NEXT_IDS_SQL)?;
+        let next = conn.statement(NEXT_EVENT_IDS_SQL)?;
         let copy = conn.statement(COPY_SQL)?;
         let ids = copy_batch(&mut **conn, &next, &copy, &events)?;
         let sent = Instant::now();
@@ -257,7 +260,7 @@ impl Broker {
             let stmt = tx.prepare(INSERT_MANY_LOOK_SQL)?;
             return Ok(insert_many(tx, &stmt, &events)?.0);
         }
-        let next = tx.prepare(NEXT_IDS_SQL)?;
+        let next = tx.prepare(NEXT_EVENT_IDS_SQL)?;
         let copy = tx.prepare(COPY_SQL)?;
         let ids = copy_batch(tx, &next, &copy, &events)?;
         tx.execute(WAKE_SQL, &[])?;
@@ -309,7 +312,7 @@ fn copy_batch(
     copy: &postgres::Statement,
     events: &[NewEvent],
 ) -> Result<Vec<EventId>> {
-    let ids = reserve_ids(client, next_ids, events.len() as i32)?;
+    let ids = reserve_ids(client, next_ids, events.len() as i32, "event")?;
     let writer = client.copy_in(copy)?;
     let types = [Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB, Type::TEXT];
     let mut writer = BinaryCopyInWriter::new(writer, &types);

@@ -3,18 +3,12 @@
 //!
 //! Both take work off the server's side of `Broker::publish` (callgrind, PostgreSQL 15, per
 //! single-event INSERT in its own transaction): an id known beforehand needs no `RETURNING`
-//! (11 000 instructions: the portal stores the returned row before sending it), and looking
-//! for waiters in every statement cost another 13 000–16 000.
+//! (src/id_blocks.rs), and looking for waiters in every statement cost 13 000–16 000.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postgres::{GenericClient, Statement};
-
-use crate::pool::CachedClient;
-use crate::{Error, ErrorKind, Result};
+use crate::id_blocks::IdBlocks;
 
 /// How long a broker that found no waiting consumer publishes without looking again (single
 /// events and batches in their own transactions; `publish_in` looks every time).
@@ -27,23 +21,16 @@ pub(crate) const WAITER_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// by then, and so finds the event as soon as it is committed and readable.
 pub(crate) const WAITER_RECHECK: Duration = Duration::from_millis(100);
 
-/// Event ids reserved per round trip for single publishes.
-const ID_BLOCK: i32 = 128;
-
-/// Reserves `$1` ids of the log's sequence, in increasing order (batches use it too).
-pub(crate) const NEXT_IDS_SQL: &str = "SELECT array_agg(nextval('pgbroker.events_id_seq')) \
-     FROM generate_series(1, $1::integer)";
-
 /// A broker's publishing state, shared by its threads.
 pub(crate) struct PublishState {
-    ids: Mutex<VecDeque<i64>>,
+    ids: IdBlocks,
     waiters: Waiters,
 }
 
 impl PublishState {
     pub(crate) fn new() -> PublishState {
         PublishState {
-            ids: Mutex::new(VecDeque::new()),
+            ids: IdBlocks::events(),
             waiters: Waiters::new(),
         }
     }
@@ -52,48 +39,12 @@ impl PublishState {
         &self.waiters
     }
 
-    fn ids(&self) -> MutexGuard<'_, VecDeque<i64>> {
-        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    /// The event ids reserved for single publishes. That is enough for single events, each
+    /// alone in its transaction: the log is read in `(tx, id)` order, so ids order only the
+    /// events of one transaction (and `publish_in` draws from the sequence for that reason).
+    pub(crate) fn ids(&self) -> &IdBlocks {
+        &self.ids
     }
-
-    /// An id for one event, from the reserved block; reserves a new block on `conn` when it
-    /// ran out. Ids are unique; one broker hands them out in increasing order except when
-    /// threads reserve blocks at once. That is enough for single events, each alone in its
-    /// transaction: the log is read in `(tx, id)` order, so ids order only the events of one
-    /// transaction (and `publish_in` draws from the sequence for that reason).
-    pub(crate) fn next_id(&self, conn: &mut CachedClient) -> Result<i64> {
-        if let Some(id) = self.ids().pop_front() {
-            return Ok(id);
-        }
-        // Not under the lock: a slow round trip must not hold up threads that find ids.
-        let stmt = conn.statement(NEXT_IDS_SQL)?;
-        let mut block = reserve_ids(&mut **conn, &stmt, ID_BLOCK)?.into_iter();
-        let id = block.next().ok_or_else(|| no_ids(ID_BLOCK, 0))?;
-        self.ids().extend(block);
-        Ok(id)
-    }
-}
-
-/// `n` new ids of the log's sequence, increasing; `stmt` is [`NEXT_IDS_SQL`].
-pub(crate) fn reserve_ids(
-    client: &mut impl GenericClient,
-    stmt: &Statement,
-    n: i32,
-) -> Result<Vec<i64>> {
-    let row = client.query_one(stmt, &[&n])?;
-    let mut ids: Vec<i64> = row.try_get::<_, Option<Vec<i64>>>(0)?.unwrap_or_default();
-    ids.sort_unstable();
-    if ids.len() != n.max(0) as usize {
-        return Err(no_ids(n, ids.len()));
-    }
-    Ok(ids)
-}
-
-fn no_ids(asked: i32, got: usize) -> Error {
-    Error::new(
-        ErrorKind::Db,
-        format!("reserving {asked} event ids returned {got}"),
-    )
 }
 
 /// Whether a publish must look for waiting consumers (`pgbroker.log_waiters`), or may skip
