@@ -236,15 +236,15 @@ fn a_batch_in_flight_when_the_connection_dies_is_delivered_again() {
         .start()
         .unwrap();
     let called = support::wait_until(WAIT, || calls.load(Ordering::SeqCst) == 1);
-    // The consumer's connection last ran the read of the batch now in the handler, or, when
-    // it waited for events first (another test's transaction held the horizon), the removal of
-    // its waiter row after that read.
+    // The consumer's connection last ran a read (of the batch now in the handler, or of the
+    // next one, read ahead), or, when it waited for events first (another test's transaction
+    // held the horizon) and read nothing ahead, the removal of its waiter row.
     let killed: i64 = db
         .client()
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
               WHERE datname = current_database() AND pid <> pg_backend_pid()
-                AND (query LIKE '%pgbroker.events ev%'
+                AND (query LIKE '%FROM pgbroker.events e%'
                      OR query = 'DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()')",
             &[],
         )
