@@ -255,6 +255,83 @@ fn sql_and_rust_paths_agree() {
     assert_eq!(rust_read("rust", 0).len(), expected.len() - 1);
 }
 
+/// Payloads and headers arrive as JSON text and are parsed only when asked for: a payload
+/// serde_json cannot hold (nested past its limit of 128) is still delivered, with its text.
+#[test]
+fn payloads_are_json_text_parsed_on_demand() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    from_beginning(&broker, "s", &["t"]);
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    c.execute(
+        "SELECT pgbroker.publish('t', $1::text::jsonb, '{\"trace\": \"x\"}', 'k')",
+        &[&r#"{"b": [1, 2.5], "a": "é"}"#],
+    )
+    .unwrap();
+    c.execute("SELECT pgbroker.publish('t', $1::text::jsonb)", &[&deep])
+        .unwrap();
+    broker.publish("t", &json!({"n": 3})).unwrap();
+    let batch = read_n(&broker, "s", 3);
+    let [plain, too_deep, last] = batch.events() else {
+        panic!("three events expected");
+    };
+    // jsonb's text: keys sorted (shorter first), one spacing.
+    assert_eq!(plain.payload_json(), r#"{"a": "é", "b": [1, 2.5]}"#);
+    assert_eq!(plain.payload(), &json!({"a": "é", "b": [1, 2.5]}));
+    assert_eq!(plain.headers_json(), Some(r#"{"trace": "x"}"#));
+    assert_eq!(plain.headers(), Some(&json!({"trace": "x"})));
+    let typed: std::collections::BTreeMap<String, serde_json::Value> = plain.payload_as().unwrap();
+    assert_eq!(typed["b"], json!([1, 2.5]));
+    let err = plain.payload_as::<Vec<i64>>().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Serialize);
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "serialization error: payload of event {}: \
+             invalid type: map, expected a sequence at line 1 column 0",
+            plain.id()
+        )
+    );
+
+    assert_eq!(too_deep.payload_json(), deep);
+    assert_eq!(too_deep.payload(), &serde_json::Value::Null);
+    assert_eq!(
+        too_deep
+            .payload_as::<serde_json::Value>()
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Serialize
+    );
+    assert_eq!((too_deep.headers(), too_deep.headers_json()), (None, None));
+    assert_eq!(last.payload(), &json!({"n": 3}));
+
+    // The worker pool delivers it too, and the events after it: nothing is stuck.
+    from_beginning(&broker, "pooled", &["t"]);
+    let texts = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = texts.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .subscription("pooled", move |batch| {
+            let mut s = sink.lock().unwrap();
+            s.extend(batch.events().iter().map(|e| e.payload_json().to_owned()));
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || texts
+        .lock()
+        .unwrap()
+        .len()
+        >= 3));
+    pool.shutdown().unwrap();
+    assert_eq!(
+        *texts.lock().unwrap(),
+        [plain.payload_json(), &deep, r#"{"n": 3}"#]
+    );
+}
+
 /// Subscriptions whose patterns have no `*` are read with LIKE rather than the regular
 /// expression (ten times cheaper per event); both must select the same topics, and agree with
 /// the Rust matcher, for every valid topic name (`_` is a LIKE wildcard, so it is escaped).

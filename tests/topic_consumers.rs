@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pgbroker::topic::{ConsumerOptions, FailedEvents, NewEvent, RetryPolicy, StartAt};
+use pgbroker::topic::{ConsumerOptions, FailedEvents, NewEvent, Position, RetryPolicy, StartAt};
 use pgbroker::{Batch, Broker};
 use serde_json::json;
 
@@ -236,15 +236,15 @@ fn a_batch_in_flight_when_the_connection_dies_is_delivered_again() {
         .start()
         .unwrap();
     let called = support::wait_until(WAIT, || calls.load(Ordering::SeqCst) == 1);
-    // The consumer's connection last ran the read of the batch now in the handler, or, when
-    // it waited for events first (another test's transaction held the horizon), the removal of
-    // its waiter row after that read.
+    // The consumer's connection last ran a read (of the batch now in the handler, or of the
+    // next one, read ahead), or, when it waited for events first (another test's transaction
+    // held the horizon) and read nothing ahead, the removal of its waiter row.
     let killed: i64 = db
         .client()
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
               WHERE datname = current_database() AND pid <> pg_backend_pid()
-                AND (query LIKE '%pgbroker.events ev%'
+                AND (query LIKE '%FROM pgbroker.events e%'
                      OR query = 'DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()')",
             &[],
         )
@@ -264,6 +264,127 @@ fn a_batch_in_flight_when_the_connection_dies_is_delivered_again() {
     want.extend_from_slice(&published);
     assert_eq!(ids, want);
     assert!(broker.read("s", 10).unwrap().is_empty());
+}
+
+/// A one-thread pool consuming six events in batches of two, its handler (plain or
+/// transactional) blocked in its second call until `release` (or drop).
+struct Blocked {
+    broker: Broker,
+    pool: Option<pgbroker::WorkerPool>,
+    published: Vec<i64>,
+    seen: Arc<Mutex<Vec<i64>>>,
+    release: Arc<AtomicBool>,
+}
+
+impl Blocked {
+    fn start(db: &support::TestDb, tx: bool) -> Blocked {
+        let broker = db.broker();
+        from_beginning(&broker, "s", "t", 1);
+        let published: Vec<i64> = broker
+            .publish_batch((0..6).map(|i| NewEvent::new("t", json!({"seq": i}))))
+            .unwrap()
+            .iter()
+            .map(|i| i.get())
+            .collect();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (c, r, s) = (calls.clone(), release.clone(), seen.clone());
+        let handle = move |batch: &Batch| {
+            if c.fetch_add(1, Ordering::SeqCst) == 1 {
+                while !r.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            let mut s = s.lock().unwrap();
+            s.extend(batch.events().iter().map(|e| e.id().get()));
+        };
+        let builder = broker.worker_pool().threads(1);
+        let opts = options().batch_size(2);
+        let builder = if tx {
+            builder.subscription_tx("s", opts, move |batch, _tx| {
+                handle(batch);
+                Ok(())
+            })
+        } else {
+            builder.subscription_with("s", opts, move |batch| {
+                handle(batch);
+                Ok(())
+            })
+        };
+        let blocked = Blocked {
+            pool: Some(builder.start().unwrap()),
+            broker,
+            published,
+            seen,
+            release,
+        };
+        assert!(support::wait_until(WAIT, || calls.load(Ordering::SeqCst) == 2));
+        // Time for a plain handler's consumer to read the next batch ahead.
+        std::thread::sleep(Duration::from_millis(300));
+        blocked
+    }
+
+    fn handled(&self) -> Vec<i64> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// Releases the handler (after `delay`, from another thread) and stops the pool.
+    fn release_and_stop(&mut self, delay: Duration) {
+        let release = self.release.clone();
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            release.store(true, Ordering::SeqCst);
+        });
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown().unwrap();
+        }
+        releaser.join().unwrap();
+    }
+}
+
+impl Drop for Blocked {
+    fn drop(&mut self) {
+        self.release.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_seek_while_consumers_run_is_followed() {
+    for tx in [false, true] {
+        let db = support::db();
+        let mut b = Blocked::start(&db, tx);
+        b.broker.seek("s", 0, Position::BEGINNING).unwrap();
+        b.release.store(true, Ordering::SeqCst);
+        assert!(support::wait_until(WAIT, || b.handled().len() >= 10));
+        std::thread::sleep(Duration::from_millis(300));
+        b.release_and_stop(Duration::ZERO);
+        // The batch in the handler when the seek came is not acknowledged over it: the
+        // consumer drops what it read ahead and reads again from the beginning.
+        let mut want = b.published[..4].to_vec();
+        want.extend_from_slice(&b.published);
+        assert_eq!(b.handled(), want, "transactional: {tx}");
+        assert!(b.broker.read("s", 10).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn a_batch_read_ahead_is_left_unacknowledged_when_the_pool_stops() {
+    let db = support::db();
+    let mut b = Blocked::start(&db, false);
+    // Shutdown waits for the handler in progress and acknowledges its batch; the batch read
+    // ahead was never handled and stays for the next consumer.
+    b.release_and_stop(Duration::from_millis(300));
+    assert_eq!(b.handled(), b.published[..4]);
+    let rest: Vec<i64> = b
+        .broker
+        .read("s", 10)
+        .unwrap()
+        .events()
+        .iter()
+        .map(|e| e.id().get())
+        .collect();
+    assert_eq!(rest, b.published[4..]);
 }
 
 #[test]

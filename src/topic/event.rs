@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use super::json_text::{JsonText, Xid8};
 use super::{validate_topic, Position};
 use crate::{Error, ErrorKind, Result};
 
@@ -130,6 +131,11 @@ impl NewEvent {
 
 /// An event read from the log.
 ///
+/// The payload and headers arrive as JSON text and are parsed into a [`Value`] when
+/// [`payload`](Self::payload) or [`headers`](Self::headers) is first called (then kept):
+/// reading costs no parsing for events whose payload is not looked at, or only deserialized
+/// into a type of yours with [`payload_as`](Self::payload_as).
+///
 /// # Examples
 ///
 /// ```no_run
@@ -146,8 +152,8 @@ pub struct LogEvent {
     pub(crate) id: i64,
     pub(crate) tx: u64,
     pub(crate) topic: String,
-    pub(crate) payload: Value,
-    pub(crate) headers: Option<Value>,
+    pub(crate) payload: JsonText,
+    pub(crate) headers: Option<JsonText>,
     pub(crate) key: Option<String>,
     pub(crate) created_at: SystemTime,
 }
@@ -168,14 +174,77 @@ impl LogEvent {
         &self.topic
     }
 
-    /// The payload.
+    /// The payload, parsed on the first call. A payload that `serde_json::Value` cannot hold
+    /// (nested more than 128 levels deep, which PostgreSQL allows) reads as `Value::Null`,
+    /// with a warning logged: [`payload_json`](Self::payload_json) still has it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// for e in broker.read("billing", 10)?.events() {
+    ///     println!("amount {}", e.payload()["amount"]);
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn payload(&self) -> &Value {
-        &self.payload
+        self.payload.value()
     }
 
-    /// The headers, when published with some.
+    /// The payload as JSON text, as PostgreSQL prints `jsonb` (keys sorted, `", "` and
+    /// `": "` between items): to store or forward it without parsing.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// for e in broker.read("billing", 10)?.events() {
+    ///     println!("data: {}", e.payload_json()); // e.g. an SSE line
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn payload_json(&self) -> &str {
+        self.payload.as_str()
+    }
+
+    /// Deserializes the payload into `T`, straight from its text (cheaper than
+    /// `serde_json::from_value(e.payload().clone())`). Fails with [`ErrorKind::Serialize`]
+    /// when it does not fit `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// // Any `serde::Deserialize` type: usually a `#[derive(Deserialize)]` struct of yours.
+    /// type Amounts = std::collections::HashMap<String, f64>;
+    /// for e in broker.read("billing", 10)?.events() {
+    ///     let amounts: Amounts = e.payload_as()?;
+    ///     println!("{amounts:?}");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn payload_as<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        self.payload.parse().map_err(|e| {
+            Error::with_cause(
+                ErrorKind::Serialize,
+                Some(format!("payload of event {}", self.id)),
+                e,
+            )
+        })
+    }
+
+    /// The headers, when published with some; parsed on the first call (see
+    /// [`payload`](Self::payload)).
     pub fn headers(&self) -> Option<&Value> {
-        self.headers.as_ref()
+        self.headers.as_ref().map(JsonText::value)
+    }
+
+    /// The headers as JSON text, when published with some.
+    pub fn headers_json(&self) -> Option<&str> {
+        self.headers.as_ref().map(JsonText::as_str)
     }
 
     /// The key, when published with one.
@@ -188,18 +257,16 @@ impl LogEvent {
         self.created_at
     }
 
-    /// Reads the columns `id, topic, payload, headers, key, tx::text, created_at`.
+    /// Reads the columns `id, topic, payload, headers, key, tx, created_at` (`tx` as `xid8`
+    /// or text).
     pub(crate) fn from_row(row: &postgres::Row) -> Result<LogEvent> {
-        let tx: &str = row.try_get(5)?;
         Ok(LogEvent {
             id: row.try_get(0)?,
             topic: row.try_get(1)?,
             payload: row.try_get(2)?,
             headers: row.try_get(3)?,
             key: row.try_get(4)?,
-            tx: tx
-                .parse()
-                .map_err(|_| Error::new(ErrorKind::Db, format!("unexpected xid8 value {tx:?}")))?,
+            tx: row.try_get::<_, Xid8>(5)?.0,
             created_at: row.try_get(6)?,
         })
     }

@@ -103,6 +103,7 @@
 mod balancer;
 mod consumer;
 mod event;
+mod json_text;
 mod lag;
 mod maintenance;
 mod members;

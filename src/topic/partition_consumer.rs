@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, TryRecvError};
-use postgres::Client;
+use postgres::{Client, GenericClient};
 
 use super::consumer::{ConsumerOptions, FailedEvents, Handler};
+use super::json_text::Xid8;
 use super::publish_state::WAITER_RECHECK;
-use super::read::{read_events, READ_SETTINGS, READ_SQL};
-use super::{Batch, LogEvent};
+use super::read::{
+    read_events, stored_cursor, CONSUMER_ACK_SQL, EXISTS_SQL, READ_SETTINGS, READ_SQL,
+};
+use super::{Batch, LogEvent, Position};
 use crate::worker::{SourceContext, Task};
 use crate::{Error, ErrorKind, Result};
 
@@ -36,10 +39,12 @@ pub(crate) struct PartitionConsumer {
 
 /// What became of a handler call.
 enum Outcome {
-    /// The handler ran; `finished` when its success was already recorded in its transaction.
+    /// The handler ran; `finished` when its success was already recorded in its transaction,
+    /// `followed` then when that found the cursor moved by someone else (see [`Acked`]).
     Done {
         result: std::result::Result<(), Error>,
         finished: bool,
+        followed: bool,
     },
     /// The pool is stopping and the task was not run.
     Abandoned,
@@ -49,10 +54,20 @@ enum Outcome {
 
 /// What success of a handler call records.
 enum Finish {
-    /// Move the cursor.
-    Ack(Option<super::Position>),
+    /// Move the cursor from `from` (where this consumer left it) to `to`.
+    Ack { from: Position, to: Position },
     /// Remove the retried event from the retry table.
     Retried { tx: String, id: i64 },
+}
+
+/// What an acknowledgement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acked {
+    /// The cursor moved from where this consumer left it.
+    Moved,
+    /// Someone else had moved the cursor ([`Broker::seek`](crate::Broker::seek)): it was
+    /// left there, and the consumer reads on from it.
+    Followed,
 }
 
 /// The consumer connection, shared with transactional handlers while they run.
@@ -236,19 +251,29 @@ impl PartitionConsumer {
     }
 
     /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails.
+    ///
+    /// The consumer holds its partition alone, so it reads after the position it reached
+    /// rather than after the stored cursor: while a plain handler runs, it reads the next
+    /// batch, and a busy consumer never waits for a read. Acknowledging moves the cursor only
+    /// from where this consumer left it; when someone else moved it meanwhile (a seek), the
+    /// consumer drops the batch it read ahead and goes on from there.
     fn consume(&self, shared: &Shared) -> Result<()> {
-        let (read, ack) = {
+        let (read, ack, mut pos) = {
             let mut client = lock(shared);
             client.batch_execute(READ_SETTINGS)?;
-            (
-                client.prepare(READ_SQL)?,
-                client.prepare(super::read::ACK_SQL)?,
-            )
+            let read = client.prepare(READ_SQL)?;
+            let ack = client.prepare(CONSUMER_ACK_SQL)?;
+            let pos = stored_cursor(&mut *client, &self.name, self.partition)?;
+            (read, ack, pos)
         };
+        // `pos`: where the next read starts; `acked`: the stored cursor, as this consumer left
+        // it; `ahead`: the batch after `pos`, read while the handler ran.
+        let mut acked = pos;
+        let mut ahead: Option<Result<Batch>> = None;
+        let plain = matches!(self.handler, Handler::Plain(_));
         let part = self.partition as i32;
         let mut waiting = false;
         let mut touched = Instant::now();
-        let mut acked: Option<super::Position> = None;
         let mut retry_due: Option<Instant> = Some(Instant::now());
         let mut retry_checked = Instant::now();
         let mut quick: Option<Duration> = None;
@@ -279,15 +304,20 @@ impl PartitionConsumer {
                     })?);
                 }
             }
-            let batch = read_events(
-                &mut *client,
-                &read,
-                &self.name,
-                self.partition,
-                self.options.batch_size,
-            )?;
-            let ack_to = batch.ack_position();
-            if !batch.is_empty() {
+            let batch = match ahead.take() {
+                Some(batch) => batch?,
+                None => read_events(
+                    &mut *client,
+                    &read,
+                    &self.name,
+                    self.partition,
+                    pos,
+                    self.options.batch_size,
+                )?,
+            };
+            // Past the batch, or past what the read scanned (see `Batch::ack_position`).
+            let ack_to = batch.ack_position().filter(|p| *p > pos);
+            if let (false, Some(to)) = (batch.is_empty(), ack_to) {
                 quick = None;
                 recheck = None;
                 if waiting {
@@ -299,9 +329,35 @@ impl PartitionConsumer {
                 }
                 drop(client); // a transactional handler uses it
                 let batch = Arc::new(batch);
-                let result = match self.dispatch(shared, &ack, batch.clone(), Finish::Ack(ack_to)) {
-                    Outcome::Done { finished: true, .. } => {
-                        acked = ack_to;
+                let finish = Finish::Ack { from: acked, to };
+                let pending = self.start_handler(shared, &ack, batch.clone(), finish);
+                pos = to;
+                if plain && pending.is_some() && !self.should_stop() {
+                    let mut client = lock(shared);
+                    ahead = Some(read_events(
+                        &mut *client,
+                        &read,
+                        &self.name,
+                        self.partition,
+                        pos,
+                        self.options.batch_size,
+                    ));
+                }
+                let outcome = pending.map_or(Outcome::Abandoned, |rx| {
+                    rx.recv().unwrap_or(Outcome::Abandoned)
+                });
+                let result = match outcome {
+                    Outcome::Done {
+                        finished: true,
+                        followed,
+                        ..
+                    } => {
+                        let done = if followed {
+                            Acked::Followed
+                        } else {
+                            Acked::Moved
+                        };
+                        self.after_ack(shared, done, to, &mut pos, &mut acked, &mut ahead)?;
                         touched = Instant::now();
                         continue;
                     }
@@ -310,34 +366,39 @@ impl PartitionConsumer {
                     Outcome::Lost(e) => return Err(e),
                 };
                 let mut client = lock(shared);
-                let mut tx = client.transaction()?;
-                if let Err(e) = result {
-                    if self.options.reliable {
+                let done = match result {
+                    Ok(()) => self.ack(&mut *client, &ack, acked, to)?,
+                    Err(e) if self.options.reliable => {
+                        let mut tx = client.transaction()?;
                         self.record_failure(&mut tx, &batch, &e)?;
+                        let done = self.ack(&mut tx, &ack, acked, to)?;
+                        tx.commit()?;
                         let first = self.options.retry.delay(1).unwrap_or_default();
                         let due = Instant::now() + first;
                         retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
-                    } else {
+                        done
+                    }
+                    Err(_) => {
                         log::warn!(
                             "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
                             self.name,
                             batch.len()
                         );
+                        self.ack(&mut *client, &ack, acked, to)?
                     }
-                }
-                if let Some(pos) = ack_to {
-                    super::read::ack_with(&mut tx, &ack, &self.name, self.partition, pos)?;
-                }
-                tx.commit()?;
-                acked = ack_to;
+                };
+                drop(client);
+                self.after_ack(shared, done, to, &mut pos, &mut acked, &mut ahead)?;
                 touched = Instant::now();
                 continue;
             }
             // Nothing matched up to the horizon: move past what was scanned, once per change.
-            if let Some(pos) = ack_to.filter(|p| acked.map_or(true, |a| *p > a)) {
-                super::read::ack_with(&mut *client, &ack, &self.name, self.partition, pos)?;
-                acked = Some(pos);
+            if let Some(to) = ack_to {
+                let done = self.ack(&mut *client, &ack, acked, to)?;
+                drop(client);
+                self.after_ack(shared, done, to, &mut pos, &mut acked, &mut ahead)?;
                 touched = Instant::now();
+                client = lock(shared);
             }
             if !waiting {
                 // Register as waiting, then read once more: an event committed in between
@@ -413,6 +474,47 @@ impl PartitionConsumer {
         }
     }
 
+    /// Moves the cursor from `from` (where this consumer left it) to `to`. Fails with
+    /// `NotFound` when the subscription partition is gone.
+    fn ack(
+        &self,
+        client: &mut impl GenericClient,
+        ack: &postgres::Statement,
+        from: Position,
+        to: Position,
+    ) -> Result<Acked> {
+        cas_ack(client, ack, &self.name, self.partition, from, to)
+    }
+
+    /// After an acknowledgement up to `to`: on from there, or, when someone else moved the
+    /// cursor, from where they put it (dropping the batch read ahead).
+    fn after_ack(
+        &self,
+        shared: &Shared,
+        done: Acked,
+        to: Position,
+        pos: &mut Position,
+        acked: &mut Position,
+        ahead: &mut Option<Result<Batch>>,
+    ) -> Result<()> {
+        match done {
+            Acked::Moved => *acked = to,
+            Acked::Followed => {
+                *ahead = None;
+                *pos = stored_cursor(&mut *lock(shared), &self.name, self.partition)?;
+                *acked = *pos;
+                log::info!(
+                    "pgbroker consumer of {:?} partition {}: the cursor was moved elsewhere; \
+                     reading on from {}",
+                    self.name,
+                    self.partition,
+                    pos
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the handler on a worker and waits for it. A transactional handler runs in a
     /// transaction on the consumer connection that also records `finish` on success.
     fn dispatch(
@@ -422,6 +524,21 @@ impl PartitionConsumer {
         batch: Arc<Batch>,
         finish: Finish,
     ) -> Outcome {
+        self.start_handler(shared, ack, batch, finish)
+            .map_or(Outcome::Abandoned, |rx| {
+                rx.recv().unwrap_or(Outcome::Abandoned)
+            })
+    }
+
+    /// Hands the handler call to a worker; its outcome arrives on the returned channel.
+    /// `None` when the pool is stopping and the call was abandoned.
+    fn start_handler(
+        &self,
+        shared: &Shared,
+        ack: &postgres::Statement,
+        batch: Arc<Batch>,
+        finish: Finish,
+    ) -> Option<Receiver<Outcome>> {
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let abandoned = done_tx.clone();
         let stats = self.ctx.stats.clone();
@@ -432,6 +549,7 @@ impl PartitionConsumer {
                 let _ = done_tx.send(Outcome::Done {
                     result,
                     finished: false,
+                    followed: false,
                 });
             }),
             Handler::Tx(handler) => {
@@ -451,22 +569,26 @@ impl PartitionConsumer {
                             return Outcome::Done {
                                 result,
                                 finished: false,
+                                followed: false,
                             }; // dropping tx rolls the handler's writes back
                         }
                         let recorded = match &finish {
-                            Finish::Ack(Some(pos)) => {
-                                super::read::ack_with(&mut tx, &ack, &name, partition, *pos)
+                            Finish::Ack { from, to } => {
+                                cas_ack(&mut tx, &ack, &name, partition, *from, *to)
+                                    .map(|a| a == Acked::Followed)
                             }
-                            Finish::Ack(None) => Ok(()),
                             Finish::Retried { tx: t, id } => tx
                                 .execute(DELETE_RETRY_SQL, &[&&*name, t, id])
-                                .map(|_| ())
+                                .map(|_| false)
                                 .map_err(Error::from),
                         };
-                        match recorded.and_then(|()| tx.commit().map_err(Error::from)) {
-                            Ok(()) => Outcome::Done {
+                        let recorded =
+                            recorded.and_then(|f| tx.commit().map(|()| f).map_err(Error::from));
+                        match recorded {
+                            Ok(followed) => Outcome::Done {
                                 result,
                                 finished: true,
+                                followed,
                             },
                             // The handler swallowed an SQL error: its transaction is dead.
                             Err(e) if e.db_code() == Some("25P02") => Outcome::Done {
@@ -479,6 +601,7 @@ impl PartitionConsumer {
                                     e,
                                 )),
                                 finished: false,
+                                followed: false,
                             },
                             Err(e) => Outcome::Lost(e),
                         }
@@ -491,10 +614,7 @@ impl PartitionConsumer {
         .on_abandon(move || {
             let _ = abandoned.send(Outcome::Abandoned);
         });
-        if !self.ctx.submit(task) {
-            return Outcome::Abandoned;
-        }
-        done_rx.recv().unwrap_or(Outcome::Abandoned)
+        self.ctx.submit(task).then_some(done_rx)
     }
 
     /// Puts the failed events of a batch (all, or those a [`FailedEvents`] names) in the
@@ -602,4 +722,35 @@ impl PartitionConsumer {
         }
         Ok(true)
     }
+}
+
+/// Moves a partition's cursor from `from` to `to` (`CONSUMER_ACK_SQL`): [`Acked::Followed`]
+/// when it was elsewhere, `NotFound` when it is gone.
+fn cas_ack(
+    client: &mut impl GenericClient,
+    ack: &postgres::Statement,
+    name: &str,
+    partition: u32,
+    from: Position,
+    to: Position,
+) -> Result<Acked> {
+    let part = partition as i32;
+    let n = client.execute(
+        ack,
+        &[
+            &name,
+            &part,
+            &Xid8(from.tx()),
+            &from.id(),
+            &Xid8(to.tx()),
+            &to.id(),
+        ],
+    )?;
+    if n > 0 {
+        return Ok(Acked::Moved);
+    }
+    if client.query_opt(EXISTS_SQL, &[&name, &part])?.is_none() {
+        return Err(super::subscription::not_found(name, partition));
+    }
+    Ok(Acked::Followed)
 }
