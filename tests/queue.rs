@@ -197,6 +197,78 @@ fn unique_jobs_under_racing_enqueuers() {
     assert_eq!(from_sql, fresh);
 }
 
+/// A unique key keeps other jobs out only while its job is available or running: a dead, a
+/// cancelled and a kept completed job free it (and still show it), and re-driving a job takes
+/// its key back, refused while another job holds it.
+#[test]
+fn a_unique_key_is_held_only_while_its_job_is_available_or_running() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let unique = |key: &str| {
+        broker
+            .enqueue_job(&Job::new("u", "{}").unique_key(key).max_attempts(1))
+            .unwrap()
+    };
+    let dead = unique("a");
+    let j = support_claim_one(&broker, "u");
+    assert_eq!(
+        broker.fail_job(&j, "boom", None).unwrap(),
+        Some(JobState::Dead)
+    );
+    let cancelled = unique("b");
+    assert!(broker.cancel_job(cancelled).unwrap());
+    let kept = unique("c");
+    assert_eq!(support_claim_one(&broker, "u").id, kept);
+    let completed: bool = c
+        .query_one(
+            "SELECT pgbroker.complete($1, '{\"ok\": 1}', interval '1 hour')",
+            &[&kept],
+        )
+        .unwrap()
+        .get(0);
+    assert!(completed);
+
+    let mut fresh = Vec::new();
+    for (old, key, state) in [
+        (dead, "a", JobState::Dead),
+        (cancelled, "b", JobState::Cancelled),
+        (kept, "c", JobState::Completed),
+    ] {
+        let info = broker.job(old).unwrap().unwrap();
+        assert_eq!((info.state, info.unique_key.as_deref()), (state, Some(key)));
+        let new = unique(key);
+        assert_ne!(new, old);
+        assert_eq!(unique(key), new, "the new job holds the key");
+        fresh.push(new);
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgbroker.jobs WHERE unique_key IS NOT NULL"
+        ),
+        3
+    );
+
+    // Re-driving while another job holds the key fails and changes nothing...
+    let err = broker.retry_job(dead).unwrap_err();
+    assert_eq!(err.db_code(), Some("23505"), "{err}");
+    assert_eq!(broker.job(dead).unwrap().unwrap().state, JobState::Dead);
+    // ...and once the key is free, the job takes it back.
+    assert!(broker.cancel_job(fresh[0]).unwrap());
+    assert!(broker.retry_job(dead).unwrap());
+    let info = broker.job(dead).unwrap().unwrap();
+    assert_eq!(
+        (
+            info.state,
+            info.unique_key.as_deref(),
+            info.errors.as_array().map(Vec::len)
+        ),
+        (JobState::Available, Some("a"), Some(1))
+    );
+    assert_eq!(unique("a"), dead);
+}
+
 #[test]
 fn claims_follow_priority_then_run_at_then_id() {
     let db = support::db();
@@ -270,7 +342,7 @@ fn failures_retry_with_backoff_then_die_and_can_be_redriven() {
             let wait: f64 = db
                 .client()
                 .query_one(
-                    "SELECT extract(epoch FROM run_at - (errors->-1->>'at')::timestamptz)::float8
+                    "SELECT extract(epoch FROM run_at - (details->'errors'->-1->>'at')::timestamptz)::float8
                        FROM pgbroker.jobs WHERE id = $1",
                     &[&id],
                 )
@@ -408,11 +480,10 @@ fn queries_of_jobs_not_available_use_their_index() {
     let db = support::db();
     let mut c = db.client();
     c.batch_execute(
-        "INSERT INTO pgbroker.jobs (queue, payload, state, lease_until, finished_at, expires_at)
+        "INSERT INTO pgbroker.jobs (queue, payload, state, lease_until, finished_at)
          SELECT 'q' || i % 10, '{}', s::pgbroker.job_state,
-                CASE WHEN s = 'running' THEN now() + i * interval '1 second' END,
-                CASE WHEN s IN ('completed', 'dead') THEN now() - i * interval '1 second' END,
-                CASE WHEN s = 'completed' THEN now() + i * interval '1 second' END
+                CASE WHEN s IN ('running', 'completed') THEN now() + i * interval '1 second' END,
+                CASE WHEN s IN ('completed', 'dead') THEN now() - i * interval '1 second' END
            FROM generate_series(1, 20000) i,
                 LATERAL (SELECT CASE i % 20 WHEN 0 THEN 'running' WHEN 1 THEN 'completed'
                                             WHEN 2 THEN 'dead' ELSE 'available' END) AS t(s);
@@ -424,11 +495,10 @@ fn queries_of_jobs_not_available_use_their_index() {
     for sql in [
         "SELECT j.id FROM pgbroker.jobs j
           WHERE j.state = 'running' AND j.lease_until < now()
-            AND coalesce(j.lease_until, j.expires_at, j.finished_at) < now()
+            AND coalesce(j.lease_until, j.finished_at) < now()
             FOR UPDATE SKIP LOCKED",
         "DELETE FROM pgbroker.jobs
-          WHERE state = 'completed' AND expires_at < now()
-            AND coalesce(lease_until, expires_at, finished_at) < now()",
+          WHERE state = 'completed' AND coalesce(lease_until, finished_at) < now()",
         "SELECT * FROM pgbroker.stuck_jobs(interval '1 minute')",
         "SELECT * FROM pgbroker.dead_jobs(NULL, 10)",
         "SELECT * FROM pgbroker.dead_jobs('q2', 10)",
@@ -444,8 +514,10 @@ fn queries_of_jobs_not_available_use_their_index() {
     }
     // ...which are these, as the schema has them.
     let schema = pgbroker::schema_sql();
-    assert!(schema.contains("AND coalesce(j.lease_until, j.expires_at, j.finished_at) < now()"));
-    assert!(schema.contains("AND coalesce(lease_until, expires_at, finished_at) < now();"));
+    assert!(schema.contains("AND coalesce(j.lease_until, j.finished_at) < now() -- the index"));
+    assert!(schema.contains(
+        "WHERE state = 'completed' AND coalesce(lease_until, finished_at) < now(); -- the index"
+    ));
 }
 
 #[test]
@@ -674,7 +746,8 @@ fn wake_ups_only_while_a_worker_waits_and_one_per_transaction() {
 
 /// The layouts of `pgbroker.jobs` before the enum state column, made from the current one:
 /// `state` text with the cast CHECK, or (`first`) with the three CHECKs of the first layout,
-/// and one partial index per state; a watched queue, so the status triggers exist.
+/// one partial index per state, and the columns that `details` replaced; a watched queue, so
+/// the status triggers exist.
 fn make_text_state_layout(c: &mut pgbroker::postgres::Client, first: bool) {
     let checks = if first {
         "ADD CONSTRAINT jobs_state_check
@@ -694,6 +767,9 @@ fn make_text_state_layout(c: &mut pgbroker::postgres::Client, first: bool) {
          ALTER TABLE pgbroker.jobs ALTER state DROP DEFAULT,
              ALTER state TYPE text USING state::text,
              ALTER state SET DEFAULT 'available',
+             DROP COLUMN details,
+             ADD COLUMN backoff_base interval, ADD COLUMN backoff_max interval,
+             ADD COLUMN errors jsonb, ADD COLUMN result jsonb, ADD COLUMN expires_at timestamptz,
              {checks};
          CREATE INDEX jobs_claim_idx ON pgbroker.jobs (queue, priority, run_at, id)
              WHERE state = 'available';
@@ -708,8 +784,9 @@ fn make_text_state_layout(c: &mut pgbroker::postgres::Client, first: bool) {
 }
 
 /// Installing over a table whose state is text (either earlier layout) makes it the enum, with
-/// no CHECK left, the per-state indexes merged into one, the triggers and the stats view back,
-/// and every job kept; unknown states are still refused.
+/// no CHECK left, the per-state indexes merged into one, the rarely set columns moved into
+/// `details`, the triggers and the stats view back, and every job kept with all it had;
+/// unknown states are still refused.
 #[test]
 fn install_turns_a_text_state_into_the_enum() {
     for first in [true, false] {
@@ -717,16 +794,66 @@ fn install_turns_a_text_state_into_the_enum() {
         let broker = db.broker();
         let mut c = db.client();
         make_text_state_layout(&mut c, first);
-        let id = broker
-            .enqueue_job(&Job::new("keep", "{}").unique_key("k"))
+        // Jobs as that layout had them, written in SQL (the broker's statements and the
+        // status trigger's function are today's).
+        c.batch_execute("ALTER TABLE pgbroker.jobs DISABLE TRIGGER USER")
             .unwrap();
-        let dead = broker.enqueue("keep", "{}").unwrap();
-        c.execute(
-            "UPDATE pgbroker.jobs SET state = 'dead', finished_at = now() WHERE id = $1",
-            &[&dead],
-        )
-        .unwrap();
+        let mut insert = |columns: &str, values: &str| -> i64 {
+            c.query_one(
+                &format!(
+                    "INSERT INTO pgbroker.jobs (queue, payload{columns})
+                     VALUES ('keep', '{{}}'{values}) RETURNING id"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        };
+        let id = insert(", unique_key", ", 'k'");
+        let dead = insert(
+            ", state, finished_at, unique_key, last_error, errors",
+            ", 'dead', now(), 'd', 'e2', '[{\"error\": \"e1\"}, {\"error\": \"e2\"}]'",
+        );
+        let kept = insert(
+            ", state, finished_at, expires_at, result",
+            ", 'completed', now(), '2100-01-01Z', '{\"ok\": true}'",
+        );
+        let backoff = insert(", backoff_base, backoff_max", ", '2 seconds', '1 minute'");
+        c.batch_execute("ALTER TABLE pgbroker.jobs ENABLE TRIGGER USER")
+            .unwrap();
         broker.install().unwrap();
+
+        let info = broker.job(dead).unwrap().unwrap();
+        assert_eq!(info.unique_key.as_deref(), Some("d"));
+        assert_eq!(
+            info.errors,
+            serde_json::json!([{"error": "e1"}, {"error": "e2"}])
+        );
+        let info = broker.job(kept).unwrap().unwrap();
+        assert_eq!(info.result, Some(serde_json::json!({"ok": true})));
+        assert_eq!(
+            info.lease_until,
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(4_102_444_800))
+        );
+        let details: Vec<Option<serde_json::Value>> = c
+            .query(
+                "SELECT details FROM pgbroker.jobs WHERE id = ANY ($1) ORDER BY id",
+                &[&vec![id, dead, backoff]],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            details,
+            [
+                None,
+                Some(serde_json::json!({
+                    "errors": [{"error": "e1"}, {"error": "e2"}], "unique_key": "d"
+                })),
+                Some(serde_json::json!({"backoff": {"base": 2, "max": 60}})),
+            ]
+        );
 
         let state_type: String = c
             .query_one(
@@ -745,6 +872,14 @@ fn install_turns_a_text_state_into_the_enum() {
                 .map(|r| r.get(0))
                 .collect()
         };
+        let columns = names(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = 'pgbroker.jobs'::regclass
+                AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        );
+        assert!(
+            !columns.iter().any(|n| n == "errors" || n == "expires_at"),
+            "{columns:?}"
+        );
         assert!(names(
             "SELECT conname::text FROM pg_constraint
               WHERE conrelid = 'pgbroker.jobs'::regclass AND contype = 'c'"
@@ -783,7 +918,10 @@ fn install_turns_a_text_state_into_the_enum() {
             "the unique index is back"
         );
         let stats = broker.queue_stats().unwrap();
-        assert_eq!((stats[0].available, stats[0].dead), (1, 1));
+        assert_eq!(
+            (stats[0].available, stats[0].dead, stats[0].completed),
+            (2, 1, 1)
+        );
         let err = c
             .execute(
                 "UPDATE pgbroker.jobs SET state = 'done' WHERE id = $1",

@@ -166,6 +166,11 @@ fn failures_are_retried_with_backoff_then_dead_with_history() {
         ]
     );
     assert_eq!(info.payload, serde_json::json!({"x": 1}));
+    // Dead, it no longer holds its key (which it still shows).
+    let next = broker
+        .enqueue_job(&Job::new("f", "{}").unique_key("k1"))
+        .unwrap();
+    assert_ne!(next, id);
 }
 
 #[test]
@@ -244,16 +249,14 @@ fn sql_protocol_take_fail_commit() {
     let state: String = c
         .query_one(
             "SELECT pgbroker.fail_taken(t.id, t.queue, t.payload, t.attempt, t.max_attempts,
-                    t.priority, t.run_at, t.created_at, t.unique_key, t.backoff_base,
-                    t.backoff_max, t.errors, 'sql says no', retry_in => interval '0')
+                    t.priority, t.run_at, t.created_at, t.unique_key, t.details,
+                    'sql says no', retry_in => interval '0')
                FROM (VALUES ($1::bigint)) v(id)
                JOIN LATERAL (SELECT $1::bigint AS id, 's'::text AS queue,
                                     '{\"a\": 1}'::jsonb AS payload, 1 AS attempt,
                                     25 AS max_attempts, 0 AS priority, now() AS run_at,
                                     now() AS created_at, NULL::text AS unique_key,
-                                    NULL::interval AS backoff_base,
-                                    NULL::interval AS backoff_max,
-                                    NULL::jsonb AS errors) t ON true",
+                                    NULL::jsonb AS details) t ON true",
             &[&id],
         )
         .unwrap()

@@ -34,20 +34,19 @@ const ENQUEUE_NOW_WAKE_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, p
 // With a time, a delay or a backoff, or in the caller's transaction (ids from the sequence, in
 // the order of its statements): wakes only when the job is due now.
 const ENQUEUE_SQL: &str = "INSERT INTO pgbroker.jobs AS j (queue, payload, priority, max_attempts,
-        run_at, unique_key, backoff_base, backoff_max)
+        run_at, unique_key, details)
     VALUES ($1, $2, $3, $4, coalesce($5, now()) + make_interval(secs => coalesce($7::float8, 0)),
-            $6, make_interval(secs => $8), make_interval(secs => $9))
+            $6, pgbroker.job_details(make_interval(secs => $8), make_interval(secs => $9)))
     RETURNING j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
                       WHERE j.run_at <= now() AND w.queue = $1 LIMIT 1)";
 
 // Unique jobs: the partial unique index decides, race-free; a duplicate returns the existing id
 // (xmax is 0 only for a row this statement inserted) and wakes nobody.
 const ENQUEUE_UNIQUE_SQL: &str = "INSERT INTO pgbroker.jobs AS j (queue, payload, priority,
-        max_attempts, run_at, unique_key, backoff_base, backoff_max)
+        max_attempts, run_at, unique_key, details)
     VALUES ($1, $2, $3, $4, coalesce($5, now()) + make_interval(secs => coalesce($7::float8, 0)),
-            $6, make_interval(secs => $8), make_interval(secs => $9))
+            $6, pgbroker.job_details(make_interval(secs => $8), make_interval(secs => $9)))
     ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL
-                                      AND state IN ('available', 'running')
     DO UPDATE SET unique_key = EXCLUDED.unique_key
     RETURNING j.id, (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
                       WHERE j.xmax = 0 AND j.run_at <= now() AND w.queue = $1 LIMIT 1)";
@@ -121,14 +120,14 @@ const BATCH_COPY_SQL: &str = "COPY pgbroker_enqueue_batch FROM STDIN (FORMAT bin
 
 const BATCH_INSERT_SQL: &str = "WITH ins AS (
         INSERT INTO pgbroker.jobs (queue, payload, priority, run_at, max_attempts, unique_key,
-                                   backoff_base, backoff_max)
+                                   details)
         SELECT queue, payload, priority,
                coalesce(run_at, now()) + make_interval(secs => coalesce(delay, 0)),
                max_attempts, unique_key,
-               make_interval(secs => backoff_base), make_interval(secs => backoff_max)
+               pgbroker.job_details(make_interval(secs => backoff_base),
+                                    make_interval(secs => backoff_max))
           FROM pgbroker_enqueue_batch
         ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL
-                                          AND state IN ('available', 'running')
         DO NOTHING
         RETURNING queue, run_at
     )

@@ -39,9 +39,11 @@ pub struct JobInfo {
     pub attempt: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
-    /// Its unique key, if any.
+    /// Its unique key, if any (also once it is no longer available or running, when the key
+    /// no longer keeps other jobs with it out).
     pub unique_key: Option<String>,
-    /// The lease's end while running.
+    /// The lease's end while running; for a completed job kept with a result, when it is
+    /// deleted.
     pub lease_until: Option<SystemTime>,
     /// The worker that claimed it last.
     pub worker: Option<String>,
@@ -58,8 +60,8 @@ pub struct JobInfo {
 }
 
 const COLUMNS: &str = "id, queue, state::text, payload, priority, run_at, attempt, max_attempts, \
-     unique_key, lease_until, worker, last_error, coalesce(errors, '[]'::jsonb), result, \
-     created_at, finished_at";
+     coalesce(unique_key, details ->> 'unique_key'), lease_until, worker, last_error, \
+     coalesce(details -> 'errors', '[]'::jsonb), details -> 'result', created_at, finished_at";
 
 impl JobInfo {
     fn from_row(row: &Row) -> Result<JobInfo> {

@@ -13,12 +13,10 @@ use super::{secs, validate_queue, ClaimedJob, JobState};
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
 
 /// What writing a taken job back needs besides the [`ClaimedJob`] fields: the deleted row's
-/// retry settings and error history.
+/// `details` (backoff, error history), as PostgreSQL sent them.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TakenRow {
-    backoff_base: Option<f64>,
-    backoff_max: Option<f64>,
-    errors: Option<Value>,
+    details: Option<Value>,
 }
 
 /// The statement of `pgbroker.take()` (schema/queue.sql) by size class (see
@@ -34,8 +32,7 @@ macro_rules! take_sql {
             next_jobs_sql!($candidates, "$2", $lease),
             "
     RETURNING j.id, j.payload, j.attempt + 1, j.max_attempts, j.priority, j.run_at,
-              j.created_at, j.unique_key, extract(epoch FROM j.backoff_base)::float8,
-              extract(epoch FROM j.backoff_max)::float8, j.errors"
+              j.created_at, j.unique_key, j.details"
         )
     };
 }
@@ -61,9 +58,8 @@ pub(crate) fn take_sql(max: i32, leased: bool) -> &'static str {
 const TAKE_TYPES: [Type; 2] = [Type::TEXT, Type::INT4];
 
 /// The taken row's columns (all but `lease_until`), in `pgbroker.take`'s order.
-const ROW_ARGS: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, \
-    make_interval(secs => $10), make_interval(secs => $11), $12";
-const ROW_TYPES: [Type; 12] = [
+const ROW_ARGS: &str = "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10";
+const ROW_TYPES: [Type; 10] = [
     Type::INT8,
     Type::TEXT,
     Type::JSONB,
@@ -73,22 +69,20 @@ const ROW_TYPES: [Type; 12] = [
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
     Type::TEXT,
-    Type::FLOAT8,
-    Type::FLOAT8,
     Type::JSONB,
 ];
 
 fn fail_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        format!("SELECT pgbroker.fail_taken({ROW_ARGS}, $13, make_interval(secs => $14), $15, $16)")
+        format!("SELECT pgbroker.fail_taken({ROW_ARGS}, $11, make_interval(secs => $12), $13, $14)")
     })
 }
 
 fn return_sql() -> &'static str {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     SQL.get_or_init(|| {
-        format!("SELECT pgbroker.return_taken({ROW_ARGS}, make_interval(secs => $13))")
+        format!("SELECT pgbroker.return_taken({ROW_ARGS}, make_interval(secs => $11))")
     })
 }
 
@@ -107,9 +101,7 @@ impl ClaimedJob {
             created_at: row.get(6),
             unique_key: row.get(7),
             taken: Some(Box::new(TakenRow {
-                backoff_base: row.get(8),
-                backoff_max: row.get(9),
-                errors: row.get(10),
+                details: row.get(8),
             })),
         }
     }
@@ -237,9 +229,7 @@ fn row_values<'a>(job: &'a ClaimedJob, t: &'a TakenRow) -> Vec<&'a (dyn ToSql + 
         &job.run_at,
         &job.created_at,
         &job.unique_key,
-        &t.backoff_base,
-        &t.backoff_max,
-        &t.errors,
+        &t.details,
     ]
 }
 
@@ -424,7 +414,7 @@ mod test {
     fn take_statements_are_the_sql_functions_body() {
         let [head, chosen, tail] = parts(&function_statement("take"));
         // Ours is the CTE's statement alone, without the queue (the caller's) and the NULL
-        // lease_until, and with the intervals in seconds: the rows are sorted by the client.
+        // lease_until: the rows are sorted by the client.
         let theirs = [
             head.replace("WITH taken AS ( ", ""),
             chosen,
@@ -434,15 +424,7 @@ mod test {
             )
             .replace("j.queue, ", "")
             .replace(" AS attempt", "")
-            .replace("NULL::timestamptz AS lease_until, ", "")
-            .replace(
-                "j.backoff_base,",
-                "extract(epoch FROM j.backoff_base)::float8,",
-            )
-            .replace(
-                "j.backoff_max,",
-                "extract(epoch FROM j.backoff_max)::float8,",
-            ),
+            .replace("NULL::timestamptz AS lease_until, ", ""),
         ];
         let lease = " AND (SELECT set_config('idle_in_transaction_session_timeout', $3, true)) \
                      IS NOT NULL";
