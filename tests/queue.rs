@@ -1011,6 +1011,39 @@ fn a_worker_that_starts_waiting_after_a_quiet_enqueue_is_woken_soon() {
     }
 }
 
+/// Single enqueues with the table's defaults leave priority and max_attempts to the table (a
+/// shorter statement); any other value is written.
+#[test]
+fn single_enqueues_with_and_without_the_defaults() {
+    let db = support::db();
+    let broker = db.broker();
+    let jobs = [
+        Job::new("d", "{}"),
+        Job::new("d", "{}").priority(-3),
+        Job::new("d", "{}").max_attempts(2),
+        Job::new("d", "{}").priority(0).max_attempts(25),
+    ];
+    // Twice: the first enqueue of a broker takes another path.
+    for _ in 0..2 {
+        let got: Vec<(i32, i32)> = jobs
+            .iter()
+            .map(|j| {
+                let info = broker.job(broker.enqueue_job(j).unwrap()).unwrap().unwrap();
+                (info.priority, info.max_attempts)
+            })
+            .collect();
+        assert_eq!(got, [(0, 25), (-3, 25), (0, 2), (0, 25)]);
+        let info = broker
+            .job(broker.enqueue("d", "{}").unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (info.priority, info.max_attempts as u32),
+            (0, pgbroker::queue::DEFAULT_MAX_ATTEMPTS)
+        );
+    }
+}
+
 /// A broker's first single enqueue takes its id from the sequence; later ones use ids the
 /// broker reserved in blocks (16 first): unique, increasing for the broker, but not in order
 /// with jobs enqueued elsewhere meanwhile (SQL, another broker, a transaction).

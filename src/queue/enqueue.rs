@@ -17,7 +17,9 @@ use crate::{Broker, Error, Result};
 // (src/id_blocks.rs) so that it returns nothing. Its wake-up of the queue's idle workers
 // (pgbroker.wake: one NOTIFY, only while one waits) is a scalar subquery of RETURNING in
 // ENQUEUE_NOW_WAKE_SQL, run only when `WakeChecks` says so (wake_checks.rs). Their parameters:
-// queue, payload, priority, max_attempts, id.
+// queue, payload, priority, max_attempts, id. ENQUEUE_DEFAULTS are the same two for a job with
+// the table's defaults (priority 0, max_attempts DEFAULT_MAX_ATTEMPTS: every
+// `Broker::enqueue`), with parameters queue, payload, id.
 const ENQUEUE_NOW_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, priority, max_attempts,
         id)
     VALUES ($1, $2, $3, $4, $5)";
@@ -28,6 +30,14 @@ const ENQUEUE_NOW_WAKE_SQL: &str = "INSERT INTO pgbroker.jobs (queue, payload, p
     VALUES ($1, $2, $3, $4, $5)
     RETURNING (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
                 WHERE w.queue = $1 LIMIT 1)";
+
+/// Without and with the wake-up, as ENQUEUE_NOW_SQL and ENQUEUE_NOW_WAKE_SQL.
+const ENQUEUE_DEFAULTS_SQL: [&str; 2] = [
+    "INSERT INTO pgbroker.jobs (queue, payload, id) VALUES ($1, $2, $3)",
+    "INSERT INTO pgbroker.jobs (queue, payload, id) VALUES ($1, $2, $3)
+    RETURNING (SELECT pgbroker.wake($1) FROM pgbroker.queue_waiters w
+                WHERE w.queue = $1 LIMIT 1)",
+];
 
 // The parameters of the other statements are, in order: queue, payload, priority,
 // max_attempts, run_at, unique_key, delay, backoff_base, backoff_max (`Params::values`).
@@ -203,16 +213,23 @@ impl Broker {
             }
             return Ok(row.try_get(0)?);
         };
-        let params: [&(dyn ToSql + Sync); 5] = [&queue, payload, &priority, &max_attempts, &id];
+        let all: [&(dyn ToSql + Sync); 5] = [&queue, payload, &priority, &max_attempts, &id];
+        let defaults: [&(dyn ToSql + Sync); 3] = [&queue, payload, &id];
+        let (params, [quiet, wake]): (&[&(dyn ToSql + Sync)], _) =
+            if (priority, max_attempts) == (0, DEFAULT_MAX_ATTEMPTS as i32) {
+                (&defaults, ENQUEUE_DEFAULTS_SQL)
+            } else {
+                (&all, [ENQUEUE_NOW_SQL, ENQUEUE_NOW_WAKE_SQL])
+            };
         if check {
-            let stmt = conn.statement(ENQUEUE_NOW_WAKE_SQL)?;
-            let row = conn.query_one(&stmt, &params).map_err(failed)?;
+            let stmt = conn.statement(wake)?;
+            let row = conn.query_one(&stmt, params).map_err(failed)?;
             if row.try_get::<_, Option<bool>>(0)? == Some(true) {
                 self.wake_checks().woke(queue);
             }
         } else {
-            let stmt = conn.statement(ENQUEUE_NOW_SQL)?;
-            conn.execute(&stmt, &params).map_err(failed)?;
+            let stmt = conn.statement(quiet)?;
+            conn.execute(&stmt, params).map_err(failed)?;
         }
         Ok(id)
     }
