@@ -218,9 +218,11 @@ LANGUAGE sql AS $$
 $$;
 
 -- `details` (see pgbroker.jobs) of a job with this backoff; NULL without one.
+-- STABLE like jsonb_build_object, so that PostgreSQL inlines it (a SQL function declared
+-- IMMUTABLE around a STABLE one is called for every row instead: a third slower enqueue_batch).
 CREATE OR REPLACE FUNCTION pgbroker.job_details(backoff_base interval, backoff_max interval)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN $1 IS NOT NULL OR $2 IS NOT NULL THEN
         jsonb_build_object('backoff', jsonb_strip_nulls(jsonb_build_object(
             'base', extract(epoch FROM $1)::float8, 'max', extract(epoch FROM $2)::float8)))
@@ -241,7 +243,7 @@ $$;
 -- is cleared, the key kept here for pgbroker.retry).
 CREATE OR REPLACE FUNCTION pgbroker.job_key_kept(details jsonb, unique_key text)
 RETURNS jsonb
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN $2 IS NULL THEN $1
                 ELSE coalesce($1, '{}'::jsonb) || jsonb_build_object('unique_key', $2) END
 $$;

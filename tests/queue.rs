@@ -570,7 +570,7 @@ fn enqueue_in_commits_with_the_transaction() {
 }
 
 #[test]
-fn batch_enqueue_with_copy() {
+fn batch_enqueue_as_arrays_and_with_copy() {
     const N: usize = 20_000;
     let db = support::db();
     let broker = db.broker();
@@ -585,30 +585,83 @@ fn batch_enqueue_with_copy() {
         ),
         N as i64
     );
-    // Unique keys: existing ones and repeats within the batch are skipped.
-    broker
-        .enqueue_job(&Job::new("u", "{}").unique_key("a"))
-        .unwrap();
-    let uniq = vec![
-        Job::new("u", "{}").unique_key("a"),
-        Job::new("u", "{}").unique_key("b"),
-        Job::new("u", "{}").unique_key("b"),
-        Job::new("u", "{}")
-            .delay(Duration::from_secs(60))
-            .max_attempts(2),
-    ];
-    assert_eq!(broker.enqueue_batch(&uniq).unwrap(), 2);
+    // Both ways a batch is sent (one statement of arrays up to 1 000 jobs, COPY above), on a
+    // pooled connection and in the caller's transaction: unique keys that exist and repeats
+    // within the batch are skipped, options are kept, a rollback writes nothing.
+    for (case, padding) in [0, 1_500].into_iter().enumerate() {
+        let q = format!("u{case}");
+        broker
+            .enqueue_job(&Job::new(&q, "{}").unique_key("a"))
+            .unwrap();
+        let mut uniq = vec![
+            Job::new(&q, "{}").unique_key("a"),
+            Job::new(&q, "{}").unique_key("b"),
+            Job::new(&q, "{}").unique_key("b"),
+            Job::new(&q, "{}")
+                .delay(Duration::from_secs(60))
+                .max_attempts(2)
+                .backoff(Duration::from_secs(3), Duration::from_secs(90)),
+        ];
+        uniq.extend((0..padding).map(|_| Job::new("padding", "{}")));
+        assert_eq!(broker.enqueue_batch(&uniq).unwrap(), 2 + padding as u64);
+        let rows: Vec<(Option<String>, i32, Option<serde_json::Value>)> = db
+            .client()
+            .query(
+                "SELECT unique_key, max_attempts, details FROM pgbroker.jobs
+                  WHERE queue = $1 ORDER BY id",
+                &[&q],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                (Some("a".to_owned()), 25, None),
+                (Some("b".to_owned()), 25, None),
+                (
+                    None,
+                    2,
+                    Some(serde_json::json!({"backoff": {"base": 3, "max": 90}}))
+                ),
+            ],
+            "padding {padding}"
+        );
+        let stats = broker.queue_stats().unwrap();
+        let scheduled = stats.iter().find(|s| s.queue == q).unwrap();
+        assert_eq!((scheduled.available, scheduled.scheduled), (2, 1));
+
+        let mut conn = broker.conn().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        uniq[1] = Job::new(&q, "{}").unique_key("c");
+        assert_eq!(
+            broker.enqueue_batch_in(&mut tx, &uniq).unwrap(),
+            2 + padding as u64,
+            "c and the delayed job"
+        );
+        tx.rollback().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        assert_eq!(
+            broker.enqueue_batch_in(&mut tx, &uniq).unwrap(),
+            2 + padding as u64
+        );
+        tx.commit().unwrap();
+        assert_eq!(
+            count(
+                &db,
+                &format!("SELECT count(*) FROM pgbroker.jobs WHERE queue = '{q}'")
+            ),
+            5
+        );
+    }
     assert_eq!(
-        count(&db, "SELECT count(*) FROM pgbroker.jobs WHERE queue = 'u'"),
-        3
+        count(
+            &db,
+            "SELECT count(*) FROM pgbroker.jobs WHERE queue = 'padding'"
+        ),
+        2 * 1_500
     );
-    let scheduled = broker
-        .queue_stats()
-        .unwrap()
-        .into_iter()
-        .find(|q| q.queue == "u")
-        .unwrap();
-    assert_eq!((scheduled.available, scheduled.scheduled), (2, 1));
     assert_eq!(broker.enqueue_batch(&[]).unwrap(), 0);
 }
 

@@ -1,15 +1,15 @@
 //! Enqueueing: one job on a pooled connection (one round trip on a cached prepared statement),
-//! in the caller's transaction, or many with binary `COPY`.
+//! in the caller's transaction, or many in one statement.
 
 use std::time::{Instant, SystemTime};
 
 use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{ToSql, Type};
+use postgres::types::{Kind, ToSql, Type};
 use postgres::Transaction;
 
 use super::job::{check_payload, Job, DEFAULT_MAX_ATTEMPTS};
-use super::{secs, validate_queue, JobId, JobPayload};
-use crate::{Broker, Error, Result};
+use super::{secs, typed, validate_queue, JobId, JobPayload};
+use crate::{Broker, Error, ErrorKind, Result};
 
 // The hot path, a job due now without options on a pooled connection: a plain INSERT (same
 // semantics as `pgbroker.enqueue`, whose checks were done in Rust) of a prepared statement with
@@ -116,9 +116,64 @@ impl<'a> Params<'a> {
     }
 }
 
-// DELETE, not TRUNCATE: the table is empty unless an earlier batch of this transaction filled
-// it, and TRUNCATE gives the table new files every time. The SET first, so that the NOTICE of
-// CREATE ... IF NOT EXISTS is not sent with every batch.
+// Many jobs: inserted from `$source` in one statement. Unique jobs that exist, or repeat a key
+// earlier in the batch, are skipped (DO NOTHING also covers rows of the same statement). Each
+// queue with a job due now and a waiting worker is woken once.
+macro_rules! batch_insert_sql {
+    ($source:literal) => {
+        concat!(
+            "WITH ins AS (
+        INSERT INTO pgbroker.jobs (queue, payload, priority, run_at, max_attempts, unique_key,
+                                   details)
+        SELECT queue, payload, priority,
+               coalesce(run_at, now()) + make_interval(secs => coalesce(delay, 0)),
+               max_attempts, unique_key,
+               pgbroker.job_details(make_interval(secs => backoff_base),
+                                    make_interval(secs => backoff_max))
+          FROM ",
+            $source,
+            "
+        ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL
+        DO NOTHING
+        RETURNING queue, run_at
+    )
+    SELECT count(*), (SELECT count(pgbroker.wake(q))
+                        FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) AS w(q))
+      FROM ins"
+        )
+    };
+}
+
+/// Up to this many jobs, a batch is one statement with their columns as arrays (one round
+/// trip; prepared on a pooled connection): `enqueue_batch_100` ran at 0.33 of a raw multi-row
+/// INSERT through the table below, 0.69 this way. Larger batches go through binary COPY into a
+/// temporary table, faster from some thousands of jobs (10 000: 134 000 jobs/s, against
+/// 107 000 as arrays).
+const BATCH_ARRAYS_MAX: usize = 1_000;
+
+/// A batch of at most `BATCH_ARRAYS_MAX` jobs; its parameters are `BatchColumns::values`.
+const BATCH_ARRAYS_SQL: &str = batch_insert_sql!(
+    "unnest($1::text[], $2::jsonb[], $3::int4[], $4::timestamptz[], $5::float8[],
+                      $6::int4[], $7::text[], $8::float8[], $9::float8[])
+               AS b(queue, payload, priority, run_at, delay, max_attempts, unique_key,
+                    backoff_base, backoff_max)"
+);
+
+const BATCH_ARRAYS_TYPES: [Type; 9] = [
+    Type::TEXT_ARRAY,
+    Type::JSONB_ARRAY,
+    Type::INT4_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
+    Type::FLOAT8_ARRAY,
+    Type::INT4_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::FLOAT8_ARRAY,
+    Type::FLOAT8_ARRAY,
+];
+
+// A larger batch. DELETE, not TRUNCATE: the table is empty unless an earlier batch of this
+// transaction filled it, and TRUNCATE gives the table new files every time. The SET first, so
+// that the NOTICE of CREATE ... IF NOT EXISTS is not sent with every batch.
 const BATCH_TABLE_SQL: &str = "SET LOCAL client_min_messages = warning;
     CREATE TEMP TABLE IF NOT EXISTS pgbroker_enqueue_batch (
         queue text, payload jsonb, priority int4, run_at timestamptz, delay float8,
@@ -128,22 +183,77 @@ const BATCH_TABLE_SQL: &str = "SET LOCAL client_min_messages = warning;
 
 const BATCH_COPY_SQL: &str = "COPY pgbroker_enqueue_batch FROM STDIN (FORMAT binary)";
 
-const BATCH_INSERT_SQL: &str = "WITH ins AS (
-        INSERT INTO pgbroker.jobs (queue, payload, priority, run_at, max_attempts, unique_key,
-                                   details)
-        SELECT queue, payload, priority,
-               coalesce(run_at, now()) + make_interval(secs => coalesce(delay, 0)),
-               max_attempts, unique_key,
-               pgbroker.job_details(make_interval(secs => backoff_base),
-                                    make_interval(secs => backoff_max))
-          FROM pgbroker_enqueue_batch
-        ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL
-        DO NOTHING
-        RETURNING queue, run_at
-    )
-    SELECT count(*), (SELECT count(pgbroker.wake(q))
-                        FROM (SELECT DISTINCT queue FROM ins WHERE run_at <= now()) AS w(q))
-      FROM ins";
+const BATCH_TABLE_INSERT_SQL: &str = batch_insert_sql!("pgbroker_enqueue_batch");
+
+/// The columns of checked jobs, as the arrays of `BATCH_ARRAYS_SQL`.
+struct BatchColumns<'a> {
+    queue: Vec<&'a str>,
+    payload: Vec<&'a serde_json::Value>,
+    priority: Vec<i32>,
+    run_at: Vec<Option<SystemTime>>,
+    delay: Vec<Option<f64>>,
+    max_attempts: Vec<i32>,
+    unique_key: Vec<Option<&'a str>>,
+    backoff_base: Vec<Option<f64>>,
+    backoff_max: Vec<Option<f64>>,
+}
+
+impl<'a> BatchColumns<'a> {
+    fn new(jobs: &'a [Job], params: &'a [Params<'a>]) -> BatchColumns<'a> {
+        BatchColumns {
+            queue: jobs.iter().map(|j| j.queue.as_str()).collect(),
+            payload: params.iter().map(|p| p.payload).collect(),
+            priority: jobs.iter().map(|j| j.priority).collect(),
+            run_at: jobs.iter().map(|j| j.run_at).collect(),
+            delay: params.iter().map(|p| p.delay).collect(),
+            max_attempts: jobs.iter().map(Job::max_attempts_i32).collect(),
+            unique_key: jobs.iter().map(|j| j.unique_key.as_deref()).collect(),
+            backoff_base: params.iter().map(|p| p.base).collect(),
+            backoff_max: params.iter().map(|p| p.max).collect(),
+        }
+    }
+
+    fn values(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.queue,
+            &self.payload,
+            &self.priority,
+            &self.run_at,
+            &self.delay,
+            &self.max_attempts,
+            &self.unique_key,
+            &self.backoff_base,
+            &self.backoff_max,
+        ]
+    }
+}
+
+/// Writes the checked `jobs` (with their `params`) into the batch table of this transaction.
+fn copy_batch(tx: &mut Transaction<'_>, jobs: &[Job], params: &[Params<'_>]) -> Result<()> {
+    tx.batch_execute(BATCH_TABLE_SQL)?;
+    let sink = tx.copy_in(BATCH_COPY_SQL)?;
+    let types = BATCH_ARRAYS_TYPES.map(|t| match *t.kind() {
+        Kind::Array(ref member) => member.clone(),
+        _ => t,
+    });
+    let mut writer = BinaryCopyInWriter::new(sink, &types);
+    for (job, p) in jobs.iter().zip(params) {
+        let max_attempts = job.max_attempts_i32();
+        writer.write(&[
+            &job.queue,
+            p.payload,
+            &job.priority,
+            &job.run_at,
+            &p.delay,
+            &max_attempts,
+            &job.unique_key,
+            &p.base,
+            &p.max,
+        ])?;
+    }
+    writer.finish()?;
+    Ok(())
+}
 
 impl Broker {
     /// Enqueues a job with default options on `queue`; returns its id. Committed when this
@@ -291,21 +401,17 @@ impl Broker {
         let values = params.values(job, &max_attempts);
         // Always asks for waiting workers: the job is announced when `tx` commits.
         let sql = enqueue_sql(job);
-        let typed: Vec<(&(dyn ToSql + Sync), Type)> = values
-            .iter()
-            .zip(ENQUEUE_TYPES.iter())
-            .map(|(v, t)| (*v, t.clone()))
-            .collect();
         // query_typed: one round trip, nothing prepared on a connection we do not own.
         let rows = tx
-            .query_typed(sql, &typed)
+            .query_typed(sql, &typed(&values, &ENQUEUE_TYPES))
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
         Ok(rows[0].get(0))
     }
 
-    /// Enqueues many jobs in one transaction with binary `COPY`; returns how many were
-    /// written (unique jobs that already exist, or repeat a key earlier in the batch, are
-    /// skipped). All jobs are checked before anything is sent; any failure writes nothing.
+    /// Enqueues many jobs atomically; returns how many were written (unique jobs that already
+    /// exist, or repeat a key earlier in the batch, are skipped). All jobs are checked before
+    /// anything is sent; any failure writes nothing. Up to 1 000 jobs are one statement (one
+    /// round trip, their columns as arrays); more are sent with binary `COPY`.
     ///
     /// # Examples
     ///
@@ -321,10 +427,19 @@ impl Broker {
     /// ```
     pub fn enqueue_batch(&self, jobs: &[Job]) -> Result<u64> {
         let mut conn = self.conn()?;
-        let mut tx = conn.transaction()?;
-        let n = self.enqueue_batch_in(&mut tx, jobs)?;
-        tx.commit()?;
-        Ok(n)
+        if jobs.len() > BATCH_ARRAYS_MAX {
+            let mut tx = conn.transaction()?;
+            let n = self.enqueue_batch_in(&mut tx, jobs)?;
+            tx.commit()?;
+            return Ok(n);
+        }
+        let params = jobs.iter().map(Params::new).collect::<Result<Vec<_>>>()?;
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let stmt = conn.statement(BATCH_ARRAYS_SQL)?;
+        let columns = BatchColumns::new(jobs, &params);
+        Ok(conn.query_one(&stmt, &columns.values())?.get::<_, i64>(0) as u64)
     }
 
     /// [`enqueue_batch`](Self::enqueue_batch) in the caller's transaction.
@@ -346,37 +461,20 @@ impl Broker {
         if jobs.is_empty() {
             return Ok(0);
         }
-        tx.batch_execute(BATCH_TABLE_SQL)?;
-        let sink = tx.copy_in(BATCH_COPY_SQL)?;
-        let types = [
-            Type::TEXT,
-            Type::JSONB,
-            Type::INT4,
-            Type::TIMESTAMPTZ,
-            Type::FLOAT8,
-            Type::INT4,
-            Type::TEXT,
-            Type::FLOAT8,
-            Type::FLOAT8,
-        ];
-        let mut writer = BinaryCopyInWriter::new(sink, &types);
-        for (job, p) in jobs.iter().zip(&params) {
-            let max_attempts = job.max_attempts_i32();
-            writer.write(&[
-                &job.queue,
-                p.payload,
-                &job.priority,
-                &job.run_at,
-                &p.delay,
-                &max_attempts,
-                &job.unique_key,
-                &p.base,
-                &p.max,
-            ])?;
-        }
-        writer.finish()?;
-        let row = tx.query_one(BATCH_INSERT_SQL, &[])?;
-        let n: i64 = row.get(0);
-        Ok(n as u64)
+        let row = if jobs.len() > BATCH_ARRAYS_MAX {
+            copy_batch(tx, jobs, &params)?;
+            tx.query_one(BATCH_TABLE_INSERT_SQL, &[])?
+        } else {
+            let columns = BatchColumns::new(jobs, &params);
+            // query_typed: one round trip, nothing prepared on a connection we do not own.
+            let rows = tx.query_typed(
+                BATCH_ARRAYS_SQL,
+                &typed(&columns.values(), &BATCH_ARRAYS_TYPES),
+            )?;
+            rows.into_iter()
+                .next()
+                .ok_or_else(|| Error::new(ErrorKind::Db, "a batch enqueue returned no row"))?
+        };
+        Ok(row.get::<_, i64>(0) as u64)
     }
 }

@@ -183,6 +183,17 @@ pub(crate) fn status_channel(queue: &str) -> String {
 }
 
 /// A duration as float seconds, for `make_interval(secs => $n)`.
+/// Parameters with their types, for `query_typed` (statements on connections we do not own).
+pub(crate) fn typed<'a>(
+    values: &[&'a (dyn postgres::types::ToSql + Sync)],
+    types: &[postgres::types::Type],
+) -> Vec<(
+    &'a (dyn postgres::types::ToSql + Sync),
+    postgres::types::Type,
+)> {
+    values.iter().copied().zip(types.iter().cloned()).collect()
+}
+
 pub(crate) fn secs(d: std::time::Duration) -> f64 {
     d.as_secs_f64()
 }

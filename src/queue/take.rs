@@ -9,7 +9,7 @@ use postgres::{Row, Statement, Transaction};
 use serde_json::Value;
 
 use super::claim::{by_size_class, next_jobs_sql, size_class};
-use super::{secs, validate_queue, ClaimedJob, JobState};
+use super::{secs, typed, validate_queue, ClaimedJob, JobState};
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
 
 /// What writing a taken job back needs besides the [`ClaimedJob`] fields: the deleted row's
@@ -231,13 +231,6 @@ fn row_values<'a>(job: &'a ClaimedJob, t: &'a TakenRow) -> Vec<&'a (dyn ToSql + 
         &job.unique_key,
         &t.details,
     ]
-}
-
-fn typed<'a>(
-    values: &[&'a (dyn ToSql + Sync)],
-    types: &[Type],
-) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
-    values.iter().copied().zip(types.iter().cloned()).collect()
 }
 
 impl Broker {
