@@ -4,7 +4,7 @@
 use std::time::{Instant, SystemTime};
 
 use postgres::binary_copy::BinaryCopyInWriter;
-use postgres::types::{Kind, ToSql, Type};
+use postgres::types::{ToSql, Type};
 use postgres::Transaction;
 
 use super::job::{check_payload, Job, DEFAULT_MAX_ATTEMPTS};
@@ -151,22 +151,24 @@ macro_rules! batch_insert_sql {
 /// 107 000 as arrays).
 const BATCH_ARRAYS_MAX: usize = 1_000;
 
-/// A batch of at most `BATCH_ARRAYS_MAX` jobs; its parameters are `BatchColumns::values`.
+/// A batch of at most `BATCH_ARRAYS_MAX` jobs; its parameters are `BatchColumns::values`,
+/// arrays of `Params::values` (the batch table's columns are in the same order).
 const BATCH_ARRAYS_SQL: &str = batch_insert_sql!(
-    "unnest($1::text[], $2::jsonb[], $3::int4[], $4::timestamptz[], $5::float8[],
-                      $6::int4[], $7::text[], $8::float8[], $9::float8[])
-               AS b(queue, payload, priority, run_at, delay, max_attempts, unique_key,
+    "unnest($1::text[], $2::jsonb[], $3::int4[], $4::int4[], $5::timestamptz[], $6::text[],
+                      $7::float8[], $8::float8[], $9::float8[])
+               AS b(queue, payload, priority, max_attempts, run_at, unique_key, delay,
                     backoff_base, backoff_max)"
 );
 
+/// `ENQUEUE_TYPES` as arrays.
 const BATCH_ARRAYS_TYPES: [Type; 9] = [
     Type::TEXT_ARRAY,
     Type::JSONB_ARRAY,
     Type::INT4_ARRAY,
-    Type::TIMESTAMPTZ_ARRAY,
-    Type::FLOAT8_ARRAY,
     Type::INT4_ARRAY,
+    Type::TIMESTAMPTZ_ARRAY,
     Type::TEXT_ARRAY,
+    Type::FLOAT8_ARRAY,
     Type::FLOAT8_ARRAY,
     Type::FLOAT8_ARRAY,
 ];
@@ -176,12 +178,15 @@ const BATCH_ARRAYS_TYPES: [Type; 9] = [
 // that the NOTICE of CREATE ... IF NOT EXISTS is not sent with every batch.
 const BATCH_TABLE_SQL: &str = "SET LOCAL client_min_messages = warning;
     CREATE TEMP TABLE IF NOT EXISTS pgbroker_enqueue_batch (
-        queue text, payload jsonb, priority int4, run_at timestamptz, delay float8,
-        max_attempts int4, unique_key text, backoff_base float8, backoff_max float8
+        queue text, payload jsonb, priority int4, max_attempts int4, run_at timestamptz,
+        unique_key text, delay float8, backoff_base float8, backoff_max float8
     ) ON COMMIT DELETE ROWS;
     DELETE FROM pgbroker_enqueue_batch";
 
 const BATCH_COPY_SQL: &str = "COPY pgbroker_enqueue_batch FROM STDIN (FORMAT binary)";
+
+// `Params::values` is what the batch statements read, as a row of the batch table or one
+// element of each array (in `ENQUEUE_TYPES`' order).
 
 const BATCH_TABLE_INSERT_SQL: &str = batch_insert_sql!("pgbroker_enqueue_batch");
 
@@ -190,10 +195,10 @@ struct BatchColumns<'a> {
     queue: Vec<&'a str>,
     payload: Vec<&'a serde_json::Value>,
     priority: Vec<i32>,
-    run_at: Vec<Option<SystemTime>>,
-    delay: Vec<Option<f64>>,
     max_attempts: Vec<i32>,
+    run_at: Vec<Option<SystemTime>>,
     unique_key: Vec<Option<&'a str>>,
+    delay: Vec<Option<f64>>,
     backoff_base: Vec<Option<f64>>,
     backoff_max: Vec<Option<f64>>,
 }
@@ -204,10 +209,10 @@ impl<'a> BatchColumns<'a> {
             queue: jobs.iter().map(|j| j.queue.as_str()).collect(),
             payload: params.iter().map(|p| p.payload).collect(),
             priority: jobs.iter().map(|j| j.priority).collect(),
-            run_at: jobs.iter().map(|j| j.run_at).collect(),
-            delay: params.iter().map(|p| p.delay).collect(),
             max_attempts: jobs.iter().map(Job::max_attempts_i32).collect(),
+            run_at: jobs.iter().map(|j| j.run_at).collect(),
             unique_key: jobs.iter().map(|j| j.unique_key.as_deref()).collect(),
+            delay: params.iter().map(|p| p.delay).collect(),
             backoff_base: params.iter().map(|p| p.base).collect(),
             backoff_max: params.iter().map(|p| p.max).collect(),
         }
@@ -218,10 +223,10 @@ impl<'a> BatchColumns<'a> {
             &self.queue,
             &self.payload,
             &self.priority,
-            &self.run_at,
-            &self.delay,
             &self.max_attempts,
+            &self.run_at,
             &self.unique_key,
+            &self.delay,
             &self.backoff_base,
             &self.backoff_max,
         ]
@@ -232,24 +237,9 @@ impl<'a> BatchColumns<'a> {
 fn copy_batch(tx: &mut Transaction<'_>, jobs: &[Job], params: &[Params<'_>]) -> Result<()> {
     tx.batch_execute(BATCH_TABLE_SQL)?;
     let sink = tx.copy_in(BATCH_COPY_SQL)?;
-    let types = BATCH_ARRAYS_TYPES.map(|t| match *t.kind() {
-        Kind::Array(ref member) => member.clone(),
-        _ => t,
-    });
-    let mut writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = BinaryCopyInWriter::new(sink, &ENQUEUE_TYPES);
     for (job, p) in jobs.iter().zip(params) {
-        let max_attempts = job.max_attempts_i32();
-        writer.write(&[
-            &job.queue,
-            p.payload,
-            &job.priority,
-            &job.run_at,
-            &p.delay,
-            &max_attempts,
-            &job.unique_key,
-            &p.base,
-            &p.max,
-        ])?;
+        writer.write(&p.values(job, &job.max_attempts_i32()))?;
     }
     writer.finish()?;
     Ok(())
