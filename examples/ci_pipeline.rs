@@ -18,14 +18,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
-use pgbroker::{Broker, DevDatabase};
+use pgbroker::Broker;
+use pgbroker_testing::DevDatabase;
 
 const DOOMED: &str = "--doomed-worker";
 
-fn main() -> pgbroker::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some(DOOMED) {
-        return doomed_worker(&args[2]);
+        return Ok(doomed_worker(&args[2])?);
     }
 
     let db = DevDatabase::from_env_or_temp()?;

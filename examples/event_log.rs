@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgbroker::topic::{NewEvent, Position, StartAt};
-use pgbroker::{Broker, DevDatabase};
+use pgbroker::Broker;
+use pgbroker_testing::DevDatabase;
 use serde_json::json;
 
-fn main() -> pgbroker::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Keep the temporary server (if any) alive until the end of main.
     let db = DevDatabase::from_env_or_temp()?;
     let url = db.url().to_owned();

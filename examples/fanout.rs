@@ -10,7 +10,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use pgbroker::{Broker, DevDatabase, Event, TableOp};
+use pgbroker::{Broker, Event, TableOp};
+use pgbroker_testing::DevDatabase;
 
 const MESSAGES: usize = 1000;
 

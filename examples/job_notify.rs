@@ -7,7 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use pgbroker::{Broker, DevDatabase, Event, TableOp};
+use pgbroker::{Broker, Event, TableOp};
+use pgbroker_testing::DevDatabase;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();

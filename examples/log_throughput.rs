@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 use pgbroker::postgres::binary_copy::BinaryCopyInWriter;
 use pgbroker::postgres::types::Type;
 use pgbroker::topic::{ConsumerOptions, NewEvent, StartAt};
-use pgbroker::{Broker, DevDatabase};
+use pgbroker::Broker;
+use pgbroker_testing::DevDatabase;
 use serde_json::json;
 
 const ROUNDS: usize = 5;
 const SINGLE: usize = 1_000;
 const BATCH: usize = 20_000;
 
-fn main() -> pgbroker::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DevDatabase::from_env_or_temp()?;
     let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;

@@ -14,7 +14,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pgbroker::topic::{ConsumerOptions, NewEvent, StartAt};
-use pgbroker::{Broker, DevDatabase};
+use pgbroker::Broker;
+use pgbroker_testing::DevDatabase;
 use serde_json::json;
 
 const SUBSCRIPTION: &str = "example-shipping";

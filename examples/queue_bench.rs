@@ -11,9 +11,10 @@
 use std::time::{Duration, Instant};
 
 use pgbroker::queue::Job;
-use pgbroker::{Broker, DevDatabase};
+use pgbroker::Broker;
+use pgbroker_testing::DevDatabase;
 
-fn main() -> pgbroker::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DevDatabase::from_env_or_temp()?;
     let url = db.url().to_owned();
     let n: usize = std::env::var("N")

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgbroker::{Broker, DevDatabase, Event, TableOp};
+use pgbroker::{Broker, Event, TableOp};
+use pgbroker_testing::DevDatabase;
 use serde_json::json;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

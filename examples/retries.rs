@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgbroker::queue::{Job, JobContext, QueueOptions};
-use pgbroker::{Broker, DevDatabase};
+use pgbroker::Broker;
+use pgbroker_testing::DevDatabase;
 
-fn main() -> pgbroker::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DevDatabase::from_env_or_temp()?;
     let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;

@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use pgbroker::topic::StartAt;
-use pgbroker::{Broker, DevDatabase, TableOp};
+use pgbroker::{Broker, TableOp};
+use pgbroker_testing::DevDatabase;
 
-fn main() -> pgbroker::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DevDatabase::from_env_or_temp()?;
     let url = db.url().to_owned();
     let broker = Broker::connect(&url)?;

@@ -12,12 +12,13 @@
 use std::time::Duration;
 
 use pgbroker::queue::{Job, JobContext, QueueOptions};
-use pgbroker::{Broker, DevDatabase};
+use pgbroker::Broker;
+use pgbroker_testing::DevDatabase;
 
 const ACCOUNTS: i64 = 10;
 const CREDITS: i64 = 300;
 
-fn main() -> pgbroker::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DevDatabase::from_env_or_temp()?;
     let broker = Broker::connect(db.url())?;
     broker.install()?;

@@ -58,7 +58,6 @@
 
 mod broker;
 mod config;
-mod dev_database;
 mod error;
 mod id_blocks;
 pub mod notify;
@@ -67,20 +66,17 @@ pub mod queue;
 mod routing;
 mod schema;
 mod table_name;
-mod temp_postgres;
 pub mod topic;
 mod worker;
 
 pub use broker::Broker;
 pub use config::{BrokerBuilder, Config};
-pub use dev_database::DevDatabase;
 pub use error::{Error, ErrorKind, Result};
 pub use notify::{Event, Listener, Notification, Payload, TableOp};
 pub use pool::{CachedClient, PooledConn};
 pub use queue::{Job, JobContext, JobEvent, JobId, JobState, JobWatcher, QueueOptions};
 pub use routing::QueueBinding;
 pub use schema::{schema_sql, SCHEMA_VERSION};
-pub use temp_postgres::{TempPostgres, TempPostgresBuilder};
 pub use topic::{Batch, EventId, LogEvent, NewEvent, Position};
 pub use worker::{BoxError, HandlerResult, StatsSnapshot, WorkerPool, WorkerPoolBuilder};
 

@@ -1,25 +1,57 @@
 //! Installing and upgrading the SQL side of pgbroker (`schema.sql` and the files it includes).
+//!
+//! The schema has three parts (see `schema.sql`): `schema/core.sql` (the install lock and the
+//! version table), numbered migrations in `schema/migrations/` that change tables, types and
+//! indexes and each run once, in order, and `schema/functions/`, every function, trigger
+//! function and view, re-created after the migrations on every install. All of it is embedded,
+//! so the library needs no files at run time.
 
 use postgres::GenericClient;
 
 use crate::{Error, ErrorKind, Result};
 
-/// The schema version this library installs and expects.
+/// The schema version this library installs and expects: the number of its newest migration.
 pub const SCHEMA_VERSION: i32 = 1;
 
 const MAIN: &str = include_str!("../schema.sql");
+const CORE: &str = include_str!("../schema/core.sql");
 
-/// The files `schema.sql` includes with `\ir`, embedded so the library needs no files at run time.
-const PARTS: &[(&str, &str)] = &[
-    ("schema/core.sql", include_str!("../schema/core.sql")),
-    ("schema/notify.sql", include_str!("../schema/notify.sql")),
-    ("schema/log.sql", include_str!("../schema/log.sql")),
-    ("schema/queue.sql", include_str!("../schema/queue.sql")),
-    ("schema/routing.sql", include_str!("../schema/routing.sql")),
-    ("schema/version.sql", include_str!("../schema/version.sql")),
+/// One numbered step of the tables' history.
+struct Migration {
+    version: i32,
+    path: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first; the last one's number is [`SCHEMA_VERSION`].
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    path: "schema/migrations/0001_baseline.sql",
+    sql: include_str!("../schema/migrations/0001_baseline.sql"),
+}];
+
+/// The functions, re-created in this order after the migrations.
+const FUNCTIONS: &[(&str, &str)] = &[
+    (
+        "schema/functions/notify.sql",
+        include_str!("../schema/functions/notify.sql"),
+    ),
+    (
+        "schema/functions/log.sql",
+        include_str!("../schema/functions/log.sql"),
+    ),
+    (
+        "schema/functions/queue.sql",
+        include_str!("../schema/functions/queue.sql"),
+    ),
+    (
+        "schema/functions/routing.sql",
+        include_str!("../schema/functions/routing.sql"),
+    ),
 ];
 
-/// The whole schema as one SQL script: `schema.sql` with its `\ir` includes expanded.
+/// The whole schema of a fresh install as one SQL script: the core, every migration and the
+/// functions, in the order `Broker::install` applies them.
 ///
 /// # Examples
 ///
@@ -28,42 +60,62 @@ const PARTS: &[(&str, &str)] = &[
 /// assert!(sql.contains("CREATE SCHEMA IF NOT EXISTS pgbroker"));
 /// ```
 pub fn schema_sql() -> String {
-    let mut out = String::with_capacity(64 * 1024);
-    for line in MAIN.lines() {
-        match line.strip_prefix("\\ir ") {
-            Some(path) => {
-                let path = path.trim();
-                // A missing part is a packaging bug caught by the unit test below.
-                let part = PARTS
-                    .iter()
-                    .find(|(p, _)| *p == path)
-                    .map_or("", |(_, s)| s);
-                out.push_str(part);
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
+    let mut out = String::with_capacity(160 * 1024);
+    out.push_str(CORE);
+    for m in MIGRATIONS {
+        out.push_str(&format!("\n-- {}\n", m.path));
+        out.push_str(m.sql);
+        out.push_str(&format!(
+            "\nINSERT INTO pgbroker.schema_version (version) VALUES ({}) \
+             ON CONFLICT (version) DO NOTHING;\n",
+            m.version
+        ));
+    }
+    for (path, sql) in FUNCTIONS {
+        out.push_str(&format!("\n-- {path}\n"));
+        out.push_str(sql);
     }
     out
 }
 
-/// Applies the schema inside one transaction and returns the installed version.
+/// Applies the migrations this database lacks and re-creates the functions, inside one
+/// transaction; returns the installed version.
 pub(crate) fn install(client: &mut postgres::Client) -> Result<i32> {
     let mut tx = client.transaction()?;
+    tx.batch_execute(CORE)
+        .map_err(|e| Error::from(e).context("installing the pgbroker schema (schema/core.sql)"))?;
+    let found = version(&mut tx)?.unwrap_or(0);
     // Refuse to "upgrade" a database that a newer pgbroker already set up.
-    if let Some(found) = version(&mut tx)? {
-        if found > SCHEMA_VERSION {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "database has pgbroker schema version {found}, newer than this library's \
-                     {SCHEMA_VERSION}: upgrade pgbroker"
-                ),
-            ));
-        }
+    if found > SCHEMA_VERSION {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "database has pgbroker schema version {found}, newer than this library's \
+                 {SCHEMA_VERSION}: upgrade pgbroker"
+            ),
+        ));
     }
-    tx.batch_execute(&schema_sql())
-        .map_err(|e| Error::from(e).context("installing the pgbroker schema"))?;
+    for m in MIGRATIONS {
+        let applied = tx
+            .query_opt(
+                "SELECT 1 FROM pgbroker.schema_version WHERE version = $1",
+                &[&m.version],
+            )?
+            .is_some();
+        if applied {
+            continue;
+        }
+        tx.batch_execute(m.sql)
+            .map_err(|e| Error::from(e).context(format!("applying migration {}", m.path)))?;
+        tx.execute(
+            "INSERT INTO pgbroker.schema_version (version) VALUES ($1)",
+            &[&m.version],
+        )?;
+    }
+    for (path, sql) in FUNCTIONS {
+        tx.batch_execute(sql)
+            .map_err(|e| Error::from(e).context(format!("installing {path}")))?;
+    }
     tx.commit()?;
     Ok(SCHEMA_VERSION)
 }
@@ -85,26 +137,33 @@ pub(crate) fn version(client: &mut impl GenericClient) -> Result<Option<i32>> {
 mod test {
     use super::*;
 
+    /// `schema.sql` (for psql) names the same files, in the same order, as the lists above.
     #[test]
-    fn every_include_is_embedded() {
-        for line in MAIN.lines() {
-            if let Some(path) = line.strip_prefix("\\ir ") {
-                assert!(
-                    PARTS.iter().any(|(p, _)| *p == path.trim()),
-                    "{path} is not embedded in PARTS"
-                );
-            }
+    fn schema_sql_for_psql_names_every_part_in_order() {
+        let included: Vec<&str> = MAIN
+            .lines()
+            .filter_map(|l| l.strip_prefix("\\ir "))
+            .map(str::trim)
+            .collect();
+        let mut expected = vec!["schema/core.sql"];
+        expected.extend(MIGRATIONS.iter().map(|m| m.path));
+        expected.extend(FUNCTIONS.iter().map(|(p, _)| *p));
+        assert_eq!(included, expected);
+        for m in MIGRATIONS {
+            assert!(
+                MAIN.contains(&format!("VALUES ({})", m.version)),
+                "schema.sql does not record migration {}",
+                m.version
+            );
         }
-        assert!(!schema_sql().contains("\\ir"));
     }
 
     #[test]
-    fn version_file_matches_constant() {
-        let v = PARTS
-            .iter()
-            .find(|(p, _)| *p == "schema/version.sql")
-            .unwrap()
-            .1;
-        assert!(v.contains(&format!("VALUES ({SCHEMA_VERSION})")));
+    fn migrations_are_numbered_in_order_up_to_the_version() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i32 + 1);
+            assert!(m.path.contains(&format!("{:04}_", m.version)));
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(SCHEMA_VERSION));
     }
 }

@@ -4,7 +4,8 @@ mod support;
 
 use std::time::Duration;
 
-use pgbroker::{Event, TempPostgres};
+use pgbroker::Event;
+use pgbroker_testing::TempPostgres;
 
 #[test]
 fn listener_and_pool_survive_a_server_restart() {

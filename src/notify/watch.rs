@@ -35,7 +35,7 @@ fn table_error(table: &str, e: postgres::Error) -> Error {
 
 impl Broker {
     /// Installs a trigger on `table` that notifies `channel` of every row change in `ops`,
-    /// as JSON `{"op","schema","table","row","old"}` (see `schema/notify.sql`). A row too
+    /// as JSON `{"op","schema","table","row","old"}` (see `schema/functions/notify.sql`). A row too
     /// large for a notification is reported by its primary key with `"truncated": true`.
     /// Calling it again for the same table and channel replaces the trigger.
     ///

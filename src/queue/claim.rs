@@ -72,7 +72,7 @@ impl ClaimedJob {
 /// most `$limit` (a parameter, as `"$2"`) available jobs of queue `$1`, in claim order, locked
 /// with `SKIP LOCKED`. `$extra`: a further condition, evaluated once (`""` for none).
 ///
-/// `id = ANY (ARRAY(...))`, not a join: see `pgbroker.claim` in schema/queue.sql. Two LIMITs
+/// `id = ANY (ARRAY(...))`, not a join: see `pgbroker.claim` in schema/functions/queue.sql. Two LIMITs
 /// because a prepared statement gets a generic plan (planned once per connection) only when
 /// that plan looks no dearer than the plans made for its parameters' values, and `LIMIT $n`
 /// alone is costed at 10% of the queue's rows: PostgreSQL planned every claim and take again
@@ -131,7 +131,7 @@ pub(super) fn size_class(max: i32) -> usize {
     class.min(11)
 }
 
-/// The statement of `pgbroker.claim()` (schema/queue.sql) by size class, prepared once per
+/// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared once per
 /// connection: through the SQL function, PostgreSQL would parse and plan it on every call
 /// (0.25 ms, longer than claiming one job). The lease's type differs, and the final sort,
 /// which `claim_jobs` does itself; a test compares the two.
@@ -431,10 +431,10 @@ pub(super) mod test {
         s.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
-    /// The statement of the SQL function `name` in schema/queue.sql (a CTE, after the
+    /// The statement of the SQL function `name` in schema/functions/queue.sql (a CTE, after the
     /// comments), whitespace folded.
     pub(in crate::queue) fn function_statement(name: &str) -> String {
-        let schema = include_str!("../../schema/queue.sql");
+        let schema = include_str!("../../schema/functions/queue.sql");
         let start = schema
             .find(&format!("CREATE OR REPLACE FUNCTION pgbroker.{name}("))
             .unwrap();

@@ -17,7 +17,7 @@
 //! - Introspection: [`Broker::queue_stats`](crate::Broker::queue_stats),
 //!   [`Broker::job`](crate::Broker::job), [`Broker::dead_jobs`](crate::Broker::dead_jobs).
 //!
-//! Everything is also plain SQL (`schema/queue.sql`): `pgbroker.enqueue`, `pgbroker.claim`,
+//! Everything is also plain SQL (`schema/functions/queue.sql`): `pgbroker.enqueue`, `pgbroker.claim`,
 //! `pgbroker.complete`, `pgbroker.fail`, `pgbroker.cancel`, `pgbroker.retry`,
 //! `pgbroker.rescue`, so any language can produce or work.
 //!

@@ -19,7 +19,7 @@ pub(crate) struct TakenRow {
     details: Option<Value>,
 }
 
-/// The statement of `pgbroker.take()` (schema/queue.sql) by size class (see
+/// The statement of `pgbroker.take()` (schema/functions/queue.sql) by size class (see
 /// `next_jobs_sql!`), prepared once per connection (through the SQL function PostgreSQL would
 /// parse and plan it on every call). `$lease`: `""`, or the condition of [`TAKE_LEASED_SQL`].
 /// It returns fewer columns than the SQL function (the queue is the caller's, `lease_until`

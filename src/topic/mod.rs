@@ -17,7 +17,7 @@
 //! consumer per partition, partitions balanced over the pools (processes) consuming the
 //! subscription, retries on a schedule, then dead letters that can be re-driven.
 //! The same protocol is usable from any client through the SQL functions of
-//! `schema/log.sql` (`pgbroker.publish`, `subscribe`, `read`, `ack`, `seek`, `redrive`,
+//! `schema/functions/log.sql` (`pgbroker.publish`, `subscribe`, `read`, `ack`, `seek`, `redrive`,
 //! `member_checkin`, `live_members`, `publish_table_changes`, `log_maintain`,
 //! `subscription_lag`).
 //!

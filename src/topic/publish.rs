@@ -19,7 +19,7 @@ pub const MAX_BATCH_EVENTS: usize = 100_000;
 /// (three). Measured: at 100 events the INSERT is 7% faster, at 1 000 the two are even.
 const COPY_THRESHOLD: usize = 1000;
 
-// Every pgbroker statement writing events wakes the waiting consumers itself (schema/log.sql,
+// Every pgbroker statement writing events wakes the waiting consumers itself (schema/functions/log.sql,
 // pgbroker.log_wake): one NOTIFY, only while one waits. In RETURNING, the uncorrelated
 // subquery runs once per statement whatever the number of rows; it says whether it notified
 // (true, or NULL when nobody waits). Statements in their own transaction look only when the

@@ -27,7 +27,7 @@ SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(pg_current_sna
 pub(crate) const READ_SETTINGS: &str =
     "SET enable_sort = off; SET enable_bitmapscan = off; SET jit = off";
 
-/// The query of `pgbroker.read()` (schema/log.sql) reading after a given position (`$4`, `$5`)
+/// The query of `pgbroker.read()` (schema/functions/log.sql) reading after a given position (`$4`, `$5`)
 /// rather than the stored cursor, plus a last row with only the horizon of the same snapshot
 /// (in the `tx` column). A consumer holds its partition alone, so it knows where it is: it can
 /// read the next batch before acknowledging the one its handler has. Prepared once per
@@ -397,7 +397,7 @@ mod read_sql_test {
     #[test]
     fn read_statement_is_the_sql_functions_query() {
         let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-        let schema = include_str!("../../schema/log.sql");
+        let schema = include_str!("../../schema/functions/log.sql");
         let start = schema
             .find("CREATE OR REPLACE FUNCTION pgbroker.read(")
             .unwrap();

@@ -1,88 +1,18 @@
 //! Test support: a private PostgreSQL cluster per test process (or `DATABASE_URL`), and a
 //! fresh database with the pgbroker schema for each test.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgbroker::postgres::{Client, NoTls};
-use pgbroker::{Broker, TempPostgres};
+use pgbroker::Broker;
+pub use pgbroker_testing::wait_until;
+use pgbroker_testing::TestServer;
 
-/// Where test databases are created: the server's admin URL and a URL maker.
-pub struct Server {
-    admin_url: String,
-    temp: Option<TempPostgres>,
-}
-
-impl Server {
-    /// A URL for database `db` on this server.
-    pub fn url_for(&self, db: &str) -> String {
-        match &self.temp {
-            Some(t) => t.url_for(db),
-            None => {
-                let mut cfg: pgbroker::postgres::Config = self.admin_url.parse().unwrap();
-                cfg.dbname(db);
-                config_to_url(&cfg)
-            }
-        }
-    }
-
-    /// The private cluster, when the tests started one (None with `DATABASE_URL`).
-    pub fn temp(&self) -> Option<&TempPostgres> {
-        self.temp.as_ref()
-    }
-}
-
-fn config_to_url(cfg: &pgbroker::postgres::Config) -> String {
-    use pgbroker::postgres::config::Host;
-    let host = match cfg.get_hosts().first() {
-        Some(Host::Tcp(h)) => h.clone(),
-        Some(Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = cfg.get_ports().first().copied().unwrap_or(5432);
-    let user = cfg.get_user().unwrap_or("postgres");
-    let pw = cfg
-        .get_password()
-        .map(|p| format!(":{}", String::from_utf8_lossy(p)))
-        .unwrap_or_default();
-    let db = cfg.get_dbname().unwrap_or("postgres");
-    if host.starts_with('/') {
-        format!("postgres://{user}{pw}@/{db}?host={host}&port={port}")
-    } else {
-        format!("postgres://{user}{pw}@{host}:{port}/{db}")
-    }
-}
-
-/// The shared server of this test process.
-pub fn server() -> &'static Server {
-    static SERVER: OnceLock<Server> = OnceLock::new();
-    SERVER.get_or_init(|| {
-        let _ = env_logger_init();
-        match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => Server {
-                admin_url: url,
-                temp: None,
-            },
-            _ => start_private(),
-        }
-    })
-}
-
-fn start_private() -> Server {
-    let temp = TempPostgres::builder()
-        .setting("max_connections", "300")
-        .start()
-        .expect("starting a private PostgreSQL cluster for the tests");
-    Server {
-        admin_url: temp.url(),
-        temp: Some(temp),
-    }
-}
-
-fn env_logger_init() -> Option<()> {
-    None
+/// The shared server of this test process: a private cluster, or `DATABASE_URL` when set.
+pub fn server() -> &'static TestServer {
+    TestServer::shared()
 }
 
 /// A fresh, empty database for one test; dropped (best effort) with the value.
@@ -144,7 +74,7 @@ impl Drop for TestDb {
 /// A fresh database on the shared server, with the pgbroker schema installed.
 pub fn db() -> TestDb {
     let s = server();
-    let db = TestDb::create_on(&s.admin_url, |n| s.url_for(n));
+    let db = TestDb::create_on(s.admin_url(), |n| s.url_for(n));
     db.broker().install().expect("install schema");
     db
 }
@@ -152,21 +82,7 @@ pub fn db() -> TestDb {
 /// A fresh database without the schema.
 pub fn empty_db() -> TestDb {
     let s = server();
-    TestDb::create_on(&s.admin_url, |n| s.url_for(n))
-}
-
-/// Polls `f` until it returns true or `timeout` passes; returns the last result.
-pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    TestDb::create_on(s.admin_url(), |n| s.url_for(n))
 }
 
 /// Terminates every backend on `db` listening (or otherwise connected) with the given

@@ -1,7 +1,7 @@
 //! The `pgbroker` commands of the durable log and the job queue (publish, tail, enqueue, jobs,
 //! retry, cancel), driven as a user would: the built binary against a test database.
-#![cfg(feature = "cli")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::Write;

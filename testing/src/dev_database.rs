@@ -9,8 +9,8 @@ use crate::{Result, TempPostgres};
 /// # Examples
 ///
 /// ```no_run
-/// # fn main() -> pgbroker::Result<()> {
-/// let db = pgbroker::DevDatabase::from_env_or_temp()?;
+/// # fn main() -> pgbroker_testing::Result<()> {
+/// let db = pgbroker_testing::DevDatabase::from_env_or_temp()?;
 /// let broker = pgbroker::Broker::connect(db.url())?;
 /// println!("using {}", if db.is_temporary() { "a throwaway cluster" } else { "DATABASE_URL" });
 /// # Ok(()) }

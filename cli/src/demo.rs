@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Select;
-use pgbroker::{Broker, Event, TableOp, TempPostgres};
+use pgbroker::{Broker, Event, TableOp};
+use pgbroker_testing::TempPostgres;
 use serde_json::{json, Value};
 
 use crate::failure::Failure;

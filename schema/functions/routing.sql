@@ -5,14 +5,6 @@
 -- The routing trigger exists only while at least one binding exists: publishers pay nothing
 -- when routing is unused.
 
-CREATE TABLE IF NOT EXISTS pgbroker.queue_bindings (
-    queue      text        NOT NULL,
-    pattern    text        NOT NULL,
-    regex      text        NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (queue, pattern)
-);
-
 CREATE OR REPLACE FUNCTION pgbroker.route_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE

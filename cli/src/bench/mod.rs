@@ -18,7 +18,8 @@ mod tables;
 
 use std::time::Duration;
 
-use pgbroker::{Broker, TempPostgres};
+use pgbroker::Broker;
+use pgbroker_testing::TempPostgres;
 use serde_json::{json, Map, Value};
 
 use self::harness::{Ctx, Outcome, Ratio, Workload};

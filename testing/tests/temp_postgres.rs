@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pgbroker::TempPostgres;
+use pgbroker_testing::TempPostgres;
 
 const CHILD: &str = "PGBROKER_TEST_TEMP_PG_CHILD";
 

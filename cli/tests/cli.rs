@@ -1,6 +1,6 @@
 //! The `pgbroker` command, driven as a user would: the built binary against a test database.
-#![cfg(feature = "cli")]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::io::{BufRead, BufReader, Write};

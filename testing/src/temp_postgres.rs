@@ -7,7 +7,7 @@
 //! process runs as root, `initdb` and `pg_ctl` run as the `postgres` OS user (else `nobody`).
 //! Set `PGBROKER_KEEP_TEMP_PG=1` to keep the data directory after drop.
 
-use crate::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -24,9 +24,9 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// # Examples
 ///
 /// ```no_run
-/// use pgbroker::TempPostgres;
+/// use pgbroker_testing::TempPostgres;
 /// let pg = TempPostgres::builder().setting("max_wal_senders", "0").start()?;
-/// # Ok::<(), pgbroker::Error>(())
+/// # Ok::<(), pgbroker_testing::Error>(())
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct TempPostgresBuilder {
@@ -40,9 +40,9 @@ impl TempPostgresBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::TempPostgres;
+    /// # use pgbroker_testing::TempPostgres;
     /// let pg = TempPostgres::builder().setting("log_statement", "all").start()?;
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
@@ -55,9 +55,9 @@ impl TempPostgresBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::TempPostgres;
+    /// # use pgbroker_testing::TempPostgres;
     /// let pg = TempPostgres::builder().durable(true).start()?;
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn durable(mut self, durable: bool) -> Self {
         self.durable = durable;
@@ -69,9 +69,9 @@ impl TempPostgresBuilder {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::TempPostgres;
+    /// # use pgbroker_testing::TempPostgres;
     /// let pg = TempPostgres::builder().start()?;
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn start(self) -> Result<TempPostgres> {
         let bin_dir = find_bin_dir()?;
@@ -155,11 +155,11 @@ struct RunAs {
 /// # Examples
 ///
 /// ```no_run
-/// use pgbroker::TempPostgres;
+/// use pgbroker_testing::TempPostgres;
 /// let pg = TempPostgres::start()?;
 /// let mut client = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
 /// client.batch_execute("SELECT 1").unwrap();
-/// # Ok::<(), pgbroker::Error>(())
+/// # Ok::<(), pgbroker_testing::Error>(())
 /// ```
 #[derive(Debug)]
 pub struct TempPostgres {
@@ -182,10 +182,10 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::TempPostgres;
+    /// # use pgbroker_testing::TempPostgres;
     /// let pg = TempPostgres::start()?;
     /// println!("{}", pg.url());
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn start() -> Result<TempPostgres> {
         Self::builder().start()
@@ -196,9 +196,9 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # use pgbroker::TempPostgres;
+    /// # use pgbroker_testing::TempPostgres;
     /// let pg = TempPostgres::builder().setting("work_mem", "16MB").start()?;
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn builder() -> TempPostgresBuilder {
         TempPostgresBuilder::default()
@@ -209,9 +209,9 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// let client = postgres::Client::connect(&pg.url(), postgres::NoTls);
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn url(&self) -> String {
         self.url_for("postgres")
@@ -222,9 +222,9 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// assert!(pg.url_for("app").ends_with("/app"));
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn url_for(&self, dbname: &str) -> String {
         format!("postgres://{DB_USER}@127.0.0.1:{}/{dbname}", self.port)
@@ -235,9 +235,9 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// println!("port {}", pg.port());
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn port(&self) -> u16 {
         self.port
@@ -248,9 +248,9 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// assert_eq!(pg.user(), "postgres");
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn user(&self) -> &str {
         DB_USER
@@ -261,9 +261,9 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// println!("{}", pg.data_dir().join("server.log").display());
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
@@ -275,10 +275,10 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// pg.stop()?;
     /// pg.resume()?;
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn stop(&self) -> Result<()> {
         let mut cmd = self.command("pg_ctl");
@@ -293,10 +293,10 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// pg.stop()?;
     /// pg.resume()?;
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn resume(&self) -> Result<()> {
         let mut cmd = self.command("pg_ctl");
@@ -323,9 +323,9 @@ impl TempPostgres {
     /// # Examples
     ///
     /// ```no_run
-    /// # let pg = pgbroker::TempPostgres::start()?;
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
     /// pg.restart()?;
-    /// # Ok::<(), pgbroker::Error>(())
+    /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn restart(&self) -> Result<()> {
         self.stop()?;

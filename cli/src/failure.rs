@@ -74,6 +74,15 @@ impl From<pgbroker::postgres::Error> for Failure {
     }
 }
 
+impl From<pgbroker_testing::Error> for Failure {
+    fn from(e: pgbroker_testing::Error) -> Failure {
+        match e.kind() {
+            pgbroker_testing::ErrorKind::Config => Failure::usage(e),
+            _ => Failure::failed(e),
+        }
+    }
+}
+
 impl From<std::io::Error> for Failure {
     fn from(e: std::io::Error) -> Failure {
         Failure::failed(format!("i/o error: {e}"))
