@@ -1,4 +1,4 @@
-//! Seed 002: jobs that must be retried after failure, and dead jobs re-driven once fixed.
+//! Jobs that must be retried after failure, and dead jobs re-driven once fixed.
 //!
 //! Three kinds of jobs: ones that succeed, flaky ones that fail twice and then succeed
 //! (retried with exponential backoff and jitter), and a poison one that always fails and ends

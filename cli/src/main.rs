@@ -81,7 +81,7 @@ enum Command {
     /// On the database of --url / $DATABASE_URL when given (it installs the pgbroker schema
     /// there and uses, then drops, a `pgbroker_bench` schema), else on a private throwaway
     /// PostgreSQL. Each workload runs raw and through pgbroker on fresh tables, after a
-    /// warm-up; `-` marks a pgbroker side whose module has not landed yet.
+    /// warm-up; `-` marks a workload pgbroker has no counterpart for.
     Bench(bench_command::BenchArgs),
     /// Start a private throwaway PostgreSQL and show pub/sub at work.
     Demo,

@@ -163,8 +163,8 @@ impl Broker {
     }
 
     /// Running jobs whose lease expired more than `older_than` ago: their worker died or
-    /// hangs, and [`rescue_jobs`](Self::rescue_jobs) has not run yet (seed 001's dead-job
-    /// query).
+    /// hangs, and [`rescue_jobs`](Self::rescue_jobs) has not run yet (the classic
+    /// dead-job query of a CI service).
     ///
     /// # Examples
     ///

@@ -1,5 +1,5 @@
-//! Watching a queue: a [`JobEvent`] for every state change of its jobs (seed 001's websocket
-//! gateway watching CI runs).
+//! Watching a queue: a [`JobEvent`] for every state change of its jobs (what a
+//! websocket gateway showing CI runs live would feed on).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
