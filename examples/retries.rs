@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         fixed.store(true, Ordering::SeqCst);
         println!("fix deployed: re-driving job {}", dead.id);
-        broker.retry_job(dead.id)?;
+        broker.redrive_job(dead.id)?;
     }
     while broker.queue_stats()?.iter().any(|q| q.queue == "tasks") {
         std::thread::sleep(Duration::from_millis(100));

@@ -13,7 +13,6 @@ use crate::{Error, ErrorKind, Result};
 /// The schema version this library installs and expects: the number of its newest migration.
 pub const SCHEMA_VERSION: i32 = 1;
 
-const MAIN: &str = include_str!("../schema.sql");
 const CORE: &str = include_str!("../schema/core.sql");
 
 /// One numbered step of the tables' history.
@@ -136,6 +135,8 @@ pub(crate) fn version(client: &mut impl GenericClient) -> Result<Option<i32>> {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    const MAIN: &str = include_str!("../schema.sql");
 
     /// `schema.sql` (for psql) names the same files, in the same order, as the lists above.
     #[test]

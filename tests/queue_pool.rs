@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
-use pgbroker::{Broker, WorkerPool};
+use pgbroker::{Broker, JobId, WorkerPool};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -96,7 +96,7 @@ fn a_single_worker_runs_available_jobs_in_priority_order() {
     let db = support::db();
     let broker = db.broker();
     let prios = [5, 1, 9, -3, 1, 0, 7, -3, 2];
-    let mut expected: Vec<(i32, i64)> = prios
+    let mut expected: Vec<(i32, JobId)> = prios
         .iter()
         .map(|p| {
             let id = broker
@@ -126,7 +126,7 @@ fn a_single_worker_runs_available_jobs_in_priority_order() {
 fn delayed_jobs_do_not_run_before_run_at_and_wake_ups_are_prompt() {
     let db = support::db();
     let broker = db.broker();
-    let ran: Arc<Mutex<HashMap<i64, SystemTime>>> = Arc::default();
+    let ran: Arc<Mutex<HashMap<JobId, SystemTime>>> = Arc::default();
     let r = ran.clone();
     let pool = broker
         .worker_pool()
@@ -257,7 +257,7 @@ fn exhausted_jobs_die_with_their_errors_and_redrive_works() {
     assert_eq!(dead[0].attempt, 3);
 
     healthy.store(true, Ordering::SeqCst);
-    assert!(broker.retry_job(id).unwrap());
+    assert!(broker.redrive_job(id).unwrap());
     assert!(support::wait_until(WAIT, || broker
         .job(id)
         .unwrap()
@@ -276,7 +276,7 @@ fn cancelling_running_and_pending_jobs() {
         .worker_pool()
         .threads(2)
         .queue_with(opts("long", 1), move |job| {
-            s.store(job.id() as u64, Ordering::SeqCst);
+            s.store(job.id().get() as u64, Ordering::SeqCst);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if job.is_cancelled() {
@@ -293,7 +293,8 @@ fn cancelling_running_and_pending_jobs() {
     let pending = broker
         .enqueue_job(&Job::new("long", "{}").delay(Duration::from_millis(500)))
         .unwrap();
-    assert!(support::wait_until(WAIT, || started.load(Ordering::SeqCst) == running as u64));
+    assert!(support::wait_until(WAIT, || started.load(Ordering::SeqCst)
+        == running.get() as u64));
     // One slot: the pending job cannot start while the running one holds it.
     assert!(broker.cancel_job(pending).unwrap());
     assert!(broker.cancel_job(running).unwrap());
@@ -302,7 +303,7 @@ fn cancelling_running_and_pending_jobs() {
     pool.shutdown().unwrap();
     assert_eq!(
         started.load(Ordering::SeqCst),
-        running as u64,
+        running.get() as u64,
         "pending job never ran"
     );
     for id in [running, pending] {
@@ -314,7 +315,7 @@ fn cancelling_running_and_pending_jobs() {
 fn graceful_shutdown_finishes_running_jobs_and_releases_unstarted_ones() {
     let db = support::db();
     let broker = db.broker();
-    let ids: Vec<i64> = (0..3)
+    let ids: Vec<JobId> = (0..3)
         .map(|i| {
             broker
                 .enqueue("slow", &serde_json::json!({"i": i}))
@@ -447,7 +448,7 @@ fn pipeline_stages_complete_and_enqueue_atomically_and_are_watchable() {
     }
     // Every stage's watcher saw each of its 5 jobs go available -> running -> completed.
     for w in &watchers {
-        let mut by_job: HashMap<i64, Vec<JobState>> = HashMap::new();
+        let mut by_job: HashMap<JobId, Vec<JobState>> = HashMap::new();
         while let Some(ev) = w.recv_timeout(Duration::from_millis(300)).unwrap() {
             by_job.entry(ev.id).or_default().push(ev.state);
         }

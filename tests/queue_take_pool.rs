@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
-use pgbroker::{Broker, ErrorKind};
+use pgbroker::{Broker, ErrorKind, JobId};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -50,7 +50,7 @@ fn record(job: &JobContext<'_>) -> pgbroker::Result<()> {
     })
 }
 
-fn effects(broker: &Broker) -> Vec<(i64, i32)> {
+fn effects(broker: &Broker) -> Vec<(JobId, i32)> {
     broker
         .conn()
         .unwrap()
@@ -71,7 +71,7 @@ fn many_jobs_on_four_transactions_each_handled_exactly_once() {
         .map(|i| Job::new("many", &serde_json::json!({ "i": i })))
         .collect();
     broker.enqueue_batch(&jobs).unwrap();
-    let mut ids: Vec<i64> = broker
+    let mut ids: Vec<JobId> = broker
         .conn()
         .unwrap()
         .query("SELECT id FROM pgbroker.jobs", &[])
@@ -98,7 +98,7 @@ fn many_jobs_on_four_transactions_each_handled_exactly_once() {
         jobs_left(&broker)
     );
     let stats = pool.shutdown().unwrap();
-    let done: Vec<i64> = effects(&broker).into_iter().map(|(id, _)| id).collect();
+    let done: Vec<JobId> = effects(&broker).into_iter().map(|(id, _)| id).collect();
     assert_eq!(done, ids, "the effects table holds exactly the N job ids");
     let mut calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), n, "no handler ran twice");
@@ -112,7 +112,7 @@ fn a_panicking_handler_rolls_back_its_own_writes_only_and_is_retried() {
     let db = support::db();
     let broker = db.broker();
     effects_table(&db);
-    let ids: Vec<i64> = (0..5)
+    let ids: Vec<JobId> = (0..5)
         .map(|i| {
             broker
                 .enqueue_job(
@@ -140,11 +140,11 @@ fn a_panicking_handler_rolls_back_its_own_writes_only_and_is_retried() {
     assert!(support::wait_until(WAIT, || jobs_left(&broker) == 0));
     let stats = pool.shutdown().unwrap();
     // One batch ran all five (the panic did not stop it), then job 2 again as attempt 2.
-    let mut expected: Vec<(i64, u32)> = ids.iter().map(|id| (*id, 1)).collect();
+    let mut expected: Vec<(JobId, u32)> = ids.iter().map(|id| (*id, 1)).collect();
     expected.push((ids[2], 2));
     assert_eq!(*runs.lock().unwrap(), expected);
     // Attempt 1 of job 2 wrote nothing that survived; the others' writes committed once.
-    let mut written: Vec<(i64, i32)> = ids.iter().map(|id| (*id, 1)).collect();
+    let mut written: Vec<(JobId, i32)> = ids.iter().map(|id| (*id, 1)).collect();
     written[2].1 = 2;
     assert_eq!(effects(&broker), written);
     assert_eq!((stats.handled, stats.panicked), (5, 1));
@@ -255,7 +255,7 @@ fn a_killed_connection_mid_batch_gives_the_jobs_back_and_they_are_redone() {
     let db = support::db();
     let broker = db.broker();
     effects_table(&db);
-    let ids: Vec<i64> = (0..3)
+    let ids: Vec<JobId> = (0..3)
         .map(|i| broker.enqueue("k", &serde_json::json!({ "i": i })).unwrap())
         .collect();
     let runs = Arc::new(Mutex::new(Vec::new()));
@@ -315,14 +315,14 @@ fn shutdown_gives_unstarted_jobs_back_untouched() {
     let db = support::db();
     let broker = db.broker();
     effects_table(&db);
-    let ids: Vec<i64> = (0..4)
+    let ids: Vec<JobId> = (0..4)
         .map(|i| broker.enqueue("s", &serde_json::json!({ "i": i })).unwrap())
         .collect();
     let before: Vec<_> = ids
         .iter()
         .map(|id| broker.job(*id).unwrap().unwrap().run_at)
         .collect();
-    let (started_tx, started_rx) = crossbeam_channel::bounded::<i64>(4);
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<JobId>(4);
     let pool = broker
         .worker_pool()
         .threads(1)
@@ -600,7 +600,7 @@ fn a_deadlock_between_batches_gives_the_victim_back_uncounted_and_both_commit() 
 }
 
 /// Enqueues `n` jobs on `queue` (payload `{"i": i}`); their ids.
-fn enqueue_numbered(broker: &Broker, queue: &str, n: i64) -> Vec<i64> {
+fn enqueue_numbered(broker: &Broker, queue: &str, n: i64) -> Vec<JobId> {
     (0..n)
         .map(|i| {
             broker
@@ -626,7 +626,7 @@ where
 }
 
 /// Each of `ids` wrote its effect once, as attempt 1.
-fn assert_each_done_once(broker: &Broker, ids: &[i64]) {
+fn assert_each_done_once(broker: &Broker, ids: &[JobId]) {
     assert_eq!(
         effects(broker),
         ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>()

@@ -70,8 +70,9 @@ enum Command {
     Enqueue(queue::EnqueueArgs),
     /// List jobs, oldest first.
     Jobs(queue::JobsArgs),
-    /// Run a dead or cancelled job again.
-    Retry(queue::JobIdArgs),
+    /// Run a dead or cancelled job again (re-drive it; `retry` is the old name).
+    #[command(alias = "retry")]
+    Redrive(queue::JobIdArgs),
     /// Cancel an available or running job.
     Cancel(queue::JobIdArgs),
     /// Broker health: notification queue, schema, connections, horizon hold-back.
@@ -111,7 +112,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tail(args) => topic::tail(target.require()?, &args),
         Command::Enqueue(args) => queue::enqueue(target.require()?, &args),
         Command::Jobs(args) => queue::jobs(target.require()?, &args, json),
-        Command::Retry(args) => queue::retry(target.require()?, &args, json),
+        Command::Redrive(args) => queue::redrive(target.require()?, &args, json),
         Command::Cancel(args) => queue::cancel(target.require()?, &args, json),
         Command::Stats(args) => stats::stats(target.require()?, &args, json),
         Command::Bench(args) => bench_command::bench(target.url(), &args, json),

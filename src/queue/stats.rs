@@ -15,7 +15,7 @@ use crate::{Broker, Result};
 /// ```no_run
 /// # fn main() -> pgbroker::Result<()> {
 /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-/// if let Some(job) = broker.job(42)? {
+/// if let Some(job) = broker.job(pgbroker::JobId(42))? {
 ///     println!("{} {} attempt {}/{}", job.queue, job.state, job.attempt, job.max_attempts);
 /// }
 /// # Ok(()) }
