@@ -35,8 +35,8 @@ use crate::{Error, ErrorKind, Result};
 /// broker.enqueue("invoices", &json!({"id": 1}))?;
 ///
 /// let order = BTreeMap::from([("id", 2)]); // or any type that derives Serialize
-/// broker.publish("orders.created", Json(&order))?;
-/// broker.enqueue("invoices", Payload::raw_json(r#"{"id": 3}"#)?)?;
+/// broker.publish("orders.created", &Json(&order))?;
+/// broker.enqueue("invoices", &Payload::raw_json(r#"{"id": 3}"#)?)?;
 /// broker.notify("chat", "plain text")?; // text is sent as is...
 /// assert!(broker.enqueue("invoices", "plain text").is_err()); // ...and must be JSON here
 /// # Ok(()) }
@@ -153,8 +153,16 @@ impl<'a> Payload<'a> {
         }
     }
 
-    /// The JSON value, owned: no copy when the payload owns one.
-    pub(crate) fn into_json(self) -> Result<Value> {
+    /// The payload's JSON value, owned: no copy when the payload owns one.
+    /// [`ErrorKind::Serialize`] for text that is not JSON.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let v = pgbroker::Payload::text("[1, 2]").into_json().unwrap();
+    /// assert_eq!(v, serde_json::json!([1, 2]));
+    /// ```
+    pub fn into_json(self) -> Result<Value> {
         match self.repr {
             Repr::Value(v) => Ok(v.into_owned()),
             Repr::RawJson(_, v) => Ok(v),
@@ -198,17 +206,20 @@ fn parse(text: &str) -> Result<Value> {
 }
 
 /// What [`notify`](crate::Broker::notify), [`publish`](crate::Broker::publish),
-/// [`enqueue`](crate::Broker::enqueue), [`Job::new`](crate::queue::Job::new) and
-/// [`NewEvent::new`](crate::topic::NewEvent::new) accept as a payload: a
-/// `serde_json::Value` (or a reference to one), text (`&str`, `String`: the payload's text as
-/// given), a [`Payload`], or any `Serialize` value wrapped in [`Json`].
+/// [`enqueue`](crate::Broker::enqueue) and [`Job::new`](crate::queue::Job::new) accept a
+/// reference to as a payload, and [`NewEvent::new`](crate::topic::NewEvent::new) the value
+/// itself: a `serde_json::Value`, text (`str`, `String`: the payload's text as given), a
+/// [`Payload`], or any `Serialize` value wrapped in [`Json`].
 ///
 /// # Examples
 ///
 /// ```no_run
 /// # fn main() -> pgbroker::Result<()> {
 /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-/// fn announce(broker: &pgbroker::Broker, body: impl pgbroker::ToPayload) -> pgbroker::Result<()> {
+/// fn announce<P>(broker: &pgbroker::Broker, body: &P) -> pgbroker::Result<()>
+/// where
+///     P: pgbroker::ToPayload + ?Sized,
+/// {
 ///     broker.notify("announcements", body)
 /// }
 /// announce(&broker, "hello")?;
@@ -275,7 +286,7 @@ impl<T: ToPayload + ?Sized> ToPayload for &T {
 /// # fn main() -> pgbroker::Result<()> {
 /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
 /// // Any Serialize value: a type of yours with #[derive(Serialize)], a map, a tuple...
-/// broker.enqueue("emails", Json(("a@example.com", "welcome")))?;
+/// broker.enqueue("emails", &Json(("a@example.com", "welcome")))?;
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -295,7 +306,7 @@ mod test {
     #[test]
     fn one_meaning_for_every_argument() {
         let v = json!({"a": [1, "x"]});
-        let p = (&v).to_payload().unwrap();
+        let p = v.to_payload().unwrap();
         assert_eq!(p.as_text().unwrap(), r#"{"a":[1,"x"]}"#);
         assert_eq!(p.as_json().unwrap().as_ref(), &v);
 

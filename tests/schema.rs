@@ -129,6 +129,7 @@ fn readme_sql_block_runs() {
 /// Every released schema (kept in tests/fixtures/schema_vN.sql), installed and filled with
 /// data, upgrades to this version with `install()`, and the data keeps working.
 #[test]
+#[allow(clippy::single_element_loop)] // one released version so far; the list grows
 fn upgrades_every_released_version_with_data() {
     use pgbroker::queue::Job;
     for (version, sql) in [(1, include_str!("fixtures/schema_v1.sql"))] {

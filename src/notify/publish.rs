@@ -46,7 +46,7 @@ impl Broker {
     /// broker.notify("orders", &serde_json::json!({"id": 42, "status": "paid"}))?;
     /// # Ok(()) }
     /// ```
-    pub fn notify(&self, channel: &str, payload: impl ToPayload) -> Result<()> {
+    pub fn notify<P: ToPayload + ?Sized>(&self, channel: &str, payload: &P) -> Result<()> {
         let payload = payload.to_payload()?;
         let text = checked(channel, &payload)?;
         let mut conn = self.conn()?;
@@ -72,11 +72,11 @@ impl Broker {
     /// tx.commit()?;
     /// # Ok(()) }
     /// ```
-    pub fn notify_in(
+    pub fn notify_in<P: ToPayload + ?Sized>(
         &self,
         tx: &mut postgres::Transaction<'_>,
         channel: &str,
-        payload: impl ToPayload,
+        payload: &P,
     ) -> Result<()> {
         let payload = payload.to_payload()?;
         let text = checked(channel, &payload)?;

@@ -271,7 +271,7 @@ impl Broker {
     /// let id = broker.enqueue("emails", &serde_json::json!({"to": "a@example.com"}))?;
     /// # Ok(()) }
     /// ```
-    pub fn enqueue(&self, queue: &str, payload: impl ToPayload) -> Result<JobId> {
+    pub fn enqueue<P: ToPayload + ?Sized>(&self, queue: &str, payload: &P) -> Result<JobId> {
         // `enqueue_job(&Job::new(queue, payload))` without building the Job, which copies the
         // payload: the same checks in the same order, the same statement.
         validate_queue(queue)?;

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::validate_queue;
-use crate::{Error, ErrorKind, Result, ToPayload};
+use crate::{Error, ErrorKind, Payload, Result, ToPayload};
 
 /// What a job payload was before every publishing call took [`ToPayload`]: a JSON value, or
 /// text that must parse as JSON. Every `ToPayload` is one.
@@ -74,10 +74,13 @@ impl Job {
     /// let job = pgbroker::queue::Job::new("emails", &serde_json::json!({"to": "a@example.com"}));
     /// assert_eq!(job.queue(), "emails");
     /// ```
-    pub fn new(queue: &str, payload: impl ToPayload) -> Job {
+    pub fn new<P: ToPayload + ?Sized>(queue: &str, payload: &P) -> Job {
         Job {
             queue: queue.to_owned(),
-            payload: payload.into_json_value().map_err(|e| e.to_string()),
+            payload: payload
+                .to_payload()
+                .and_then(Payload::into_json)
+                .map_err(|e| e.to_string()),
             priority: 0,
             run_at: None,
             delay: None,

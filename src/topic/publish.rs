@@ -82,7 +82,7 @@ impl Broker {
     /// println!("published event {id}");
     /// # Ok(()) }
     /// ```
-    pub fn publish(&self, topic: &str, payload: impl ToPayload) -> Result<EventId> {
+    pub fn publish<P: ToPayload + ?Sized>(&self, topic: &str, payload: &P) -> Result<EventId> {
         super::validate_topic(topic)?;
         let payload = payload.to_payload()?;
         self.insert_one(topic, payload.as_json()?.as_ref(), None, None)
