@@ -67,6 +67,7 @@ mod pool;
 pub mod queue;
 mod routing;
 mod schema;
+mod statements;
 mod table_name;
 pub mod topic;
 mod worker;
