@@ -1,6 +1,6 @@
 //! Installing and upgrading the schema; connecting.
 
-mod support;
+use crate::support;
 
 use pgbroker::{Broker, ErrorKind, SCHEMA_VERSION};
 
@@ -112,7 +112,7 @@ fn connection_errors_are_typed() {
 
 #[test]
 fn readme_sql_block_runs() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("```sql\n").expect("README has a sql block") + 7;
     let end = start + readme[start..].find("```").unwrap();
     let db = support::db();
@@ -132,7 +132,7 @@ fn readme_sql_block_runs() {
 #[allow(clippy::single_element_loop)] // one released version so far; the list grows
 fn upgrades_every_released_version_with_data() {
     use pgbroker::queue::Job;
-    for (version, sql) in [(1, include_str!("fixtures/schema_v1.sql"))] {
+    for (version, sql) in [(1, include_str!("../fixtures/schema_v1.sql"))] {
         let db = support::empty_db();
         let mut c = db.client();
         c.batch_execute(&format!("BEGIN; {sql}; COMMIT;"))

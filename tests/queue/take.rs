@@ -2,7 +2,7 @@
 //! real PostgreSQL: commit completes, rollback or a dead connection returns, failures are
 //! written back with backoff and history, effects commit with the jobs, cancel never blocks.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

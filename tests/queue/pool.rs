@@ -2,7 +2,7 @@
 //! completion, ordering, delays, panics, dead jobs, cancellation, snooze/discard, pipelines
 //! and graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! Durable topics consumed on the worker pool: fan-out under load, partitions, failover,
 //! redelivery after a lost connection, retries, dead letters and re-drive.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! The job queue's protocol against a real PostgreSQL: enqueue, claim, outcomes, rescue,
 //! unique jobs, bad input, batches, watching and introspection, from Rust and from SQL.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};

@@ -2,7 +2,7 @@
 //! PostgreSQL: each handler's writes commit with its job's completion, exactly once; failures
 //! roll back only their own job; lost connections and shutdown give jobs back untouched.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
