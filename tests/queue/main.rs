@@ -4,6 +4,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// What queues on the worker pool do alike with leases and in transactions, in both modes.
+mod both_modes;
 /// A worker process killed mid-job; its job is rescued.
 mod kill;
 /// Queues on the worker pool, in lease mode.

@@ -1,6 +1,6 @@
-//! The job queue run by worker pools against a real PostgreSQL: throughput with exactly-once
-//! completion, ordering, delays, panics, dead jobs, cancellation, snooze/discard, pipelines
-//! and graceful shutdown.
+//! The job queue run by worker pools in lease mode against a real PostgreSQL: throughput with
+//! exactly-once completion, ordering, delays, cancellation, pipelines and graceful shutdown
+//! (panics, dead jobs and snooze/discard: both_modes.rs).
 
 use crate::support;
 
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
+use pgbroker::queue::{Job, JobState, QueueOptions};
 use pgbroker::{Broker, JobId, WorkerPool};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -176,96 +176,6 @@ fn delayed_jobs_do_not_run_before_run_at_and_wake_ups_are_prompt() {
 }
 
 #[test]
-fn a_panicking_handler_fails_the_attempt_and_the_job_is_retried() {
-    let db = support::db();
-    let broker = db.broker();
-    let id = broker
-        .enqueue_job(
-            &Job::new("panics", "{}").backoff(Duration::from_millis(10), Duration::from_millis(10)),
-        )
-        .unwrap();
-    let attempts = Arc::new(Mutex::new(Vec::new()));
-    let a = attempts.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(1)
-        .queue_with(opts("panics", 1), move |job| {
-            a.lock().unwrap().push(job.attempt());
-            if job.attempt() == 1 {
-                panic!("first attempt explodes");
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(id)
-        .unwrap()
-        .is_none()));
-    let stats = pool.stats();
-    pool.shutdown().unwrap();
-    assert_eq!(*attempts.lock().unwrap(), vec![1, 2]);
-    assert_eq!((stats.panicked, stats.handled), (1, 1));
-}
-
-#[test]
-fn exhausted_jobs_die_with_their_errors_and_redrive_works() {
-    let db = support::db();
-    let broker = db.broker();
-    let id = broker
-        .enqueue_job(
-            &Job::new("flaky", "{}")
-                .max_attempts(3)
-                .backoff(Duration::from_millis(10), Duration::from_millis(20)),
-        )
-        .unwrap();
-    let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(2)
-        .queue_with(opts("flaky", 1), move |job| {
-            if h.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            if job.attempt() == 2 {
-                panic!("attempt 2 panicked");
-            }
-            Err(format!("attempt {} failed", job.attempt()).into())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || {
-        broker
-            .job(id)
-            .unwrap()
-            .is_some_and(|j| j.state == JobState::Dead)
-    }));
-    let dead = broker.dead_jobs(Some("flaky"), 10).unwrap();
-    assert_eq!(dead.len(), 1);
-    let errors: Vec<String> = dead[0]
-        .errors
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["error"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(errors.len(), 3);
-    assert_eq!(errors[0], "attempt 1 failed");
-    assert!(errors[1].contains("attempt 2 panicked"), "{}", errors[1]);
-    assert_eq!(errors[2], "attempt 3 failed");
-    assert_eq!(dead[0].attempt, 3);
-
-    healthy.store(true, Ordering::SeqCst);
-    assert!(broker.redrive_job(id).unwrap());
-    assert!(support::wait_until(WAIT, || broker
-        .job(id)
-        .unwrap()
-        .is_none()));
-    pool.shutdown().unwrap();
-}
-
-#[test]
 fn cancelling_running_and_pending_jobs() {
     let db = support::db();
     let broker = db.broker();
@@ -354,53 +264,6 @@ fn graceful_shutdown_finishes_running_jobs_and_releases_unstarted_ones() {
         );
         assert_eq!(info.lease_until, None);
     }
-}
-
-#[test]
-fn snooze_and_discard() {
-    let db = support::db();
-    let broker = db.broker();
-    let snoozy = broker.enqueue("sd", r#"{"do": "snooze"}"#).unwrap();
-    let bad = broker.enqueue("sd", r#"{"do": "discard"}"#).unwrap();
-    let runs = Arc::new(Mutex::new(Vec::new()));
-    let r = runs.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(2)
-        .queue_with(opts("sd", 2), move |job: &JobContext| {
-            let first = {
-                let mut runs = r.lock().unwrap();
-                runs.push((job.id(), job.attempt()));
-                runs.iter().filter(|(id, _)| *id == job.id()).count() == 1
-            };
-            match job.payload()["do"].as_str() {
-                Some("snooze") if first => job.snooze(Duration::from_millis(300)),
-                Some("discard") => job.discard("cannot handle this"),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(snoozy)
-        .unwrap()
-        .is_none()));
-    pool.shutdown().unwrap();
-    let runs = runs.lock().unwrap();
-    // A snooze does not count as an attempt.
-    assert_eq!(
-        runs.iter()
-            .filter(|(id, _)| *id == snoozy)
-            .collect::<Vec<_>>(),
-        vec![&(snoozy, 1), &(snoozy, 1)]
-    );
-    let dead = broker.job(bad).unwrap().unwrap();
-    assert_eq!(dead.state, JobState::Dead);
-    assert_eq!(dead.attempt, 1);
-    assert_eq!(
-        dead.last_error.as_deref(),
-        Some("discarded: cannot handle this")
-    );
 }
 
 #[test]

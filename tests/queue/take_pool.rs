@@ -5,7 +5,6 @@
 use crate::support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -105,104 +104,6 @@ fn many_jobs_on_four_transactions_each_handled_exactly_once() {
     calls.sort_unstable();
     assert_eq!(calls, ids);
     assert_eq!((stats.handled, stats.failed), (n as u64, 0));
-}
-
-#[test]
-fn a_panicking_handler_rolls_back_its_own_writes_only_and_is_retried() {
-    let db = support::db();
-    let broker = db.broker();
-    effects_table(&db);
-    let ids: Vec<JobId> = (0..5)
-        .map(|i| {
-            broker
-                .enqueue_job(
-                    &Job::new("p", &serde_json::json!({ "i": i }))
-                        .backoff(Duration::from_millis(10), Duration::from_millis(10)),
-                )
-                .unwrap()
-        })
-        .collect();
-    let runs = Arc::new(Mutex::new(Vec::new()));
-    let r = runs.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(1)
-        .queue_with(opts("p").jobs_per_transaction(10), move |job| {
-            r.lock().unwrap().push((job.id(), job.attempt()));
-            record(job)?;
-            if job.payload()["i"] == 2 && job.attempt() == 1 {
-                panic!("job 2 explodes after writing");
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || jobs_left(&broker) == 0));
-    let stats = pool.shutdown().unwrap();
-    // One batch ran all five (the panic did not stop it), then job 2 again as attempt 2.
-    let mut expected: Vec<(JobId, u32)> = ids.iter().map(|id| (*id, 1)).collect();
-    expected.push((ids[2], 2));
-    assert_eq!(*runs.lock().unwrap(), expected);
-    // Attempt 1 of job 2 wrote nothing that survived; the others' writes committed once.
-    let mut written: Vec<(JobId, i32)> = ids.iter().map(|id| (*id, 1)).collect();
-    written[2].1 = 2;
-    assert_eq!(effects(&broker), written);
-    assert_eq!((stats.handled, stats.panicked), (5, 1));
-}
-
-#[test]
-fn exhausted_jobs_die_with_their_errors_and_no_effects() {
-    let db = support::db();
-    let broker = db.broker();
-    effects_table(&db);
-    let id = broker
-        .enqueue_job(
-            &Job::new("f", "{}")
-                .max_attempts(3)
-                .backoff(Duration::from_millis(10), Duration::from_millis(20)),
-        )
-        .unwrap();
-    let pool = broker
-        .worker_pool()
-        .threads(2)
-        .queue_with(opts("f"), move |job| {
-            record(job)?;
-            if job.attempt() == 2 {
-                panic!("attempt 2 panicked");
-            }
-            Err(format!("attempt {} failed", job.attempt()).into())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(id)
-        .unwrap()
-        .is_some_and(|j| j.state == JobState::Dead)));
-    pool.shutdown().unwrap();
-    let info = broker.job(id).unwrap().unwrap();
-    assert_eq!(info.attempt, 3);
-    assert_eq!(info.last_error.as_deref(), Some("attempt 3 failed"));
-    let errors: Vec<(i64, String)> = info
-        .errors
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["attempt"].as_i64().unwrap(),
-                e["error"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(errors.len(), 3);
-    assert_eq!(errors[0], (1, "attempt 1 failed".to_owned()));
-    assert_eq!(errors[1].0, 2);
-    assert!(errors[1].1.contains("attempt 2 panicked"), "{errors:?}");
-    assert_eq!(errors[2], (3, "attempt 3 failed".to_owned()));
-    assert!(
-        effects(&broker).is_empty(),
-        "every attempt's write rolled back"
-    );
 }
 
 #[test]
@@ -386,52 +287,6 @@ fn an_idle_pool_is_woken_well_before_its_poll_interval() {
         at.duration_since(t0)
     );
     assert_eq!(jobs_left(&broker), 0);
-}
-
-#[test]
-fn snooze_and_discard_are_written_back_in_the_batch() {
-    let db = support::db();
-    let broker = db.broker();
-    let later = broker
-        .enqueue("sd", &serde_json::json!({"do": "snooze"}))
-        .unwrap();
-    let dead = broker
-        .enqueue("sd", &serde_json::json!({"do": "discard"}))
-        .unwrap();
-    let done = broker
-        .enqueue("sd", &serde_json::json!({"do": "ok"}))
-        .unwrap();
-    let ran = Arc::new(AtomicBool::new(false));
-    let r = ran.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(1)
-        .queue_with(opts("sd").jobs_per_transaction(3), move |job| {
-            r.store(true, Ordering::SeqCst);
-            match job.payload()["do"].as_str() {
-                Some("snooze") => job.snooze(Duration::from_secs(3600)),
-                Some("discard") => job.discard("not wanted"),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(dead)
-        .unwrap()
-        .is_some_and(|j| j.state == JobState::Dead)));
-    pool.shutdown().unwrap();
-    assert!(ran.load(Ordering::SeqCst));
-    assert!(broker.job(done).unwrap().is_none());
-    let snoozed = broker.job(later).unwrap().unwrap();
-    assert_eq!((snoozed.state, snoozed.attempt), (JobState::Available, 0));
-    assert!(snoozed.run_at > std::time::SystemTime::now() + Duration::from_secs(3000));
-    let discarded = broker.job(dead).unwrap().unwrap();
-    assert_eq!(discarded.attempt, 1);
-    assert_eq!(
-        discarded.last_error.as_deref(),
-        Some("discarded: not wanted")
-    );
 }
 
 #[test]
