@@ -4,13 +4,14 @@
 //! (transactions).
 
 use crate::support;
+use crate::take_pool::{effects, effects_table, jobs_left, record};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
-use pgbroker::{Broker, JobId};
+use pgbroker::JobId;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -37,46 +38,11 @@ impl Mode {
     /// Writes the handler's effect (this job and attempt) in the job's transaction; lease mode
     /// has no job transaction, so there the effect is not recorded.
     fn record(self, job: &JobContext<'_>) -> pgbroker::Result<()> {
-        if self == Mode::Lease {
-            return Ok(());
+        match self {
+            Mode::Lease => Ok(()),
+            Mode::Transactional => record(job),
         }
-        job.with_transaction(|tx| {
-            tx.execute(
-                "INSERT INTO effects VALUES ($1, $2)",
-                &[&job.id(), &(job.attempt() as i32)],
-            )?;
-            Ok(())
-        })
     }
-}
-
-/// The effects table (one row per job and attempt a handler wrote) of a test database.
-fn effects_table(db: &support::TestDb) {
-    db.client()
-        .batch_execute(
-            "CREATE TABLE effects (job_id bigint, attempt int, PRIMARY KEY (job_id, attempt))",
-        )
-        .unwrap();
-}
-
-fn effects(broker: &Broker) -> Vec<(JobId, i32)> {
-    broker
-        .conn()
-        .unwrap()
-        .query("SELECT job_id, attempt FROM effects ORDER BY 1, 2", &[])
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
-
-fn jobs_left(broker: &Broker) -> i64 {
-    broker
-        .conn()
-        .unwrap()
-        .query_one("SELECT count(*) FROM pgbroker.jobs", &[])
-        .unwrap()
-        .get(0)
 }
 
 /// `fn name(mode) { body }` becomes a module `name` with the tests `lease` and `transactional`.

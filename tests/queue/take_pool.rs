@@ -25,12 +25,12 @@ fn count(broker: &Broker, sql: &str) -> i64 {
     broker.conn().unwrap().query_one(sql, &[]).unwrap().get(0)
 }
 
-fn jobs_left(broker: &Broker) -> i64 {
+pub(crate) fn jobs_left(broker: &Broker) -> i64 {
     count(broker, "SELECT count(*) FROM pgbroker.jobs")
 }
 
 /// A table of effects: one row per (job, attempt) a handler wrote.
-fn effects_table(db: &support::TestDb) {
+pub(crate) fn effects_table(db: &support::TestDb) {
     db.client()
         .batch_execute(
             "CREATE TABLE effects (job_id bigint, attempt int, PRIMARY KEY (job_id, attempt))",
@@ -39,7 +39,7 @@ fn effects_table(db: &support::TestDb) {
 }
 
 /// The handler's write: this job's id and attempt, in the job's transaction.
-fn record(job: &JobContext<'_>) -> pgbroker::Result<()> {
+pub(crate) fn record(job: &JobContext<'_>) -> pgbroker::Result<()> {
     job.with_transaction(|tx| {
         tx.execute(
             "INSERT INTO effects VALUES ($1, $2)",
@@ -49,7 +49,7 @@ fn record(job: &JobContext<'_>) -> pgbroker::Result<()> {
     })
 }
 
-fn effects(broker: &Broker) -> Vec<(JobId, i32)> {
+pub(crate) fn effects(broker: &Broker) -> Vec<(JobId, i32)> {
     broker
         .conn()
         .unwrap()
