@@ -53,7 +53,7 @@
 //!   next poll, unless the writer also runs `SELECT pgbroker.log_wake()` (no trigger does it
 //!   for every insert: it cost nearly as much as a raw insert).
 //! - **Retention** drops whole daily partitions, read or not: keep it longer than the longest
-//!   time a subscription may fall behind. Dead letters are copies and survive it.
+//!   time a subscription may fall behind. Dead events are copies and survive it.
 //! - **Partitions are balanced** over the worker pools consuming a subscription, in one
 //!   process or many, like a Kafka consumer group: each pool is a *member* and holds its
 //!   share, `partitions / members`, one more for the `partitions % members` oldest members
