@@ -11,6 +11,13 @@
 --                            once, in order, and records its number in pgbroker.schema_version
 --   schema/functions/*.sql   every function, trigger function and view, (re)created after the
 --                            migrations on every install (one source per statement)
+--   schema/statements/*.sql  statements that the Rust code runs too, each in a file named for
+--                            it that creates the function(s) running it, like the files above;
+--                            the statement itself stands between the lines
+--                                -- statement <name>
+--                                -- end statement <name>
+--                            and the Rust code takes exactly those lines out of the same file
+--                            when it is compiled (src/statements.rs): one source, no copy
 -- A new schema change is a new migration file listed below and in src/schema.rs (MIGRATIONS),
 -- and SCHEMA_VERSION goes up to its number.
 \ir schema/core.sql
@@ -23,5 +30,6 @@ INSERT INTO pgbroker.schema_version (version) VALUES (1);
 
 \ir schema/functions/notify.sql
 \ir schema/functions/log.sql
+\ir schema/statements/read_after.sql
 \ir schema/functions/queue.sql
 \ir schema/functions/routing.sql

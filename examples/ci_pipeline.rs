@@ -1,10 +1,10 @@
-//! Seed 001 (webapp.io CI runs) on pgbroker's job queue.
+//! A CI service's runs (the way webapp.io described theirs) on pgbroker's job queue.
 //!
 //! A run goes `new -> initializing -> initialized -> running -> complete`. Each processing
 //! state is a queue: a job waiting in `ci.init` is a run in state `new`, a running one is
 //! `initializing`; waiting in `ci.run` is `initialized`, running there is `running`; the last
 //! stage completing is `complete`. Each stage completes its job and enqueues the next stage in
-//! one transaction. A watcher (seed 001's websocket gateway) prints every status change.
+//! one transaction. A watcher (what would feed a dashboard's websocket) prints every status change.
 //!
 //! Midway, a worker *process* running a job is killed with SIGKILL; its lease expires, the job
 //! is rescued and another worker finishes it.

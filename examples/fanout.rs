@@ -1,4 +1,4 @@
-//! Seed 003: one producer, two consumer *processes*; both receive every notification, because
+//! One producer, two consumer *processes*; both receive every notification, because
 //! NOTIFY delivers to every listening session. A producer transaction that rolls back delivers
 //! nothing.
 //!

@@ -1,6 +1,6 @@
-//! Seed 000: a `job` table whose every change is notified as JSON by a trigger, and a listener
+//! A `job` table whose every change is notified as JSON by a trigger, and a listener
 //! that logs them. With `--load N` it inserts N rows from several writer threads (one row per
-//! transaction, as the seed did) and reports writes/s and notifications/s once all N arrived.
+//! transaction, like an application saving jobs one by one) and reports writes/s and notifications/s once all N arrived.
 //!
 //!     cargo run --example job_notify
 //!     cargo run --release --example job_notify -- --load 100000 --writers 4

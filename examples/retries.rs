@@ -1,4 +1,4 @@
-//! Seed 002: jobs that must be retried after failure, and dead jobs re-driven once fixed.
+//! Jobs that must be retried after failure, and dead jobs re-driven once fixed.
 //!
 //! Three kinds of jobs: ones that succeed, flaky ones that fail twice and then succeed
 //! (retried with exponential backoff and jitter), and a poison one that always fails and ends
@@ -79,7 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         fixed.store(true, Ordering::SeqCst);
         println!("fix deployed: re-driving job {}", dead.id);
-        broker.retry_job(dead.id)?;
+        broker.redrive_job(dead.id)?;
     }
     while broker.queue_stats()?.iter().any(|q| q.queue == "tasks") {
         std::thread::sleep(Duration::from_millis(100));

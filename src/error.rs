@@ -36,7 +36,7 @@ pub enum ErrorKind {
     Handler,
     /// Invalid configuration, or the environment lacks something needed (binaries, schema).
     Config,
-    /// The requested item (job, subscription, dead letter) does not exist.
+    /// The requested item (job, subscription, dead event) does not exist.
     NotFound,
     /// Reading or writing a local file or process failed.
     Io,

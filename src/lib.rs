@@ -58,13 +58,16 @@
 
 mod broker;
 mod config;
+mod deprecated;
 mod error;
 mod id_blocks;
 pub mod notify;
+mod payload;
 mod pool;
 pub mod queue;
 mod routing;
 mod schema;
+mod statements;
 mod table_name;
 pub mod topic;
 mod worker;
@@ -72,7 +75,8 @@ mod worker;
 pub use broker::Broker;
 pub use config::{BrokerBuilder, Config};
 pub use error::{Error, ErrorKind, Result};
-pub use notify::{Event, Listener, Notification, Payload, TableOp};
+pub use notify::{Event, Listener, Notification, TableOp};
+pub use payload::{Json, Payload, ToPayload};
 pub use pool::{CachedClient, PooledConn};
 pub use queue::{Job, JobContext, JobEvent, JobId, JobState, JobWatcher, QueueOptions};
 pub use routing::QueueBinding;

@@ -2,9 +2,10 @@
 //!
 //! The schema has three parts (see `schema.sql`): `schema/core.sql` (the install lock and the
 //! version table), numbered migrations in `schema/migrations/` that change tables, types and
-//! indexes and each run once, in order, and `schema/functions/`, every function, trigger
-//! function and view, re-created after the migrations on every install. All of it is embedded,
-//! so the library needs no files at run time.
+//! indexes and each run once, in order, and `schema/functions/` with `schema/statements/`, every
+//! function, trigger function and view, re-created after the migrations on every install (a
+//! statement file also gives the Rust code its statement, see src/statements.rs). All of it is
+//! embedded, so the library needs no files at run time.
 
 use postgres::GenericClient;
 
@@ -13,9 +14,6 @@ use crate::{Error, ErrorKind, Result};
 /// The schema version this library installs and expects: the number of its newest migration.
 pub const SCHEMA_VERSION: i32 = 1;
 
-/// `schema.sql`, for the test that it names the same parts as the lists below.
-#[cfg(test)]
-const MAIN: &str = include_str!("../schema.sql");
 const CORE: &str = include_str!("../schema/core.sql");
 
 /// One numbered step of the tables' history.
@@ -41,6 +39,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
     (
         "schema/functions/log.sql",
         include_str!("../schema/functions/log.sql"),
+    ),
+    (
+        "schema/statements/read_after.sql",
+        include_str!("../schema/statements/read_after.sql"),
     ),
     (
         "schema/functions/queue.sql",
@@ -139,6 +141,8 @@ pub(crate) fn version(client: &mut impl GenericClient) -> Result<Option<i32>> {
 mod test {
     use super::*;
 
+    const MAIN: &str = include_str!("../schema.sql");
+
     /// `schema.sql` (for psql) names the same files, in the same order, as the lists above.
     #[test]
     fn schema_sql_for_psql_names_every_part_in_order() {
@@ -156,6 +160,20 @@ mod test {
                 MAIN.contains(&format!("VALUES ({})", m.version)),
                 "schema.sql does not record migration {}",
                 m.version
+            );
+        }
+    }
+
+    /// Every statement file is installed (its function exists for SQL clients too).
+    #[test]
+    fn every_statement_file_is_installed() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/schema/statements");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let path = format!("schema/statements/{name}");
+            assert!(
+                FUNCTIONS.iter().any(|(p, _)| *p == path),
+                "{path} is not in FUNCTIONS"
             );
         }
     }

@@ -25,7 +25,7 @@ pub struct BenchArgs {
     /// Run only these workloads (repeat, or comma-separate; `prefix*` matches a prefix).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     only: Vec<String>,
-    /// Full sizes: seed 000's 10M-row table watch, and the fixed sizes uncapped.
+    /// Full sizes: the 10M-row table watch, and the fixed sizes uncapped.
     #[arg(long)]
     full: bool,
     /// Notifications per second in the latency workload.

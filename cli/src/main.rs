@@ -70,8 +70,9 @@ enum Command {
     Enqueue(queue::EnqueueArgs),
     /// List jobs, oldest first.
     Jobs(queue::JobsArgs),
-    /// Run a dead or cancelled job again.
-    Retry(queue::JobIdArgs),
+    /// Run a dead or cancelled job again (re-drive it; `retry` is the old name).
+    #[command(alias = "retry")]
+    Redrive(queue::JobIdArgs),
     /// Cancel an available or running job.
     Cancel(queue::JobIdArgs),
     /// Broker health: notification queue, schema, connections, horizon hold-back.
@@ -81,7 +82,7 @@ enum Command {
     /// On the database of --url / $DATABASE_URL when given (it installs the pgbroker schema
     /// there and uses, then drops, a `pgbroker_bench` schema), else on a private throwaway
     /// PostgreSQL. Each workload runs raw and through pgbroker on fresh tables, after a
-    /// warm-up; `-` marks a pgbroker side whose module has not landed yet.
+    /// warm-up; `-` marks a workload pgbroker has no counterpart for.
     Bench(bench_command::BenchArgs),
     /// Start a private throwaway PostgreSQL and show pub/sub at work.
     Demo,
@@ -111,7 +112,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Tail(args) => topic::tail(target.require()?, &args),
         Command::Enqueue(args) => queue::enqueue(target.require()?, &args),
         Command::Jobs(args) => queue::jobs(target.require()?, &args, json),
-        Command::Retry(args) => queue::retry(target.require()?, &args, json),
+        Command::Redrive(args) => queue::redrive(target.require()?, &args, json),
         Command::Cancel(args) => queue::cancel(target.require()?, &args, json),
         Command::Stats(args) => stats::stats(target.require()?, &args, json),
         Command::Bench(args) => bench_command::bench(target.url(), &args, json),

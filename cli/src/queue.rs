@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::Args;
 use pgbroker::queue::{validate_queue, JobState};
-use pgbroker::Job;
+use pgbroker::{Job, JobId};
 use serde_json::{json, Value};
 
 use crate::failure::Failure;
@@ -85,7 +85,7 @@ pub fn enqueue(url: &str, args: &EnqueueArgs) -> Result<(), Failure> {
             continue;
         }
         // One transaction per batch, each job's id back.
-        let ids = (|| -> pgbroker::Result<Vec<i64>> {
+        let ids = (|| -> pgbroker::Result<Vec<JobId>> {
             let mut conn = broker.conn()?;
             let mut tx = conn.transaction()?;
             let ids = batch
@@ -97,7 +97,7 @@ pub fn enqueue(url: &str, args: &EnqueueArgs) -> Result<(), Failure> {
         })()
         .map_err(|e| before(enqueued)(Failure::from(e)))?;
         enqueued += ids.len() as u64;
-        print_lines(ids.iter().map(i64::to_string))?;
+        print_lines(ids.iter().map(JobId::to_string))?;
     }
     Ok(())
 }
@@ -189,7 +189,7 @@ fn clip(s: &str, max: usize) -> String {
 
 pub fn cancel(url: &str, args: &JobIdArgs, json_out: bool) -> Result<(), Failure> {
     let broker = crate::connection::broker(url)?;
-    if !broker.cancel_job(args.id)? {
+    if !broker.cancel_job(JobId(args.id))? {
         return Err(refused(
             &broker,
             args.id,
@@ -199,21 +199,21 @@ pub fn cancel(url: &str, args: &JobIdArgs, json_out: bool) -> Result<(), Failure
     done(args.id, JobState::Cancelled, json_out)
 }
 
-pub fn retry(url: &str, args: &JobIdArgs, json_out: bool) -> Result<(), Failure> {
+pub fn redrive(url: &str, args: &JobIdArgs, json_out: bool) -> Result<(), Failure> {
     let broker = crate::connection::broker(url)?;
-    if !broker.retry_job(args.id)? {
+    if !broker.redrive_job(JobId(args.id))? {
         return Err(refused(
             &broker,
             args.id,
-            "only dead or cancelled jobs can be retried",
+            "only dead or cancelled jobs can be re-driven",
         ));
     }
     done(args.id, JobState::Available, json_out)
 }
 
-/// Why a job could not be cancelled or retried: it does not exist, or its state forbids it.
+/// Why a job could not be cancelled or re-driven: it does not exist, or its state forbids it.
 fn refused(broker: &pgbroker::Broker, id: i64, rule: &str) -> Failure {
-    match broker.job(id) {
+    match broker.job(JobId(id)) {
         Ok(None) => Failure::failed(format!("no job {id}")),
         Ok(Some(job)) => Failure::failed(format!("job {id} is {}: {rule}", job.state)),
         Err(e) => Failure::from(e),

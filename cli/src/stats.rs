@@ -349,7 +349,7 @@ fn subscriptions(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Erro
             "dead_letters",
             json!(r.get::<_, i64>(6)),
             "pgbroker_subscription_dead_letters",
-            "Events its handler gave up on (re-drive with Broker::redrive).",
+            "Events its handler gave up on (re-drive with Broker::redrive_events).",
         ));
         out.push(gauge(
             "retrying",

@@ -375,7 +375,7 @@ fn enqueued_jobs_are_listed_cancelled_and_retried() {
         json!({"id": id, "state": "available"})
     );
     assert_eq!(
-        db.broker().job(id).unwrap().unwrap().state,
+        db.broker().job(pgbroker::JobId(id)).unwrap().unwrap().state,
         pgbroker::JobState::Available
     );
     let o = run(&["retry", &delayed.to_string(), "--url", url]);
@@ -383,7 +383,7 @@ fn enqueued_jobs_are_listed_cancelled_and_retried() {
         &o,
         1,
         &format!(
-            "pgbroker: error: job {delayed} is available: only dead or cancelled jobs can be retried"
+            "pgbroker: error: job {delayed} is available: only dead or cancelled jobs can be re-driven"
         ),
     );
     for cmd in ["retry", "cancel"] {

@@ -260,45 +260,8 @@ $$;
 
 -- Reading -------------------------------------------------------------------------------------
 
--- The next events of a subscription partition after its cursor, below the horizon, in (tx, id)
--- order. Does not move the cursor: ack() does.
---
--- The planner cannot estimate the pattern and partition filters and would read and sort every
--- unread event; the settings make it walk the (tx, id) index in order and stop at max
--- (and keep JIT, triggered by the disabled sort's cost, out of a millisecond query).
--- The cursor and the subscription are looked up once (the CTEs, read by one-time subqueries),
--- so the events are the only relation and their index order is the ORDER BY: no sort. (Joined
--- to them with LATERAL, the rows came out in order too, but SQL promised it only with a sort
--- of the page: a sixth of the read's server time.)
--- PL/pgSQL, not SQL: it keeps the plan for the session, where a SQL function plans its body on
--- every call (1 ms with a week of daily partitions, three times the read itself).
--- src/topic/read.rs runs the same query on consumer connections with the same settings.
-CREATE OR REPLACE FUNCTION pgbroker.read(subscription text, max integer, part integer DEFAULT 0)
-RETURNS TABLE (id bigint, topic text, payload jsonb, headers jsonb, key text, tx xid8,
-               created_at timestamptz)
-LANGUAGE plpgsql STABLE
-SET enable_sort = off SET enable_bitmapscan = off SET jit = off
-AS $$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
-    WITH c AS (SELECT c.tx, c.id FROM pgbroker.subscription_cursors c
-                WHERE c.subscription = $1 AND c.partition = $3),
-         s AS (SELECT s.topic_like, s.topic_regex, s.partitions FROM pgbroker.subscriptions s
-                WHERE s.name = $1)
-    SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
-      FROM pgbroker.events e
-     WHERE (e.tx, e.id) > ((SELECT c.tx FROM c), (SELECT c.id FROM c))
-       AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
-       AND CASE WHEN (SELECT s.topic_like FROM s) IS NULL
-                THEN e.topic ~ (SELECT s.topic_regex FROM s)
-                ELSE e.topic LIKE ANY ((SELECT s.topic_like FROM s)::text[]) END
-       AND ((SELECT s.partitions FROM s) = 1
-            OR pgbroker.event_partition(e.key, e.id, (SELECT s.partitions FROM s)) = $3)
-     ORDER BY e.tx, e.id
-     LIMIT $2;
-END
-$$;
+-- pgbroker.read() and pgbroker.read_after(): schema/statements/read_after.sql (the statement
+-- is shared with the Rust consumers).
 
 -- The horizon: every transaction below it has ended, so every event with a smaller tx is
 -- readable now. A reader that got fewer events than it asked for may ack (horizon, 0) to skip

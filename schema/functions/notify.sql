@@ -1,4 +1,4 @@
--- Pub/sub: table-change notifications (seed 000, seed 003).
+-- Pub/sub: table-change notifications (a trigger notifies every row change as JSON).
 --
 -- pgbroker.watch_table(tbl, channel, ops) installs an AFTER ... FOR EACH ROW trigger that sends
 -- one NOTIFY per changed row on `channel`, with a JSON payload:

@@ -516,7 +516,7 @@ END
 $$;
 
 -- Running jobs whose lease expired more than `older_than` ago: their worker died or hangs
--- (seed 001's dead-job query).
+-- (the classic dead-job query of a CI service).
 CREATE OR REPLACE FUNCTION pgbroker.stuck_jobs(older_than interval DEFAULT interval '0')
 RETURNS SETOF pgbroker.jobs
 LANGUAGE sql STABLE AS $$

@@ -10,7 +10,6 @@ mod publish;
 mod watch;
 
 pub use listener::{Event, Listener, Notification};
-pub use publish::Payload;
 pub use watch::TableOp;
 
 use crate::{Error, ErrorKind, Result};

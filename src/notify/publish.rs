@@ -5,46 +5,12 @@ use std::borrow::Cow;
 use postgres::types::Type;
 
 use super::{validate_channel, MAX_PAYLOAD_BYTES};
-use crate::{Broker, Error, ErrorKind, Result};
-
-/// Something that can be sent as a notification payload: text as it is, JSON serialized.
-///
-/// # Examples
-///
-/// ```no_run
-/// # fn main() -> pgbroker::Result<()> {
-/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-/// broker.notify("chat", "plain text")?;
-/// broker.notify("chat", &serde_json::json!({"user": 7, "text": "hi"}))?;
-/// # Ok(()) }
-/// ```
-pub trait Payload {
-    /// The payload text.
-    fn payload_text(&self) -> Result<Cow<'_, str>>;
-}
-
-impl Payload for str {
-    fn payload_text(&self) -> Result<Cow<'_, str>> {
-        Ok(Cow::Borrowed(self))
-    }
-}
-
-impl Payload for String {
-    fn payload_text(&self) -> Result<Cow<'_, str>> {
-        Ok(Cow::Borrowed(self))
-    }
-}
-
-impl Payload for serde_json::Value {
-    fn payload_text(&self) -> Result<Cow<'_, str>> {
-        Ok(Cow::Owned(serde_json::to_string(self)?))
-    }
-}
+use crate::{Broker, Error, ErrorKind, Payload, Result, ToPayload};
 
 /// Validates a channel and payload and returns the payload text.
-fn checked<'a, P: Payload + ?Sized>(channel: &str, payload: &'a P) -> Result<Cow<'a, str>> {
+fn checked<'a>(channel: &str, payload: &'a Payload<'_>) -> Result<Cow<'a, str>> {
     validate_channel(channel)?;
-    let text = payload.payload_text()?;
+    let text = payload.as_text()?;
     if text.len() > MAX_PAYLOAD_BYTES {
         return Err(Error::new(
             ErrorKind::PayloadTooLarge,
@@ -80,8 +46,9 @@ impl Broker {
     /// broker.notify("orders", &serde_json::json!({"id": 42, "status": "paid"}))?;
     /// # Ok(()) }
     /// ```
-    pub fn notify<P: Payload + ?Sized>(&self, channel: &str, payload: &P) -> Result<()> {
-        let text = checked(channel, payload)?;
+    pub fn notify<P: ToPayload + ?Sized>(&self, channel: &str, payload: &P) -> Result<()> {
+        let payload = payload.to_payload()?;
+        let text = checked(channel, &payload)?;
         let mut conn = self.conn()?;
         let stmt = conn.statement(NOTIFY_SQL)?;
         conn.execute(&stmt, &[&channel, &text.as_ref()])?;
@@ -105,13 +72,14 @@ impl Broker {
     /// tx.commit()?;
     /// # Ok(()) }
     /// ```
-    pub fn notify_in<P: Payload + ?Sized>(
+    pub fn notify_in<P: ToPayload + ?Sized>(
         &self,
         tx: &mut postgres::Transaction<'_>,
         channel: &str,
         payload: &P,
     ) -> Result<()> {
-        let text = checked(channel, payload)?;
+        let payload = payload.to_payload()?;
+        let text = checked(channel, &payload)?;
         // One round trip: no prepare on a connection we do not own.
         tx.query_typed(
             NOTIFY_SQL,
@@ -127,14 +95,14 @@ mod test {
 
     #[test]
     fn payload_limit_is_exact() {
-        assert!(checked("c", &"a".repeat(7999)).is_ok());
-        let err = checked("c", &"a".repeat(8000)).unwrap_err();
+        assert!(checked("c", &Payload::text("a".repeat(7999))).is_ok());
+        let err = checked("c", &Payload::text("a".repeat(8000))).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
         assert_eq!(
-            checked("c", "a\0").unwrap_err().kind(),
+            checked("c", &Payload::text("a\0")).unwrap_err().kind(),
             ErrorKind::InvalidInput
         );
         let v = serde_json::json!({"a": 1});
-        assert_eq!(checked("c", &v).unwrap(), "{\"a\":1}");
+        assert_eq!(checked("c", &Payload::json(&v)).unwrap(), "{\"a\":1}");
     }
 }

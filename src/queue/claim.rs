@@ -385,11 +385,11 @@ impl Broker {
     /// # fn main() -> pgbroker::Result<()> {
     /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
     /// for job in broker.dead_jobs(Some("emails"), 100)? {
-    ///     broker.retry_job(job.id)?;
+    ///     broker.redrive_job(job.id)?;
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn retry_job(&self, id: JobId) -> Result<bool> {
+    pub fn redrive_job(&self, id: JobId) -> Result<bool> {
         let mut conn = self.conn()?;
         let stmt = conn.statement(RETRY_SQL)?;
         Ok(conn.query_one(&stmt, &[&id])?.get(0))

@@ -92,7 +92,7 @@ mod tests {
         let c = Completions::default();
         let batches = Mutex::new(Vec::new());
         c.complete(
-            7,
+            JobId(7),
             1,
             |ids, attempts| {
                 batches
@@ -103,7 +103,7 @@ mod tests {
             },
             |_, e| panic!("{e}"),
         );
-        assert_eq!(*batches.lock().unwrap(), vec![(vec![7], vec![1])]);
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![JobId(7)], vec![1])]);
         assert!(!c.state().deleting);
     }
 
@@ -124,7 +124,7 @@ mod tests {
             );
             std::thread::spawn(move || {
                 c.complete(
-                    1,
+                    JobId(1),
                     1,
                     |ids, _| {
                         if calls.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -141,11 +141,19 @@ mod tests {
         in_delete.wait();
         // While the first worker deletes job 1, three more finish and return at once.
         for id in 2..5 {
-            c.complete(id, 1, |_, _| panic!("not the deleting worker"), |_, _| {});
+            c.complete(
+                JobId(id),
+                1,
+                |_, _| panic!("not the deleting worker"),
+                |_, _| {},
+            );
         }
         release.wait();
         first.join().unwrap();
-        assert_eq!(*batches.lock().unwrap(), vec![vec![1], vec![2, 3, 4]]);
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![vec![JobId(1)], vec![JobId(2), JobId(3), JobId(4)]]
+        );
         assert!(!c.state().deleting);
     }
 
@@ -154,12 +162,12 @@ mod tests {
         let c = Completions::default();
         let failed = Mutex::new(Vec::new());
         c.complete(
-            3,
+            JobId(3),
             2,
             |_, _| Err(crate::Error::new(crate::ErrorKind::Closed, "gone")),
             |ids, _| failed.lock().unwrap().extend_from_slice(ids),
         );
-        assert_eq!(*failed.lock().unwrap(), vec![3]);
+        assert_eq!(*failed.lock().unwrap(), vec![JobId(3)]);
         assert!(!c.state().deleting);
     }
 }

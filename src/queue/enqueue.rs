@@ -8,8 +8,8 @@ use postgres::types::{ToSql, Type};
 use postgres::Transaction;
 
 use super::job::{check_payload, Job, DEFAULT_MAX_ATTEMPTS};
-use super::{secs, typed, validate_queue, JobId, JobPayload};
-use crate::{Broker, Error, ErrorKind, Result};
+use super::{secs, typed, validate_queue, JobId};
+use crate::{Broker, Error, ErrorKind, Result, ToPayload};
 
 // The hot path, a job due now without options on a pooled connection: a plain INSERT (same
 // semantics as `pgbroker.enqueue`, whose checks were done in Rust) of a prepared statement with
@@ -271,10 +271,11 @@ impl Broker {
     /// let id = broker.enqueue("emails", &serde_json::json!({"to": "a@example.com"}))?;
     /// # Ok(()) }
     /// ```
-    pub fn enqueue<P: JobPayload + ?Sized>(&self, queue: &str, payload: &P) -> Result<JobId> {
+    pub fn enqueue<P: ToPayload + ?Sized>(&self, queue: &str, payload: &P) -> Result<JobId> {
         // `enqueue_job(&Job::new(queue, payload))` without building the Job, which copies the
         // payload: the same checks in the same order, the same statement.
         validate_queue(queue)?;
+        let payload = payload.to_payload()?;
         let payload = payload.as_json()?;
         check_payload(&payload)?;
         self.enqueue_now(queue, &payload, 0, DEFAULT_MAX_ATTEMPTS as i32)
@@ -331,7 +332,7 @@ impl Broker {
             let stmt = conn.statement(quiet)?;
             conn.execute(&stmt, params).map_err(failed)?;
         }
-        Ok(id)
+        Ok(JobId(id))
     }
 
     /// Enqueues `job` with its options; returns its id, or for a [unique](Job::unique_key)

@@ -1,14 +1,14 @@
 //! `Job`: what to enqueue, with its options.
 
-use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
 use super::validate_queue;
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, ErrorKind, Payload, Result, ToPayload};
 
-/// A job payload: a JSON value, or text that must parse as JSON.
+/// What a job payload was before every publishing call took [`ToPayload`]: a JSON value, or
+/// text that must parse as JSON. Every `ToPayload` is one.
 ///
 /// # Examples
 ///
@@ -20,44 +20,14 @@ use crate::{Error, ErrorKind, Result};
 /// assert!(broker.enqueue("emails", "not json").is_err());
 /// # Ok(()) }
 /// ```
-pub trait JobPayload {
-    /// The payload as a JSON value; [`ErrorKind::Serialize`] when it is not JSON.
-    fn to_json(&self) -> Result<Value>;
+#[deprecated(
+    since = "0.1.0",
+    note = "use pgbroker::ToPayload, which notify and publish take too"
+)]
+pub trait JobPayload: ToPayload {}
 
-    /// The payload as a JSON value, borrowed when it already is one (no copy on the hot path
-    /// of [`Broker::enqueue`](crate::Broker::enqueue)). Defaults to [`to_json`](Self::to_json).
-    fn as_json(&self) -> Result<Cow<'_, Value>> {
-        self.to_json().map(Cow::Owned)
-    }
-}
-
-impl JobPayload for Value {
-    fn to_json(&self) -> Result<Value> {
-        Ok(self.clone())
-    }
-
-    fn as_json(&self) -> Result<Cow<'_, Value>> {
-        Ok(Cow::Borrowed(self))
-    }
-}
-
-impl JobPayload for str {
-    fn to_json(&self) -> Result<Value> {
-        serde_json::from_str(self).map_err(|e| {
-            Error::with_cause(
-                ErrorKind::Serialize,
-                Some("job payload is not valid JSON".into()),
-                e,
-            )
-        })
-    }
-}
-
-impl JobPayload for String {
-    fn to_json(&self) -> Result<Value> {
-        self.as_str().to_json()
-    }
-}
+#[allow(deprecated)]
+impl<T: ToPayload + ?Sized> JobPayload for T {}
 
 /// A job to enqueue: queue, payload and options. Each setter documents its default; nothing
 /// is checked until the job is enqueued.
@@ -95,8 +65,8 @@ pub struct Job {
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 25;
 
 impl Job {
-    /// A job for `queue` with `payload` and default options. A payload that is not JSON makes
-    /// enqueueing fail with [`ErrorKind::Serialize`].
+    /// A job for `queue` with `payload` (see [`ToPayload`]) and default options. A payload
+    /// that is not JSON makes enqueueing fail with [`ErrorKind::Serialize`].
     ///
     /// # Examples
     ///
@@ -104,10 +74,13 @@ impl Job {
     /// let job = pgbroker::queue::Job::new("emails", &serde_json::json!({"to": "a@example.com"}));
     /// assert_eq!(job.queue(), "emails");
     /// ```
-    pub fn new<P: JobPayload + ?Sized>(queue: &str, payload: &P) -> Job {
+    pub fn new<P: ToPayload + ?Sized>(queue: &str, payload: &P) -> Job {
         Job {
             queue: queue.to_owned(),
-            payload: payload.to_json().map_err(|e| e.to_string()),
+            payload: payload
+                .to_payload()
+                .and_then(Payload::into_json)
+                .map_err(|e| e.to_string()),
             priority: 0,
             run_at: None,
             delay: None,
@@ -211,12 +184,10 @@ impl Job {
     /// Checks everything that can be checked without the database and returns the payload.
     pub(crate) fn checked(&self) -> Result<&Value> {
         validate_queue(&self.queue)?;
-        let payload = self.payload.as_ref().map_err(|e| {
-            Error::new(
-                ErrorKind::Serialize,
-                format!("job payload is not valid JSON: {e}"),
-            )
-        })?;
+        let payload = self
+            .payload
+            .as_ref()
+            .map_err(|e| Error::new(ErrorKind::Serialize, format!("job payload: {e}")))?;
         if self.max_attempts == 0 || self.max_attempts > i32::MAX as u32 {
             return Err(Error::new(
                 ErrorKind::InvalidInput,

@@ -57,6 +57,7 @@ mod consumer;
 mod context;
 mod enqueue;
 mod job;
+mod job_id;
 mod stats;
 mod take;
 mod take_batch;
@@ -66,15 +67,15 @@ mod watch;
 pub use claim::ClaimedJob;
 pub use consumer::QueueOptions;
 pub use context::JobContext;
-pub use job::{Job, JobPayload, DEFAULT_MAX_ATTEMPTS};
+#[allow(deprecated)]
+pub use job::JobPayload;
+pub use job::{Job, DEFAULT_MAX_ATTEMPTS};
+pub use job_id::JobId;
 pub use stats::{JobInfo, QueueStats};
 pub(crate) use wake_checks::WakeChecks;
 pub use watch::{JobEvent, JobWatcher};
 
 use crate::{Error, ErrorKind, Result};
-
-/// A job's id (`pgbroker.jobs.id`).
-pub type JobId = i64;
 
 /// The longest queue name, in bytes.
 pub const MAX_QUEUE_NAME_BYTES: usize = 48;
@@ -102,7 +103,7 @@ pub enum JobState {
     /// job is deleted; watchers still see this state once).
     Completed,
     /// Failed on its last attempt, or discarded by its handler. Re-drive with
-    /// [`Broker::retry_job`](crate::Broker::retry_job).
+    /// [`Broker::redrive_job`](crate::Broker::redrive_job).
     Dead,
     /// Cancelled before it completed.
     Cancelled,

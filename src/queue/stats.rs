@@ -15,7 +15,7 @@ use crate::{Broker, Result};
 /// ```no_run
 /// # fn main() -> pgbroker::Result<()> {
 /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-/// if let Some(job) = broker.job(42)? {
+/// if let Some(job) = broker.job(pgbroker::JobId(42))? {
 ///     println!("{} {} attempt {}/{}", job.queue, job.state, job.attempt, job.max_attempts);
 /// }
 /// # Ok(()) }
@@ -163,8 +163,8 @@ impl Broker {
     }
 
     /// Running jobs whose lease expired more than `older_than` ago: their worker died or
-    /// hangs, and [`rescue_jobs`](Self::rescue_jobs) has not run yet (seed 001's dead-job
-    /// query).
+    /// hangs, and [`rescue_jobs`](Self::rescue_jobs) has not run yet (the classic
+    /// dead-job query of a CI service).
     ///
     /// # Examples
     ///

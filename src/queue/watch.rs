@@ -1,5 +1,5 @@
-//! Watching a queue: a [`JobEvent`] for every state change of its jobs (seed 001's websocket
-//! gateway watching CI runs).
+//! Watching a queue: a [`JobEvent`] for every state change of its jobs (what a
+//! websocket gateway showing CI runs live would feed on).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,7 +52,7 @@ impl JobEvent {
             )
         };
         Ok(JobEvent {
-            id: v["id"].as_i64().ok_or_else(bad)?,
+            id: JobId(v["id"].as_i64().ok_or_else(bad)?),
             queue: v["queue"].as_str().ok_or_else(bad)?.to_owned(),
             state: v["state"].as_str().ok_or_else(bad)?.parse()?,
             attempt: v["attempt"].as_i64().ok_or_else(bad)? as i32,
@@ -230,7 +230,7 @@ mod test {
             r#"{"id":7,"queue":"q","state":"available","attempt":1,"max_attempts":3,"run_at":"x","error":"boom"}"#,
         )
         .unwrap();
-        assert_eq!(ev.id, 7);
+        assert_eq!(ev.id, JobId(7));
         assert_eq!(ev.state, JobState::Available);
         assert_eq!(ev.error.as_deref(), Some("boom"));
         assert!(JobEvent::parse("{}").is_err());

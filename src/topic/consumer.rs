@@ -226,7 +226,7 @@ impl WorkerPoolBuilder {
     /// past the batch, on `Err` (or a panic) the batch — or only the events of a
     /// [`FailedEvents`] error — goes to the retry table and the cursor moves on anyway, so a
     /// poison event never blocks the others. Retries deliver one event at a time; after the
-    /// last one the event is dead ([`Broker::dead_letters`](crate::Broker::dead_letters)).
+    /// last one the event is dead ([`Broker::dead_events`](crate::Broker::dead_events)).
     ///
     /// Pools (in one process or many) consuming the same subscription share its partitions:
     /// each is a member holding its fair share, `partitions / members` (one more for the

@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::json_text::{JsonText, Xid8};
 use super::{validate_topic, Position};
-use crate::{Error, ErrorKind, Result};
+use crate::{Error, ErrorKind, Result, ToPayload};
 
 /// The longest event key, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -61,16 +61,24 @@ impl std::fmt::Display for EventId {
 pub struct NewEvent {
     pub(crate) topic: String,
     pub(crate) payload: Value,
+    /// Why the payload given is not JSON (then `payload` is null); reported by `validate`.
+    payload_error: Option<String>,
     pub(crate) headers: Option<Value>,
     pub(crate) key: Option<String>,
 }
 
 impl NewEvent {
-    /// An event on `topic` with `payload`, no headers and no key.
-    pub fn new(topic: impl Into<String>, payload: Value) -> NewEvent {
+    /// An event on `topic` with `payload` (see [`ToPayload`]), no headers and no key. A
+    /// payload that is not JSON makes publishing fail with [`ErrorKind::Serialize`].
+    pub fn new(topic: impl Into<String>, payload: impl ToPayload) -> NewEvent {
+        let (payload, payload_error) = match payload.into_json_value() {
+            Ok(value) => (value, None),
+            Err(e) => (Value::Null, Some(e.to_string())),
+        };
         NewEvent {
             topic: topic.into(),
             payload,
+            payload_error,
             headers: None,
             key: None,
         }
@@ -109,6 +117,12 @@ impl NewEvent {
     /// ```
     pub fn validate(&self) -> Result<()> {
         validate_topic(&self.topic)?;
+        if let Some(e) = &self.payload_error {
+            return Err(Error::new(
+                ErrorKind::Serialize,
+                format!("event payload: {e}"),
+            ));
+        }
         if let Some(h) = &self.headers {
             if !h.is_object() {
                 return Err(Error::new(

@@ -15,7 +15,7 @@
 //! [`ack`](crate::Broker::ack)) or on the worker pool
 //! ([`WorkerPoolBuilder::subscription`](crate::WorkerPoolBuilder::subscription)): one active
 //! consumer per partition, partitions balanced over the pools (processes) consuming the
-//! subscription, retries on a schedule, then dead letters that can be re-driven.
+//! subscription, retries on a schedule, then dead events that can be re-driven.
 //! The same protocol is usable from any client through the SQL functions of
 //! `schema/functions/log.sql` (`pgbroker.publish`, `subscribe`, `read`, `ack`, `seek`, `redrive`,
 //! `member_checkin`, `live_members`, `publish_table_changes`, `log_maintain`,
@@ -53,7 +53,7 @@
 //!   next poll, unless the writer also runs `SELECT pgbroker.log_wake()` (no trigger does it
 //!   for every insert: it cost nearly as much as a raw insert).
 //! - **Retention** drops whole daily partitions, read or not: keep it longer than the longest
-//!   time a subscription may fall behind. Dead letters are copies and survive it.
+//!   time a subscription may fall behind. Dead events are copies and survive it.
 //! - **Partitions are balanced** over the worker pools consuming a subscription, in one
 //!   process or many, like a Kafka consumer group: each pool is a *member* and holds its
 //!   share, `partitions / members`, one more for the `partitions % members` oldest members
@@ -118,6 +118,8 @@ mod retry;
 mod subscription;
 mod table_changes;
 
+#[allow(deprecated)]
+pub use crate::deprecated::DeadLetter;
 pub use consumer::{ConsumerOptions, FailedEvents};
 pub use event::{EventId, LogEvent, NewEvent, MAX_KEY_BYTES};
 pub use lag::PartitionLag;
@@ -132,7 +134,7 @@ pub use publish::MAX_BATCH_EVENTS;
 pub(crate) use publish_state::PublishState;
 pub use publisher::{Publisher, PublisherBuilder};
 pub use read::{Batch, MAX_READ};
-pub use retry::{DeadLetter, RetryPolicy};
+pub use retry::{DeadEvent, RetryPolicy};
 pub use subscription::{StartAt, SubscriptionBuilder, SubscriptionInfo};
 
 /// The channel consumers LISTEN on for wake-ups (payload empty).

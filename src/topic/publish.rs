@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{EventId, NewEvent};
 use crate::id_blocks::{reserve_ids, NEXT_EVENT_IDS_SQL};
-use crate::{Broker, Error, ErrorKind, Result};
+use crate::{Broker, Error, ErrorKind, Result, ToPayload};
 
 /// The most events one [`Broker::publish_batch`] call accepts.
 pub const MAX_BATCH_EVENTS: usize = 100_000;
@@ -67,7 +67,11 @@ impl Broker {
     /// Publishes one event on `topic` now, in its own transaction on a pooled connection.
     /// Returns its id. Subscribers see it once it commits (and every older transaction ended).
     ///
-    /// Fails with [`ErrorKind::InvalidName`] for an invalid topic, before writing anything.
+    /// The payload is a JSON value, JSON text or any `Serialize` value in [`Json`](crate::Json)
+    /// (see [`ToPayload`]).
+    ///
+    /// Fails with [`ErrorKind::InvalidName`] for an invalid topic and [`ErrorKind::Serialize`]
+    /// for text that is not JSON, before writing anything.
     ///
     /// # Examples
     ///
@@ -78,9 +82,10 @@ impl Broker {
     /// println!("published event {id}");
     /// # Ok(()) }
     /// ```
-    pub fn publish(&self, topic: &str, payload: &Value) -> Result<EventId> {
+    pub fn publish<P: ToPayload + ?Sized>(&self, topic: &str, payload: &P) -> Result<EventId> {
         super::validate_topic(topic)?;
-        self.insert_one(topic, payload, None, None)
+        let payload = payload.to_payload()?;
+        self.insert_one(topic, payload.as_json()?.as_ref(), None, None)
     }
 
     /// Publishes one event with headers and/or a key; see [`NewEvent`]. Fails with

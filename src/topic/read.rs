@@ -7,6 +7,7 @@ use postgres::GenericClient;
 use super::json_text::Xid8;
 use super::subscription::not_found;
 use super::{validate_subscription, LogEvent, Position};
+use crate::statements::{self, statement};
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// The most events one read returns.
@@ -22,32 +23,25 @@ SELECT id, topic, payload, headers, key, tx, created_at, NULL::xid8
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(pg_current_snapshot())";
 
-/// Planner settings for [`READ_SQL`], set on consumer connections (as `pgbroker.read()` sets them
-/// for its body): walk the `(tx, id)` index in order and stop at the limit.
+/// Planner settings for [`READ_SQL`], set on consumer connections (as `pgbroker.read_after()` sets
+/// them for its body): walk the `(tx, id)` index in order and stop at the limit.
 pub(crate) const READ_SETTINGS: &str =
     "SET enable_sort = off; SET enable_bitmapscan = off; SET jit = off";
 
-/// The query of `pgbroker.read()` (schema/functions/log.sql) reading after a given position (`$4`, `$5`)
-/// rather than the stored cursor, plus a last row with only the horizon of the same snapshot
-/// (in the `tx` column). A consumer holds its partition alone, so it knows where it is: it can
-/// read the next batch before acknowledging the one its handler has. Prepared once per
-/// consumer connection. Keep it in step with the function; a test compares them.
-pub(crate) const READ_SQL: &str = "\
-(WITH s AS (SELECT s.topic_like, s.topic_regex, s.partitions FROM pgbroker.subscriptions s
-             WHERE s.name = $1)
-SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
-  FROM pgbroker.events e
- WHERE (e.tx, e.id) > ($4::xid8, $5::bigint)
-   AND e.tx < pg_snapshot_xmin(pg_current_snapshot())
-   AND CASE WHEN (SELECT s.topic_like FROM s) IS NULL
-            THEN e.topic ~ (SELECT s.topic_regex FROM s)
-            ELSE e.topic LIKE ANY ((SELECT s.topic_like FROM s)::text[]) END
-   AND ((SELECT s.partitions FROM s) = 1
-        OR pgbroker.event_partition(e.key, e.id, (SELECT s.partitions FROM s)) = $3)
- ORDER BY e.tx, e.id
- LIMIT $2)
-UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(pg_current_snapshot()), NULL";
+/// The statement of `pgbroker.read_after()` (schema/statements/read_after.sql): the events after
+/// a given position (`$4`, `$5`) rather than the stored cursor, plus a last row with only the
+/// horizon of the same snapshot (in the `tx` column). A consumer holds its partition alone, so
+/// it knows where it is: it can read the next batch before acknowledging the one its handler
+/// has. Prepared once per consumer connection.
+pub(crate) const READ_SQL: &str = statements::as_str(&READ_SQL_BYTES);
+
+const READ_SQL_PARTS: &[&str] = &[
+    "(",
+    statement!("read_after"),
+    ")\nUNION ALL\nSELECT NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(pg_current_snapshot()), NULL",
+];
+const READ_SQL_BYTES: [u8; statements::total_len(READ_SQL_PARTS)] =
+    statements::concat(READ_SQL_PARTS);
 
 /// Moves the cursor forward (never back): the pull API's `ack`.
 pub(crate) const ACK_SQL: &str = "\
@@ -388,35 +382,4 @@ pub(crate) fn ack_with(
         return Err(not_found(subscription, partition));
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod read_sql_test {
-    use super::READ_SQL;
-
-    #[test]
-    fn read_statement_is_the_sql_functions_query() {
-        let words = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
-        let schema = include_str!("../../schema/functions/log.sql");
-        let start = schema
-            .find("CREATE OR REPLACE FUNCTION pgbroker.read(")
-            .unwrap();
-        let body = &schema[start..];
-        let body = &body[body.find("RETURN QUERY").unwrap() + "RETURN QUERY".len()..];
-        let body = words(&body[..body.find(";\nEND").unwrap()]);
-        // Ours reads after the given position instead of the stored cursor.
-        let cursor = "WITH c AS (SELECT c.tx, c.id FROM pgbroker.subscription_cursors c \
-                      WHERE c.subscription = $1 AND c.partition = $3), s AS";
-        assert!(
-            body.starts_with(cursor),
-            "read() starts with its cursor: {body}"
-        );
-        let body = body.replacen(cursor, "WITH s AS", 1).replacen(
-            "((SELECT c.tx FROM c), (SELECT c.id FROM c))",
-            "($4::xid8, $5::bigint)",
-            1,
-        );
-        let ours = &READ_SQL[1..READ_SQL.find(")\nUNION ALL").unwrap()];
-        assert_eq!(words(ours), words(&body));
-    }
 }

@@ -1,4 +1,4 @@
-//! Retries and dead letters of reliable handlers.
+//! Retries and dead events of reliable handlers.
 
 use std::time::{Duration, SystemTime};
 
@@ -7,7 +7,7 @@ use crate::{Broker, Result};
 
 /// When a failed event is delivered again: after each delay of the schedule in turn; once
 /// they are used up, the event is dead (kept in `pgbroker.event_retries` for
-/// [`Broker::dead_letters`] and [`Broker::redrive`]).
+/// [`Broker::dead_events`] and [`Broker::redrive_events`]).
 ///
 /// # Examples
 ///
@@ -53,20 +53,21 @@ impl RetryPolicy {
     }
 }
 
-/// An event a reliable handler gave up on. Listed by [`Broker::dead_letters`].
+/// An event a reliable handler gave up on. Listed by [`Broker::dead_events`], delivered again
+/// by [`Broker::redrive_events`].
 ///
 /// # Examples
 ///
 /// ```no_run
 /// # fn main() -> pgbroker::Result<()> {
 /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-/// for d in broker.dead_letters("billing", 10)? {
+/// for d in broker.dead_events("billing", 10)? {
 ///     println!("{} failed {} times: {:?}", d.event.id(), d.attempts, d.last_error);
 /// }
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
+pub struct DeadEvent {
     /// The event (a copy: retention does not remove it).
     pub event: LogEvent,
     /// The partition it belongs to.
@@ -80,19 +81,20 @@ pub struct DeadLetter {
 }
 
 impl Broker {
-    /// The dead events of a subscription, oldest first, at most `limit`.
+    /// The dead events of a subscription, oldest first, at most `limit` (the queue's
+    /// counterpart: [`dead_jobs`](Self::dead_jobs)).
     ///
     /// # Examples
     ///
     /// ```no_run
     /// # fn main() -> pgbroker::Result<()> {
     /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-    /// for dead in broker.dead_letters("billing", 100)? {
+    /// for dead in broker.dead_events("billing", 100)? {
     ///     println!("{}: {:?}", dead.event.id(), dead.last_error);
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn dead_letters(&self, subscription: &str, limit: usize) -> Result<Vec<DeadLetter>> {
+    pub fn dead_events(&self, subscription: &str, limit: usize) -> Result<Vec<DeadEvent>> {
         validate_subscription(subscription)?;
         let mut conn = self.conn()?;
         let rows = conn.query(
@@ -105,7 +107,7 @@ impl Broker {
         )?;
         rows.iter()
             .map(|r| {
-                Ok(DeadLetter {
+                Ok(DeadEvent {
                     event: LogEvent::from_row(r)?,
                     partition: r.get::<_, i32>(7) as u32,
                     attempts: r.get::<_, i32>(8) as u32,
@@ -116,7 +118,8 @@ impl Broker {
             .collect()
     }
 
-    /// Delivers dead events again, now, with a fresh retry schedule: all of a subscription's
+    /// Delivers dead events again (the queue's word too: [`redrive_job`](Self::redrive_job)),
+    /// now, with a fresh retry schedule: all of a subscription's
     /// (`ids` = `None`) or the given ones. Returns how many. Needs a running consumer of the
     /// subscription to deliver them.
     ///
@@ -125,11 +128,11 @@ impl Broker {
     /// ```no_run
     /// # fn main() -> pgbroker::Result<()> {
     /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-    /// let n = broker.redrive("billing", None)?;
+    /// let n = broker.redrive_events("billing", None)?;
     /// println!("re-driving {n} events");
     /// # Ok(()) }
     /// ```
-    pub fn redrive(&self, subscription: &str, ids: Option<&[EventId]>) -> Result<usize> {
+    pub fn redrive_events(&self, subscription: &str, ids: Option<&[EventId]>) -> Result<usize> {
         validate_subscription(subscription)?;
         let ids: Option<Vec<i64>> = ids.map(|ids| ids.iter().map(|i| i.0).collect());
         let mut conn = self.conn()?;

@@ -215,7 +215,7 @@ impl Broker {
         }
     }
 
-    /// Deletes a subscription with its cursors, retries and dead letters. Returns whether it
+    /// Deletes a subscription with its cursors, retries and dead events. Returns whether it
     /// existed.
     ///
     /// # Examples

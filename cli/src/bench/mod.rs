@@ -42,7 +42,7 @@ pub struct Options {
     pub threads: usize,
     /// Workload names to run (exact, or a prefix ending in `*`); empty = all.
     pub only: Vec<String>,
-    /// Run the full sizes (seed 000's 10M rows), ignoring the --messages cap.
+    /// Run the full sizes (the table watch's 10M rows), ignoring the --messages cap.
     pub full: bool,
     /// Notifications per second of the latency workload (default 1000).
     pub rate: u32,

@@ -1,4 +1,4 @@
-//! Pub/sub workloads, measurable now: seed 000's table watch, and notify end-to-end latency.
+//! Pub/sub workloads, a table whose every row change is notified, and notify end-to-end latency.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -28,7 +28,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         .into_iter()
         .map(|(name, size)| Workload {
             name,
-            about: "seed 000: INSERTs on 4 writers, a row trigger notifies each row as JSON, \
+            about: "table watch: INSERTs on 4 writers, a row trigger notifies each row as JSON, \
                     one listener receives all (raw: the same INSERTs, no trigger)",
             threads: o.threads,
             // The fixed sizes, capped by --messages unless --full asks for them all.
@@ -62,7 +62,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
     out
 }
 
-/// Seed 000 without pgbroker: the same INSERTs, no trigger, no listener.
+/// The table watch without pgbroker: the same INSERTs, no trigger, no listener.
 fn raw_writes(threads: usize) -> Runner {
     let insert = insert_single_job(threads);
     Box::new(move |ctx, budget| {
@@ -72,7 +72,7 @@ fn raw_writes(threads: usize) -> Runner {
     })
 }
 
-/// Seed 000 with pgbroker: `watch_table` on the job table, a listener, `threads` writers.
+/// The table watch with pgbroker: `watch_table` on the job table, a listener, `threads` writers.
 /// The rate is end to end: until the last notification arrived.
 fn watched_inserts(threads: usize) -> Runner {
     let insert = insert_single_job(threads);

@@ -291,7 +291,7 @@ pub fn payload_of(bytes: usize) -> Value {
     serde_json::json!({ "id": 1, "data": "x".repeat(bytes.saturating_sub(20)) })
 }
 
-/// Seed 000's writes: one INSERT of a job row per transaction, on `threads` connections.
+/// The table watch's writes: one INSERT of a job row per transaction, on `threads` connections.
 pub fn insert_single_job(threads: usize) -> Runner {
     Box::new(move |ctx, budget| {
         parallel(ctx, threads, budget, |c, budget| {

@@ -1,5 +1,5 @@
 //! The benchmark's own tables, in schema `pgbroker_bench`: shaped like pgbroker's events
-//! and jobs so the raw side does the same work pgbroker does, plus seed 000's `job` table;
+//! and jobs so the raw side does the same work pgbroker does, plus the table-watch workload's `job` table;
 //! and emptying pgbroker's own tables of the benchmark's rows between runs.
 
 use pgbroker::postgres::binary_copy::BinaryCopyInWriter;
@@ -34,7 +34,7 @@ CREATE TABLE pgbroker_bench.jobs (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ON pgbroker_bench.jobs (queue, priority DESC, run_at, id) WHERE state = 'available';
--- Seed 000's load-test table.
+-- The table-watch workload's load-test table.
 CREATE TABLE pgbroker_bench.job (
     id         bigserial PRIMARY KEY,
     name       text NOT NULL,

@@ -1,6 +1,6 @@
 //! The worker pool running notification handlers.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};

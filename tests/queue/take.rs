@@ -2,14 +2,14 @@
 //! real PostgreSQL: commit completes, rollback or a dead connection returns, failures are
 //! written back with backoff and history, effects commit with the jobs, cancel never blocks.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgbroker::queue::{Job, JobState};
-use pgbroker::{Broker, ErrorKind};
+use pgbroker::{Broker, ErrorKind, JobId};
 
 fn count(broker: &Broker, sql: &str) -> i64 {
     broker.conn().unwrap().query_one(sql, &[]).unwrap().get(0)
@@ -19,7 +19,7 @@ fn count(broker: &Broker, sql: &str) -> i64 {
 fn commit_completes_rollback_returns_untouched() {
     let db = support::db();
     let broker = db.broker();
-    let ids: Vec<i64> = (0..5)
+    let ids: Vec<JobId> = (0..5)
         .map(|i| broker.enqueue("t", &serde_json::json!({ "i": i })).unwrap())
         .collect();
     let mut conn = broker.conn().unwrap();
@@ -244,7 +244,7 @@ fn sql_protocol_take_fail_commit() {
     let row = c
         .query_one("SELECT * FROM pgbroker.take('s', 5)", &[])
         .unwrap();
-    assert_eq!(row.get::<_, i64>("id"), id);
+    assert_eq!(row.get::<_, JobId>("id"), id);
     assert_eq!(row.get::<_, i32>("attempt"), 1);
     let state: String = c
         .query_one(
@@ -308,7 +308,7 @@ fn many_jobs_over_four_threads_each_taken_exactly_once() {
 fn priorities_order_the_take() {
     let db = support::db();
     let broker = db.broker();
-    let mut expected: Vec<(i32, i64)> = [3, -1, 7, 0, -1, 2]
+    let mut expected: Vec<(i32, JobId)> = [3, -1, 7, 0, -1, 2]
         .iter()
         .map(|p| {
             let id = broker

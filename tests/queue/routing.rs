@@ -1,6 +1,6 @@
 //! Routing: queues bound to topic patterns receive one job per matching event.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -2,15 +2,14 @@
 //! PostgreSQL: each handler's writes commit with its job's completion, exactly once; failures
 //! roll back only their own job; lost connections and shutdown give jobs back untouched.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
-use pgbroker::{Broker, ErrorKind};
+use pgbroker::{Broker, ErrorKind, JobId};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -26,12 +25,12 @@ fn count(broker: &Broker, sql: &str) -> i64 {
     broker.conn().unwrap().query_one(sql, &[]).unwrap().get(0)
 }
 
-fn jobs_left(broker: &Broker) -> i64 {
+pub(crate) fn jobs_left(broker: &Broker) -> i64 {
     count(broker, "SELECT count(*) FROM pgbroker.jobs")
 }
 
 /// A table of effects: one row per (job, attempt) a handler wrote.
-fn effects_table(db: &support::TestDb) {
+pub(crate) fn effects_table(db: &support::TestDb) {
     db.client()
         .batch_execute(
             "CREATE TABLE effects (job_id bigint, attempt int, PRIMARY KEY (job_id, attempt))",
@@ -40,7 +39,7 @@ fn effects_table(db: &support::TestDb) {
 }
 
 /// The handler's write: this job's id and attempt, in the job's transaction.
-fn record(job: &JobContext<'_>) -> pgbroker::Result<()> {
+pub(crate) fn record(job: &JobContext<'_>) -> pgbroker::Result<()> {
     job.with_transaction(|tx| {
         tx.execute(
             "INSERT INTO effects VALUES ($1, $2)",
@@ -50,7 +49,7 @@ fn record(job: &JobContext<'_>) -> pgbroker::Result<()> {
     })
 }
 
-fn effects(broker: &Broker) -> Vec<(i64, i32)> {
+pub(crate) fn effects(broker: &Broker) -> Vec<(JobId, i32)> {
     broker
         .conn()
         .unwrap()
@@ -71,7 +70,7 @@ fn many_jobs_on_four_transactions_each_handled_exactly_once() {
         .map(|i| Job::new("many", &serde_json::json!({ "i": i })))
         .collect();
     broker.enqueue_batch(&jobs).unwrap();
-    let mut ids: Vec<i64> = broker
+    let mut ids: Vec<JobId> = broker
         .conn()
         .unwrap()
         .query("SELECT id FROM pgbroker.jobs", &[])
@@ -98,111 +97,13 @@ fn many_jobs_on_four_transactions_each_handled_exactly_once() {
         jobs_left(&broker)
     );
     let stats = pool.shutdown().unwrap();
-    let done: Vec<i64> = effects(&broker).into_iter().map(|(id, _)| id).collect();
+    let done: Vec<JobId> = effects(&broker).into_iter().map(|(id, _)| id).collect();
     assert_eq!(done, ids, "the effects table holds exactly the N job ids");
     let mut calls = calls.lock().unwrap().clone();
     assert_eq!(calls.len(), n, "no handler ran twice");
     calls.sort_unstable();
     assert_eq!(calls, ids);
     assert_eq!((stats.handled, stats.failed), (n as u64, 0));
-}
-
-#[test]
-fn a_panicking_handler_rolls_back_its_own_writes_only_and_is_retried() {
-    let db = support::db();
-    let broker = db.broker();
-    effects_table(&db);
-    let ids: Vec<i64> = (0..5)
-        .map(|i| {
-            broker
-                .enqueue_job(
-                    &Job::new("p", &serde_json::json!({ "i": i }))
-                        .backoff(Duration::from_millis(10), Duration::from_millis(10)),
-                )
-                .unwrap()
-        })
-        .collect();
-    let runs = Arc::new(Mutex::new(Vec::new()));
-    let r = runs.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(1)
-        .queue_with(opts("p").jobs_per_transaction(10), move |job| {
-            r.lock().unwrap().push((job.id(), job.attempt()));
-            record(job)?;
-            if job.payload()["i"] == 2 && job.attempt() == 1 {
-                panic!("job 2 explodes after writing");
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || jobs_left(&broker) == 0));
-    let stats = pool.shutdown().unwrap();
-    // One batch ran all five (the panic did not stop it), then job 2 again as attempt 2.
-    let mut expected: Vec<(i64, u32)> = ids.iter().map(|id| (*id, 1)).collect();
-    expected.push((ids[2], 2));
-    assert_eq!(*runs.lock().unwrap(), expected);
-    // Attempt 1 of job 2 wrote nothing that survived; the others' writes committed once.
-    let mut written: Vec<(i64, i32)> = ids.iter().map(|id| (*id, 1)).collect();
-    written[2].1 = 2;
-    assert_eq!(effects(&broker), written);
-    assert_eq!((stats.handled, stats.panicked), (5, 1));
-}
-
-#[test]
-fn exhausted_jobs_die_with_their_errors_and_no_effects() {
-    let db = support::db();
-    let broker = db.broker();
-    effects_table(&db);
-    let id = broker
-        .enqueue_job(
-            &Job::new("f", "{}")
-                .max_attempts(3)
-                .backoff(Duration::from_millis(10), Duration::from_millis(20)),
-        )
-        .unwrap();
-    let pool = broker
-        .worker_pool()
-        .threads(2)
-        .queue_with(opts("f"), move |job| {
-            record(job)?;
-            if job.attempt() == 2 {
-                panic!("attempt 2 panicked");
-            }
-            Err(format!("attempt {} failed", job.attempt()).into())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(id)
-        .unwrap()
-        .is_some_and(|j| j.state == JobState::Dead)));
-    pool.shutdown().unwrap();
-    let info = broker.job(id).unwrap().unwrap();
-    assert_eq!(info.attempt, 3);
-    assert_eq!(info.last_error.as_deref(), Some("attempt 3 failed"));
-    let errors: Vec<(i64, String)> = info
-        .errors
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["attempt"].as_i64().unwrap(),
-                e["error"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    assert_eq!(errors.len(), 3);
-    assert_eq!(errors[0], (1, "attempt 1 failed".to_owned()));
-    assert_eq!(errors[1].0, 2);
-    assert!(errors[1].1.contains("attempt 2 panicked"), "{errors:?}");
-    assert_eq!(errors[2], (3, "attempt 3 failed".to_owned()));
-    assert!(
-        effects(&broker).is_empty(),
-        "every attempt's write rolled back"
-    );
 }
 
 #[test]
@@ -255,7 +156,7 @@ fn a_killed_connection_mid_batch_gives_the_jobs_back_and_they_are_redone() {
     let db = support::db();
     let broker = db.broker();
     effects_table(&db);
-    let ids: Vec<i64> = (0..3)
+    let ids: Vec<JobId> = (0..3)
         .map(|i| broker.enqueue("k", &serde_json::json!({ "i": i })).unwrap())
         .collect();
     let runs = Arc::new(Mutex::new(Vec::new()));
@@ -315,14 +216,14 @@ fn shutdown_gives_unstarted_jobs_back_untouched() {
     let db = support::db();
     let broker = db.broker();
     effects_table(&db);
-    let ids: Vec<i64> = (0..4)
+    let ids: Vec<JobId> = (0..4)
         .map(|i| broker.enqueue("s", &serde_json::json!({ "i": i })).unwrap())
         .collect();
     let before: Vec<_> = ids
         .iter()
         .map(|id| broker.job(*id).unwrap().unwrap().run_at)
         .collect();
-    let (started_tx, started_rx) = crossbeam_channel::bounded::<i64>(4);
+    let (started_tx, started_rx) = crossbeam_channel::bounded::<JobId>(4);
     let pool = broker
         .worker_pool()
         .threads(1)
@@ -386,52 +287,6 @@ fn an_idle_pool_is_woken_well_before_its_poll_interval() {
         at.duration_since(t0)
     );
     assert_eq!(jobs_left(&broker), 0);
-}
-
-#[test]
-fn snooze_and_discard_are_written_back_in_the_batch() {
-    let db = support::db();
-    let broker = db.broker();
-    let later = broker
-        .enqueue("sd", &serde_json::json!({"do": "snooze"}))
-        .unwrap();
-    let dead = broker
-        .enqueue("sd", &serde_json::json!({"do": "discard"}))
-        .unwrap();
-    let done = broker
-        .enqueue("sd", &serde_json::json!({"do": "ok"}))
-        .unwrap();
-    let ran = Arc::new(AtomicBool::new(false));
-    let r = ran.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(1)
-        .queue_with(opts("sd").jobs_per_transaction(3), move |job| {
-            r.store(true, Ordering::SeqCst);
-            match job.payload()["do"].as_str() {
-                Some("snooze") => job.snooze(Duration::from_secs(3600)),
-                Some("discard") => job.discard("not wanted"),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(dead)
-        .unwrap()
-        .is_some_and(|j| j.state == JobState::Dead)));
-    pool.shutdown().unwrap();
-    assert!(ran.load(Ordering::SeqCst));
-    assert!(broker.job(done).unwrap().is_none());
-    let snoozed = broker.job(later).unwrap().unwrap();
-    assert_eq!((snoozed.state, snoozed.attempt), (JobState::Available, 0));
-    assert!(snoozed.run_at > std::time::SystemTime::now() + Duration::from_secs(3000));
-    let discarded = broker.job(dead).unwrap().unwrap();
-    assert_eq!(discarded.attempt, 1);
-    assert_eq!(
-        discarded.last_error.as_deref(),
-        Some("discarded: not wanted")
-    );
 }
 
 #[test]
@@ -600,7 +455,7 @@ fn a_deadlock_between_batches_gives_the_victim_back_uncounted_and_both_commit() 
 }
 
 /// Enqueues `n` jobs on `queue` (payload `{"i": i}`); their ids.
-fn enqueue_numbered(broker: &Broker, queue: &str, n: i64) -> Vec<i64> {
+fn enqueue_numbered(broker: &Broker, queue: &str, n: i64) -> Vec<JobId> {
     (0..n)
         .map(|i| {
             broker
@@ -626,7 +481,7 @@ where
 }
 
 /// Each of `ids` wrote its effect once, as attempt 1.
-fn assert_each_done_once(broker: &Broker, ids: &[i64]) {
+fn assert_each_done_once(broker: &Broker, ids: &[JobId]) {
     assert_eq!(
         effects(broker),
         ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>()

@@ -1,6 +1,6 @@
 //! Installing and upgrading the schema; connecting.
 
-mod support;
+use crate::support;
 
 use pgbroker::{Broker, ErrorKind, SCHEMA_VERSION};
 
@@ -112,7 +112,7 @@ fn connection_errors_are_typed() {
 
 #[test]
 fn readme_sql_block_runs() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("```sql\n").expect("README has a sql block") + 7;
     let end = start + readme[start..].find("```").unwrap();
     let db = support::db();
@@ -127,7 +127,7 @@ fn readme_sql_block_runs() {
 }
 
 /// The schema of every released version, oldest first: add one when a release changes it.
-const RELEASED_SCHEMAS: &[(i32, &str)] = &[(1, include_str!("fixtures/schema_v1.sql"))];
+const RELEASED_SCHEMAS: &[(i32, &str)] = &[(1, include_str!("../fixtures/schema_v1.sql"))];
 
 /// Every released schema (kept in tests/fixtures/schema_vN.sql), installed and filled with
 /// data, upgrades to this version with `install()`, and the data keeps working.

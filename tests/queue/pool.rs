@@ -1,16 +1,16 @@
-//! The job queue run by worker pools against a real PostgreSQL: throughput with exactly-once
-//! completion, ordering, delays, panics, dead jobs, cancellation, snooze/discard, pipelines
-//! and graceful shutdown.
+//! The job queue run by worker pools in lease mode against a real PostgreSQL: throughput with
+//! exactly-once completion, ordering, delays, cancellation, pipelines and graceful shutdown
+//! (panics, dead jobs and snooze/discard: both_modes.rs).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use pgbroker::queue::{Job, JobContext, JobState, QueueOptions};
-use pgbroker::{Broker, WorkerPool};
+use pgbroker::queue::{Job, JobState, QueueOptions};
+use pgbroker::{Broker, JobId, WorkerPool};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -96,7 +96,7 @@ fn a_single_worker_runs_available_jobs_in_priority_order() {
     let db = support::db();
     let broker = db.broker();
     let prios = [5, 1, 9, -3, 1, 0, 7, -3, 2];
-    let mut expected: Vec<(i32, i64)> = prios
+    let mut expected: Vec<(i32, JobId)> = prios
         .iter()
         .map(|p| {
             let id = broker
@@ -126,7 +126,7 @@ fn a_single_worker_runs_available_jobs_in_priority_order() {
 fn delayed_jobs_do_not_run_before_run_at_and_wake_ups_are_prompt() {
     let db = support::db();
     let broker = db.broker();
-    let ran: Arc<Mutex<HashMap<i64, SystemTime>>> = Arc::default();
+    let ran: Arc<Mutex<HashMap<JobId, SystemTime>>> = Arc::default();
     let r = ran.clone();
     let pool = broker
         .worker_pool()
@@ -176,96 +176,6 @@ fn delayed_jobs_do_not_run_before_run_at_and_wake_ups_are_prompt() {
 }
 
 #[test]
-fn a_panicking_handler_fails_the_attempt_and_the_job_is_retried() {
-    let db = support::db();
-    let broker = db.broker();
-    let id = broker
-        .enqueue_job(
-            &Job::new("panics", "{}").backoff(Duration::from_millis(10), Duration::from_millis(10)),
-        )
-        .unwrap();
-    let attempts = Arc::new(Mutex::new(Vec::new()));
-    let a = attempts.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(1)
-        .queue_with(opts("panics", 1), move |job| {
-            a.lock().unwrap().push(job.attempt());
-            if job.attempt() == 1 {
-                panic!("first attempt explodes");
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(id)
-        .unwrap()
-        .is_none()));
-    let stats = pool.stats();
-    pool.shutdown().unwrap();
-    assert_eq!(*attempts.lock().unwrap(), vec![1, 2]);
-    assert_eq!((stats.panicked, stats.handled), (1, 1));
-}
-
-#[test]
-fn exhausted_jobs_die_with_their_errors_and_redrive_works() {
-    let db = support::db();
-    let broker = db.broker();
-    let id = broker
-        .enqueue_job(
-            &Job::new("flaky", "{}")
-                .max_attempts(3)
-                .backoff(Duration::from_millis(10), Duration::from_millis(20)),
-        )
-        .unwrap();
-    let healthy = Arc::new(AtomicBool::new(false));
-    let h = healthy.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(2)
-        .queue_with(opts("flaky", 1), move |job| {
-            if h.load(Ordering::SeqCst) {
-                return Ok(());
-            }
-            if job.attempt() == 2 {
-                panic!("attempt 2 panicked");
-            }
-            Err(format!("attempt {} failed", job.attempt()).into())
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || {
-        broker
-            .job(id)
-            .unwrap()
-            .is_some_and(|j| j.state == JobState::Dead)
-    }));
-    let dead = broker.dead_jobs(Some("flaky"), 10).unwrap();
-    assert_eq!(dead.len(), 1);
-    let errors: Vec<String> = dead[0]
-        .errors
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["error"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(errors.len(), 3);
-    assert_eq!(errors[0], "attempt 1 failed");
-    assert!(errors[1].contains("attempt 2 panicked"), "{}", errors[1]);
-    assert_eq!(errors[2], "attempt 3 failed");
-    assert_eq!(dead[0].attempt, 3);
-
-    healthy.store(true, Ordering::SeqCst);
-    assert!(broker.retry_job(id).unwrap());
-    assert!(support::wait_until(WAIT, || broker
-        .job(id)
-        .unwrap()
-        .is_none()));
-    pool.shutdown().unwrap();
-}
-
-#[test]
 fn cancelling_running_and_pending_jobs() {
     let db = support::db();
     let broker = db.broker();
@@ -276,7 +186,7 @@ fn cancelling_running_and_pending_jobs() {
         .worker_pool()
         .threads(2)
         .queue_with(opts("long", 1), move |job| {
-            s.store(job.id() as u64, Ordering::SeqCst);
+            s.store(job.id().get() as u64, Ordering::SeqCst);
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
                 if job.is_cancelled() {
@@ -293,7 +203,8 @@ fn cancelling_running_and_pending_jobs() {
     let pending = broker
         .enqueue_job(&Job::new("long", "{}").delay(Duration::from_millis(500)))
         .unwrap();
-    assert!(support::wait_until(WAIT, || started.load(Ordering::SeqCst) == running as u64));
+    assert!(support::wait_until(WAIT, || started.load(Ordering::SeqCst)
+        == running.get() as u64));
     // One slot: the pending job cannot start while the running one holds it.
     assert!(broker.cancel_job(pending).unwrap());
     assert!(broker.cancel_job(running).unwrap());
@@ -302,7 +213,7 @@ fn cancelling_running_and_pending_jobs() {
     pool.shutdown().unwrap();
     assert_eq!(
         started.load(Ordering::SeqCst),
-        running as u64,
+        running.get() as u64,
         "pending job never ran"
     );
     for id in [running, pending] {
@@ -314,7 +225,7 @@ fn cancelling_running_and_pending_jobs() {
 fn graceful_shutdown_finishes_running_jobs_and_releases_unstarted_ones() {
     let db = support::db();
     let broker = db.broker();
-    let ids: Vec<i64> = (0..3)
+    let ids: Vec<JobId> = (0..3)
         .map(|i| {
             broker
                 .enqueue("slow", &serde_json::json!({"i": i}))
@@ -353,53 +264,6 @@ fn graceful_shutdown_finishes_running_jobs_and_releases_unstarted_ones() {
         );
         assert_eq!(info.lease_until, None);
     }
-}
-
-#[test]
-fn snooze_and_discard() {
-    let db = support::db();
-    let broker = db.broker();
-    let snoozy = broker.enqueue("sd", r#"{"do": "snooze"}"#).unwrap();
-    let bad = broker.enqueue("sd", r#"{"do": "discard"}"#).unwrap();
-    let runs = Arc::new(Mutex::new(Vec::new()));
-    let r = runs.clone();
-    let pool = broker
-        .worker_pool()
-        .threads(2)
-        .queue_with(opts("sd", 2), move |job: &JobContext| {
-            let first = {
-                let mut runs = r.lock().unwrap();
-                runs.push((job.id(), job.attempt()));
-                runs.iter().filter(|(id, _)| *id == job.id()).count() == 1
-            };
-            match job.payload()["do"].as_str() {
-                Some("snooze") if first => job.snooze(Duration::from_millis(300)),
-                Some("discard") => job.discard("cannot handle this"),
-                _ => Ok(()),
-            }
-        })
-        .start()
-        .unwrap();
-    assert!(support::wait_until(WAIT, || broker
-        .job(snoozy)
-        .unwrap()
-        .is_none()));
-    pool.shutdown().unwrap();
-    let runs = runs.lock().unwrap();
-    // A snooze does not count as an attempt.
-    assert_eq!(
-        runs.iter()
-            .filter(|(id, _)| *id == snoozy)
-            .collect::<Vec<_>>(),
-        vec![&(snoozy, 1), &(snoozy, 1)]
-    );
-    let dead = broker.job(bad).unwrap().unwrap();
-    assert_eq!(dead.state, JobState::Dead);
-    assert_eq!(dead.attempt, 1);
-    assert_eq!(
-        dead.last_error.as_deref(),
-        Some("discarded: cannot handle this")
-    );
 }
 
 #[test]
@@ -447,7 +311,7 @@ fn pipeline_stages_complete_and_enqueue_atomically_and_are_watchable() {
     }
     // Every stage's watcher saw each of its 5 jobs go available -> running -> completed.
     for w in &watchers {
-        let mut by_job: HashMap<i64, Vec<JobState>> = HashMap::new();
+        let mut by_job: HashMap<JobId, Vec<JobState>> = HashMap::new();
         while let Some(ev) = w.recv_timeout(Duration::from_millis(300)).unwrap() {
             by_job.entry(ev.id).or_default().push(ev.state);
         }

@@ -1,7 +1,7 @@
 //! Durable topics consumed on the worker pool: fan-out under load, partitions, failover,
 //! redelivery after a lost connection, retries, dead letters and re-drive.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -434,7 +434,7 @@ fn poison_event_is_retried_then_dead_then_redriven_while_others_flow() {
     // the retries).
     assert!(support::wait_until(WAIT, || good.lock().unwrap().len() == 19));
     assert!(support::wait_until(WAIT, || broker
-        .dead_letters("s", 10)
+        .dead_events("s", 10)
         .unwrap()
         .len()
         == 1));
@@ -445,7 +445,7 @@ fn poison_event_is_retried_then_dead_then_redriven_while_others_flow() {
         assert!(calls[1].0 - calls[0].0 >= schedule[0] - Duration::from_millis(20));
         assert!(calls[2].0 - calls[1].0 >= schedule[1] - Duration::from_millis(20));
     }
-    let dead = broker.dead_letters("s", 10).unwrap();
+    let dead = broker.dead_events("s", 10).unwrap();
     assert_eq!(dead[0].event.id().get(), poison);
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].event.payload(), &json!({"i": 7, "poison": true}));
@@ -459,14 +459,14 @@ fn poison_event_is_retried_then_dead_then_redriven_while_others_flow() {
 
     // Fixed: re-drive it.
     healed.store(true, Ordering::SeqCst);
-    assert_eq!(broker.redrive("s", None).unwrap(), 1);
+    assert_eq!(broker.redrive_events("s", None).unwrap(), 1);
     assert!(support::wait_until(WAIT, || good.lock().unwrap().len() == 20));
     assert!(support::wait_until(WAIT, || broker
         .pending_retries("s")
         .unwrap()
         == 0));
-    assert!(broker.dead_letters("s", 10).unwrap().is_empty());
-    assert_eq!(broker.redrive("s", None).unwrap(), 0);
+    assert!(broker.dead_events("s", 10).unwrap().is_empty());
+    assert_eq!(broker.redrive_events("s", None).unwrap(), 0);
     pool.shutdown().unwrap();
     assert_eq!(poison_calls.lock().unwrap().len(), 3);
 }
@@ -499,7 +499,7 @@ fn fire_and_forget_failures_are_not_retried() {
     pool.shutdown().unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(broker.pending_retries("s").unwrap(), 0);
-    assert!(broker.dead_letters("s", 10).unwrap().is_empty());
+    assert!(broker.dead_events("s", 10).unwrap().is_empty());
     assert!(broker.read("s", 10).unwrap().is_empty());
 }
 
@@ -860,7 +860,7 @@ fn transactional_handlers_commit_results_and_cursor_together() {
         .collect();
     got.sort();
     assert_eq!(got, ids, "every event's effects exactly once");
-    assert!(broker.dead_letters("s", 10).unwrap().is_empty());
+    assert!(broker.dead_events("s", 10).unwrap().is_empty());
     assert!(broker
         .lag("s")
         .unwrap()
@@ -932,12 +932,12 @@ fn a_transactional_handler_that_swallows_an_sql_error_counts_as_failed() {
         .unwrap();
     let id = broker.publish("t", &json!(1)).unwrap();
     assert!(support::wait_until(WAIT, || broker
-        .dead_letters("s", 10)
+        .dead_events("s", 10)
         .unwrap()
         .len()
         == 1));
     pool.shutdown().unwrap();
-    let dead = broker.dead_letters("s", 10).unwrap();
+    let dead = broker.dead_events("s", 10).unwrap();
     assert_eq!(dead[0].event.id(), id);
     assert!(dead[0].last_error.as_deref().unwrap().contains("aborted"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);

@@ -2,7 +2,7 @@
 //! partitioned subscription share its partitions fairly, hand them over when members join,
 //! leave or die, and every event is handled exactly once, in order per key.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -425,7 +425,7 @@ fn a_killed_member_process_drops_out_and_its_partitions_move() {
     let b = start_tx_member(&broker, "b", Duration::ZERO);
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
-            "child_member_process",
+            "partitions::child_member_process",
             "--exact",
             "--nocapture",
             "--test-threads=1",

@@ -1,7 +1,7 @@
 //! A worker process killed with SIGKILL mid-job: its lease expires, the job is rescued and
 //! another worker runs it again.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -51,7 +51,7 @@ fn a_killed_worker_process_loses_its_job_to_rescue() {
 
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
-            "child_worker_process",
+            "kill::child_worker_process",
             "--exact",
             "--nocapture",
             "--test-threads=1",

@@ -1,6 +1,6 @@
-//! Table-change notifications (seeds 000 and 003).
+//! Table-change notifications.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Surviving a PostgreSQL restart: needs a private cluster of its own to restart.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

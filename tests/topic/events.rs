@@ -1,7 +1,7 @@
 //! Durable topics against a real PostgreSQL: publishing, reading, subscriptions, validation,
 //! table changes, retention and lag.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

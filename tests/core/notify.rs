@@ -1,6 +1,6 @@
 //! Pub/sub on LISTEN/NOTIFY against a real PostgreSQL.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,13 +1,13 @@
 //! The job queue's protocol against a real PostgreSQL: enqueue, claim, outcomes, rescue,
 //! unique jobs, bad input, batches, watching and introspection, from Rust and from SQL.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, SystemTime};
 
 use pgbroker::queue::{Job, JobState};
-use pgbroker::ErrorKind;
+use pgbroker::{ErrorKind, JobId};
 
 const LEASE: Duration = Duration::from_secs(30);
 
@@ -27,14 +27,14 @@ fn sql_and_rust_paths_agree() {
                 .max_attempts(3),
         )
         .unwrap();
-    let b: i64 = c
+    let b: JobId = c
         .query_one(
             "SELECT pgbroker.enqueue('mail', '{\"n\": 2}', priority => 5, max_attempts => 3)",
             &[],
         )
         .unwrap()
         .get(0);
-    assert_eq!(b, a + 1);
+    assert_eq!(b.get(), a.get() + 1);
     let ja = broker.job(a).unwrap().unwrap();
     let jb = broker.job(b).unwrap().unwrap();
     for j in [&ja, &jb] {
@@ -53,7 +53,7 @@ fn sql_and_rust_paths_agree() {
             &[],
         )
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), a);
+    assert_eq!(row.get::<_, JobId>(0), a);
     assert_eq!(row.get::<_, i32>(3), 1);
     let claimed = broker.claim_jobs("mail", "rust", 10, LEASE).unwrap();
     assert_eq!(claimed.len(), 1);
@@ -81,7 +81,7 @@ fn sql_and_rust_paths_agree() {
 fn bad_input_is_rejected_with_typed_errors_and_nothing_written() {
     let db = support::db();
     let broker = db.broker();
-    let kind = |r: pgbroker::Result<i64>| r.unwrap_err().kind();
+    let kind = |r: pgbroker::Result<JobId>| r.unwrap_err().kind();
     assert_eq!(
         kind(broker.enqueue("no spaces", "{}")),
         ErrorKind::InvalidName
@@ -157,7 +157,7 @@ fn unique_jobs_under_racing_enqueuers() {
             })
         })
         .collect();
-    let ids: Vec<i64> = threads
+    let ids: Vec<JobId> = threads
         .into_iter()
         .flat_map(|t| t.join().unwrap())
         .collect();
@@ -186,7 +186,7 @@ fn unique_jobs_under_racing_enqueuers() {
         .unwrap();
     assert!(fresh > ids[0]);
     // From SQL too.
-    let from_sql: i64 = db
+    let from_sql: JobId = db
         .client()
         .query_one(
             "SELECT pgbroker.enqueue('sync', '{}', unique_key => 'account:1')",
@@ -251,12 +251,12 @@ fn a_unique_key_is_held_only_while_its_job_is_available_or_running() {
     );
 
     // Re-driving while another job holds the key fails and changes nothing...
-    let err = broker.retry_job(dead).unwrap_err();
+    let err = broker.redrive_job(dead).unwrap_err();
     assert_eq!(err.db_code(), Some("23505"), "{err}");
     assert_eq!(broker.job(dead).unwrap().unwrap().state, JobState::Dead);
     // ...and once the key is free, the job takes it back.
     assert!(broker.cancel_job(fresh[0]).unwrap());
-    assert!(broker.retry_job(dead).unwrap());
+    assert!(broker.redrive_job(dead).unwrap());
     let info = broker.job(dead).unwrap().unwrap();
     assert_eq!(
         (
@@ -274,7 +274,7 @@ fn claims_follow_priority_then_run_at_then_id() {
     let db = support::db();
     let broker = db.broker();
     let prios = [3, -1, 0, 3, -7, 0, 10, -1];
-    let ids: Vec<i64> = prios
+    let ids: Vec<JobId> = prios
         .iter()
         .map(|p| {
             broker
@@ -282,7 +282,7 @@ fn claims_follow_priority_then_run_at_then_id() {
                 .unwrap()
         })
         .collect();
-    let mut expected: Vec<(i32, i64)> = prios.iter().copied().zip(ids.iter().copied()).collect();
+    let mut expected: Vec<(i32, JobId)> = prios.iter().copied().zip(ids.iter().copied()).collect();
     expected.sort();
     let mut got = Vec::new();
     // One at a time, and a batch: same order.
@@ -381,8 +381,8 @@ fn failures_retry_with_backoff_then_die_and_can_be_redriven() {
     assert_eq!(broker.queue_stats().unwrap()[0].dead, 1);
 
     // Re-drive: available now with fresh attempts, history kept.
-    assert!(broker.retry_job(id).unwrap());
-    assert!(!broker.retry_job(id).unwrap());
+    assert!(broker.redrive_job(id).unwrap());
+    assert!(!broker.redrive_job(id).unwrap());
     let j = support_claim_one(&broker, "r");
     assert_eq!((j.id, j.attempt), (id, 1));
     assert_eq!(broker.complete_jobs(&[j]).unwrap(), 1);
@@ -532,7 +532,7 @@ fn cancel_available_and_running_jobs() {
     assert_eq!(claimed[0].id, running);
     assert!(broker.cancel_job(running).unwrap());
     assert!(!broker.cancel_job(running).unwrap());
-    assert!(!broker.cancel_job(123_456).unwrap());
+    assert!(!broker.cancel_job(JobId(123_456)).unwrap());
     // The worker's outcome no longer applies.
     assert_eq!(broker.complete_jobs(&claimed).unwrap(), 0);
     for id in [pending, running] {
@@ -542,7 +542,7 @@ fn cancel_available_and_running_jobs() {
     }
     assert_eq!(broker.queue_stats().unwrap()[0].cancelled, 2);
     // Re-drive a cancelled job.
-    assert!(broker.retry_job(pending).unwrap());
+    assert!(broker.redrive_job(pending).unwrap());
     assert_eq!(
         broker.claim_jobs("c", "w", 10, LEASE).unwrap()[0].id,
         pending
@@ -927,7 +927,7 @@ fn single_enqueues_use_ids_their_broker_reserved() {
             .get(0),
     );
     ids.push(broker.enqueue("ids", "{}").unwrap());
-    assert_eq!(ids, [1, 2, 3, 18, 4]);
+    assert_eq!(ids, [1, 2, 3, 18, 4].map(JobId));
     let stored: Vec<(i64, i32)> = c
         .query(
             "SELECT id, priority FROM pgbroker.jobs WHERE queue = 'ids' ORDER BY id",
@@ -946,7 +946,7 @@ fn single_enqueues_use_ids_their_broker_reserved() {
 fn an_enqueue_whose_reserved_id_is_taken_fails_alone() {
     let db = support::db();
     let broker = db.broker();
-    assert_eq!(broker.enqueue("ids", "{}").unwrap(), 1);
+    assert_eq!(broker.enqueue("ids", "{}").unwrap(), JobId(1));
     db.client()
         .execute(
             "INSERT INTO pgbroker.jobs (id, queue, payload) VALUES (2, 'ids', '{}')",
@@ -956,7 +956,7 @@ fn an_enqueue_whose_reserved_id_is_taken_fails_alone() {
     let err = broker.enqueue("ids", "{}").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Db);
     assert_eq!(err.db_code(), Some("23505"), "unique_violation: {err}");
-    assert_eq!(broker.enqueue("ids", "{}").unwrap(), 3);
+    assert_eq!(broker.enqueue("ids", "{}").unwrap(), JobId(3));
 }
 
 #[test]
@@ -965,10 +965,10 @@ fn sql_claims_use_the_same_order_as_rust_claims() {
     let broker = db.broker();
     let mut c = db.client();
     let prios = [4, -2, 4, 0, -2, 9];
-    let mut expected: Vec<(i32, i64)> = prios
+    let mut expected: Vec<(i32, JobId)> = prios
         .iter()
         .map(|p| {
-            let id: i64 = c
+            let id: JobId = c
                 .query_one("SELECT pgbroker.enqueue('o', '{}', priority => $1)", &[p])
                 .unwrap()
                 .get(0);
@@ -976,7 +976,7 @@ fn sql_claims_use_the_same_order_as_rust_claims() {
         })
         .collect();
     expected.sort();
-    let mut got: Vec<(i32, i64)> = c
+    let mut got: Vec<(i32, JobId)> = c
         .query(
             "SELECT priority, id FROM pgbroker.claim('o', 'psql', 3, '1 minute')",
             &[],
@@ -999,7 +999,7 @@ fn sql_claims_use_the_same_order_as_rust_claims() {
 fn a_batch_completion_completes_exactly_the_claims_still_held() {
     let db = support::db();
     let broker = db.broker();
-    let ids: Vec<i64> = (0..4)
+    let ids: Vec<JobId> = (0..4)
         .map(|i| {
             broker
                 .enqueue("mix", &serde_json::json!({ "i": i }))
@@ -1039,7 +1039,7 @@ fn a_batch_completion_completes_exactly_the_claims_still_held() {
     );
     // The SQL functions fence the same way; without attempts they complete whatever runs.
     let mut c = db.client();
-    let mut held = |attempt: i32| -> Vec<i64> {
+    let mut held = |attempt: i32| -> Vec<JobId> {
         c.query(
             "SELECT pgbroker.extend_leases($1, $2)",
             &[&ids, &vec![attempt; 4]],
@@ -1049,7 +1049,7 @@ fn a_batch_completion_completes_exactly_the_claims_still_held() {
         .map(|r| r.get(0))
         .collect()
     };
-    assert_eq!(held(1), Vec::<i64>::new(), "job 1 runs as attempt 2");
+    assert_eq!(held(1), Vec::<JobId>::new(), "job 1 runs as attempt 2");
     assert_eq!(held(2), [ids[1]]);
     let done: i32 = c
         .query_one(
