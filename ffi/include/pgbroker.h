@@ -175,6 +175,12 @@ typedef struct {
   // While a job with this key is pending or running, enqueueing another with the same key
   // returns the existing job's id instead. NULL for none.
   const char *unique_key;
+  // The wait before the first retry after a failure, doubling with each attempt (±25%
+  // jitter). 0 means the default, 1 s.
+  uint64_t backoff_base_ms;
+  // The longest wait between retries. 0 means the default: 1 hour, or `backoff_base_ms`
+  // when that is longer.
+  uint64_t backoff_max_ms;
 } pgbroker_job_options;
 
 #ifdef __cplusplus

@@ -25,6 +25,12 @@ pub struct pgbroker_job_options {
     /// While a job with this key is pending or running, enqueueing another with the same key
     /// returns the existing job's id instead. NULL for none.
     pub unique_key: *const c_char,
+    /// The wait before the first retry after a failure, doubling with each attempt (±25%
+    /// jitter). 0 means the default, 1 s.
+    pub backoff_base_ms: u64,
+    /// The longest wait between retries. 0 means the default: 1 hour, or `backoff_base_ms`
+    /// when that is longer.
+    pub backoff_max_ms: u64,
 }
 
 /// Enqueues a job on `queue` with the JSON text `json` as payload and `options` (NULL for the
@@ -57,6 +63,17 @@ pub extern "C" fn pgbroker_enqueue(
             }
             if o.max_attempts > 0 {
                 job = job.max_attempts(o.max_attempts);
+            }
+            if o.backoff_base_ms > 0 || o.backoff_max_ms > 0 {
+                let base = match o.backoff_base_ms {
+                    0 => Duration::from_secs(1),
+                    ms => Duration::from_millis(ms),
+                };
+                let max = match o.backoff_max_ms {
+                    0 => Duration::from_secs(3600).max(base),
+                    ms => Duration::from_millis(ms),
+                };
+                job = job.backoff(base, max);
             }
             if let Some(key) = opt_arg_str(o.unique_key, "options.unique_key")? {
                 job = job.unique_key(key);
