@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_int};
 
 use pgbroker_core::Broker;
 
-use crate::error::{call, guard, pgbroker_error};
-use crate::strings::{arg_str, handle, out_param, write_opt};
+use crate::error::{call, pgbroker_error};
+use crate::strings::{arg_str, free_handle, handle, out_param, write_opt};
 
 /// A connection pool to one PostgreSQL database used as a broker.
 ///
@@ -47,13 +47,7 @@ pub extern "C" fn pgbroker_connect(
 /// Thread safety: no other call may use `broker` at the same time or afterwards.
 #[no_mangle]
 pub extern "C" fn pgbroker_free(broker: *mut pgbroker_broker) {
-    guard((), || {
-        if !broker.is_null() {
-            // SAFETY: `broker` came from Box::into_raw in pgbroker_connect and is freed once,
-            // with no concurrent use (the documented contract).
-            drop(unsafe { Box::from_raw(broker) });
-        }
-    })
+    free_handle(broker)
 }
 
 /// Creates or upgrades the `pgbroker` schema (tables, functions) in the database; safe to call

@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pgbroker_core::ErrorKind;
 
-use crate::strings::to_cstring;
+use crate::strings::{free_handle, to_cstring};
 
 /// What went wrong, broadly; also the status every fallible function returns (0 = ok).
 ///
@@ -271,10 +271,5 @@ const KINDS: [pgbroker_kind; 17] = [
 /// Thread safety: any thread, but not concurrently with other uses of `err`.
 #[no_mangle]
 pub extern "C" fn pgbroker_error_free(err: *mut pgbroker_error) {
-    guard((), || {
-        if !err.is_null() {
-            // SAFETY: `err` came from Box::into_raw in `call` and is freed once (contract).
-            drop(unsafe { Box::from_raw(err) });
-        }
-    })
+    free_handle(err)
 }

@@ -8,7 +8,8 @@ use pgbroker_core::Batch;
 use crate::broker::pgbroker_broker;
 use crate::error::{call, guard, pgbroker_error, Failure, Result};
 use crate::strings::{
-    arg_str, handle, opt_arg_str, opt_ptr, out_param, to_cstring, to_opt_cstring, view, write_opt,
+    arg_str, free_handle, handle, opt_arg_str, opt_ptr, out_param, to_cstring, to_opt_cstring,
+    view, write_opt,
 };
 
 /// Parses the caller's JSON text `what`: PGBROKER_KIND_SERIALIZE when it is not JSON.
@@ -307,11 +308,5 @@ fn text<'a>(batch: *const pgbroker_batch, index: usize) -> Option<&'a EventText>
 /// Thread safety: no other call may use `batch` at the same time or afterwards.
 #[no_mangle]
 pub extern "C" fn pgbroker_batch_free(batch: *mut pgbroker_batch) {
-    guard((), || {
-        if !batch.is_null() {
-            // SAFETY: `batch` came from Box::into_raw in pgbroker_read and is freed once,
-            // with no concurrent use (the documented contract).
-            drop(unsafe { Box::from_raw(batch) });
-        }
-    })
+    free_handle(batch)
 }

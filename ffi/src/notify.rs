@@ -7,7 +7,7 @@ use pgbroker_core::{Event, Listener};
 
 use crate::broker::pgbroker_broker;
 use crate::error::{call, guard, pgbroker_error, Failure};
-use crate::strings::{arg_str, handle, opt_ptr, out_param, to_cstring, view};
+use crate::strings::{arg_str, free_handle, handle, opt_ptr, out_param, to_cstring, view};
 
 /// Sends `payload` (any text up to 7999 bytes, delivered as is) on `channel` with NOTIFY. Like
 /// NOTIFY, it is delivered only to those listening at that moment.
@@ -148,13 +148,7 @@ pub extern "C" fn pgbroker_listener_recv(
 /// Thread safety: no other call may use `listener` at the same time or afterwards.
 #[no_mangle]
 pub extern "C" fn pgbroker_listener_free(listener: *mut pgbroker_listener) {
-    guard((), || {
-        if !listener.is_null() {
-            // SAFETY: `listener` came from Box::into_raw in pgbroker_listen and is freed once,
-            // with no concurrent use (the documented contract).
-            drop(unsafe { Box::from_raw(listener) });
-        }
-    })
+    free_handle(listener)
 }
 
 /// The kind of `event` (NOTIFICATION for NULL).
@@ -193,11 +187,5 @@ pub extern "C" fn pgbroker_event_payload(event: *const pgbroker_event) -> *const
 /// Thread safety: no other call may use `event` at the same time or afterwards.
 #[no_mangle]
 pub extern "C" fn pgbroker_event_free(event: *mut pgbroker_event) {
-    guard((), || {
-        if !event.is_null() {
-            // SAFETY: `event` came from Box::into_raw in pgbroker_listener_recv and is freed
-            // once, with no concurrent use (the documented contract).
-            drop(unsafe { Box::from_raw(event) });
-        }
-    })
+    free_handle(event)
 }

@@ -10,7 +10,7 @@ use crate::broker::pgbroker_broker;
 use crate::error::{call, guard, pgbroker_error, pgbroker_kind, Failure, Result};
 use crate::log::pgbroker_batch;
 use crate::queue::pgbroker_job;
-use crate::strings::{arg_str, handle, opt_arg_str, out_param, write_opt};
+use crate::strings::{arg_str, free_handle, handle, opt_arg_str, out_param, write_opt};
 
 /// A pool of worker threads running C callbacks for jobs and event batches. Made by
 /// `pgbroker_pool_new`; configured with `pgbroker_pool_queue`, `pgbroker_pool_subscription`;
@@ -95,14 +95,25 @@ impl UserData {
     }
 }
 
-/// Turns a callback's status and outcome into a handler result.
-fn handler_result(status: c_int, outcome: pgbroker_outcome, what: &str) -> HandlerResult {
-    match status {
-        0 => Ok(()),
-        n => Err(outcome
-            .error
-            .unwrap_or_else(|| format!("{what} callback returned {n}"))
-            .into()),
+/// A C callback and its `user_data`, as a pool handler calls it.
+struct Callback<T: 'static> {
+    function: extern "C" fn(*mut c_void, *const T, *mut pgbroker_outcome) -> c_int,
+    user_data: UserData,
+    what: &'static str,
+}
+
+impl<T> Callback<T> {
+    /// Calls the callback with `item`: 0 is `Ok`, anything else an error with the reason it
+    /// set (or its status).
+    fn run(&self, item: &T) -> HandlerResult {
+        let mut outcome = pgbroker_outcome { error: None };
+        match (self.function)(self.user_data.get(), item, &mut outcome) {
+            0 => Ok(()),
+            n => Err(outcome
+                .error
+                .unwrap_or_else(|| format!("{} callback returned {n}", self.what))
+                .into()),
+        }
     }
 }
 
@@ -158,18 +169,11 @@ pub extern "C" fn pgbroker_pool_new(
     })
 }
 
-/// Adds a builder step to a pool not yet started.
-fn configure(
-    pool: *const pgbroker_pool,
-    step: impl FnOnce(WorkerPoolBuilder) -> WorkerPoolBuilder,
-) -> Result<()> {
-    let pool = handle(pool, "pool")?;
-    let mut state = pool.state.lock().unwrap_or_else(|p| p.into_inner());
-    match std::mem::replace(&mut *state, State::Stopped) {
-        State::Building(b) => {
-            *state = State::Building(step(b));
-            Ok(())
-        }
+/// The builder of a pool not yet started, leaving `Stopped` in its place (the caller puts the
+/// next state back); `Shutdown` once started.
+fn take_builder(state: &mut State) -> Result<WorkerPoolBuilder> {
+    match std::mem::replace(state, State::Stopped) {
+        State::Building(b) => Ok(b),
         other => {
             *state = other;
             Err(Failure::new(
@@ -179,6 +183,18 @@ fn configure(
             ))
         }
     }
+}
+
+/// Adds a builder step to a pool not yet started.
+fn configure(
+    pool: *const pgbroker_pool,
+    step: impl FnOnce(WorkerPoolBuilder) -> WorkerPoolBuilder,
+) -> Result<()> {
+    let pool = handle(pool, "pool")?;
+    let mut state = pool.state.lock().unwrap_or_else(|p| p.into_inner());
+    let builder = take_builder(&mut state)?;
+    *state = State::Building(step(builder));
+    Ok(())
 }
 
 /// Runs `callback(user_data, job, outcome)` for the jobs of `queue`, at most `concurrency` at
@@ -201,14 +217,14 @@ pub extern "C" fn pgbroker_pool_queue(
 ) -> c_int {
     call(err, || {
         let queue = arg_str(queue, "queue")?;
-        let callback = callback.ok_or_else(|| Failure::invalid("`callback` is NULL"))?;
-        let user_data = UserData(user_data);
+        let callback = Callback {
+            function: callback.ok_or_else(|| Failure::invalid("`callback` is NULL"))?,
+            user_data: UserData(user_data),
+            what: "job",
+        };
         configure(pool, |b| {
             b.queue(queue, concurrency, move |ctx| {
-                let job = pgbroker_job::new(ctx.claimed().clone());
-                let mut outcome = pgbroker_outcome { error: None };
-                let status = callback(user_data.get(), &job, &mut outcome);
-                handler_result(status, outcome, "job")
+                callback.run(&pgbroker_job::new(ctx.claimed().clone()))
             })
         })
     })
@@ -233,14 +249,14 @@ pub extern "C" fn pgbroker_pool_subscription(
 ) -> c_int {
     call(err, || {
         let name = arg_str(name, "name")?;
-        let callback = callback.ok_or_else(|| Failure::invalid("`callback` is NULL"))?;
-        let user_data = UserData(user_data);
+        let callback = Callback {
+            function: callback.ok_or_else(|| Failure::invalid("`callback` is NULL"))?,
+            user_data: UserData(user_data),
+            what: "batch",
+        };
         configure(pool, |b| {
             b.subscription(name, move |batch| {
-                let batch = pgbroker_batch::new(batch.clone());
-                let mut outcome = pgbroker_outcome { error: None };
-                let status = callback(user_data.get(), &batch, &mut outcome);
-                handler_result(status, outcome, "batch")
+                callback.run(&pgbroker_batch::new(batch.clone()))
             })
         })
     })
@@ -262,19 +278,9 @@ pub extern "C" fn pgbroker_pool_start(
     call(err, || {
         let pool = handle(pool, "pool")?;
         let mut state = pool.state.lock().unwrap_or_else(|p| p.into_inner());
-        match std::mem::replace(&mut *state, State::Stopped) {
-            State::Building(b) => {
-                *state = State::Running(b.start()?);
-                Ok(())
-            }
-            other => {
-                *state = other;
-                Err(Failure::new(
-                    pgbroker_kind::Shutdown,
-                    "the pool was already started",
-                ))
-            }
-        }
+        let builder = take_builder(&mut state)?;
+        *state = State::Running(builder.start()?);
+        Ok(())
     })
 }
 
@@ -311,11 +317,5 @@ pub extern "C" fn pgbroker_pool_shutdown(
 /// of the pool's own callbacks.
 #[no_mangle]
 pub extern "C" fn pgbroker_pool_free(pool: *mut pgbroker_pool) {
-    guard((), || {
-        if !pool.is_null() {
-            // SAFETY: `pool` came from Box::into_raw in pgbroker_pool_new and is freed once,
-            // with no concurrent use (the documented contract).
-            drop(unsafe { Box::from_raw(pool) });
-        }
-    })
+    free_handle(pool)
 }

@@ -8,7 +8,8 @@ use pgbroker_core::queue::{ClaimedJob, Job};
 use crate::broker::pgbroker_broker;
 use crate::error::{call, guard, pgbroker_error, pgbroker_kind, Failure};
 use crate::strings::{
-    arg_str, handle, opt_arg_str, opt_ptr, out_param, to_cstring, to_opt_cstring, view, write_opt,
+    arg_str, free_handle, handle, opt_arg_str, opt_ptr, out_param, to_cstring, to_opt_cstring,
+    view, write_opt,
 };
 
 /// Options of `pgbroker_enqueue`. Zero-initialise it (`pgbroker_job_options o = {0};`) and set
@@ -230,13 +231,7 @@ pub extern "C" fn pgbroker_jobs_get(
 /// Thread safety: no other call may use `jobs` (or its jobs) at the same time or afterwards.
 #[no_mangle]
 pub extern "C" fn pgbroker_jobs_free(jobs: *mut pgbroker_jobs) {
-    guard((), || {
-        if !jobs.is_null() {
-            // SAFETY: `jobs` came from Box::into_raw in pgbroker_claim and is freed once, with
-            // no concurrent use (the documented contract).
-            drop(unsafe { Box::from_raw(jobs) });
-        }
-    })
+    free_handle(jobs)
 }
 
 /// The id of `job` (0 for NULL).

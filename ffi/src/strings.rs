@@ -71,6 +71,18 @@ pub(crate) fn view<'a, T>(ptr: *const T) -> Option<&'a T> {
     unsafe { ptr.as_ref() }
 }
 
+/// Frees a handle pgbroker made with `Box::into_raw` (every `pgbroker_*_free`); NULL is
+/// allowed. A panic in a destructor is caught.
+pub(crate) fn free_handle<T>(ptr: *mut T) {
+    guard((), || {
+        if !ptr.is_null() {
+            // SAFETY: every handle pgbroker hands out comes from Box::into_raw of its type, and
+            // the `_free` contract is that it is freed once, with no concurrent or later use.
+            drop(unsafe { Box::from_raw(ptr) });
+        }
+    })
+}
+
 /// Frees a string pgbroker returned as owned (documented as "free with
 /// `pgbroker_string_free`"). Accepts NULL. Never pass a borrowed string (an accessor's result).
 ///

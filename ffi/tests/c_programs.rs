@@ -5,25 +5,40 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 use pgbroker_testing::TestServer;
 
-/// target/<profile>: where cargo put libpgbroker.so and libpgbroker.a.
+/// target/<profile>, with libpgbroker.so and libpgbroker.a freshly built there. Cargo builds
+/// a cdylib/staticlib-only library for its tests' sake only when it changed nothing else, so
+/// the test builds it itself (once per run), with the cargo and profile that run the test.
 fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_path_buf();
-    for lib in ["libpgbroker.so", "libpgbroker.a"] {
-        assert!(
-            dir.join(lib).is_file(),
-            "{} missing: build pgbroker-ffi first",
-            dir.join(lib).display()
-        );
-    }
-    dir
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps")
+                .to_path_buf();
+            let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            build.args(["build", "--quiet", "-p", "pgbroker-ffi", "--lib"]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                build.arg("--release");
+            }
+            let output = build.output().expect("running cargo build");
+            assert_success(&output, "cargo build -p pgbroker-ffi");
+            for lib in ["libpgbroker.so", "libpgbroker.a"] {
+                assert!(
+                    dir.join(lib).is_file(),
+                    "{} missing",
+                    dir.join(lib).display()
+                );
+            }
+            dir
+        })
+        .clone()
 }
 
 fn ffi_dir() -> PathBuf {
