@@ -273,3 +273,60 @@ const KINDS: [pgbroker_kind; 17] = [
 pub extern "C" fn pgbroker_error_free(err: *mut pgbroker_error) {
     free_handle(err)
 }
+
+#[cfg(test)]
+mod test {
+    use std::ffi::CStr;
+
+    use super::*;
+
+    fn message(err: *const pgbroker_error) -> String {
+        // SAFETY: the tests pass errors `call` made, not yet freed.
+        unsafe { CStr::from_ptr(pgbroker_error_message(err)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    #[test]
+    fn a_panic_becomes_an_internal_error() {
+        let mut err: *mut pgbroker_error = std::ptr::null_mut();
+        let status = call(&mut err, || panic!("boom"));
+        assert_eq!(status, pgbroker_kind::Internal as c_int);
+        assert_eq!(pgbroker_error_kind(err), pgbroker_kind::Internal);
+        assert!(message(err).contains("boom"), "{}", message(err));
+        assert!(pgbroker_error_sqlstate(err).is_null());
+        pgbroker_error_free(err);
+        assert_eq!(guard(7, || panic!("in an accessor")), 7);
+    }
+
+    #[test]
+    fn success_clears_err_and_failure_sets_it() {
+        let mut err: *mut pgbroker_error = std::ptr::null_mut();
+        assert_eq!(call(&mut err, || Ok(())), 0);
+        assert!(err.is_null());
+        let status = call(&mut err, || Err(Failure::invalid("`x` is NULL")));
+        assert_eq!(status, pgbroker_kind::InvalidInput as c_int);
+        assert_eq!(message(err), "`x` is NULL");
+        pgbroker_error_free(err);
+        // Without an error object the status still tells the kind.
+        let status = call(std::ptr::null_mut(), || Err(Failure::invalid("no err")));
+        assert_eq!(status, pgbroker_kind::InvalidInput as c_int);
+    }
+
+    #[test]
+    fn every_kind_has_its_own_name() {
+        let names: std::collections::HashSet<String> = KINDS
+            .iter()
+            .map(|k| {
+                // SAFETY: kind names are static C strings.
+                unsafe { CStr::from_ptr(pgbroker_kind_name(*k as c_int)) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(names.len(), KINDS.len());
+        for (i, k) in KINDS.iter().enumerate() {
+            assert_eq!(*k as usize, i, "kinds are numbered in order");
+        }
+    }
+}

@@ -120,3 +120,23 @@ pub extern "C" fn pgbroker_schema_sql() -> *mut c_char {
         to_cstring(pgbroker_core::schema_sql()).into_raw()
     })
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn interior_nul_is_replaced_not_truncated() {
+        assert_eq!(to_cstring("a\0b").to_str(), Ok("a\u{FFFD}b"));
+        assert_eq!(to_cstring("plain").to_str(), Ok("plain"));
+    }
+
+    #[test]
+    fn null_and_non_utf8_arguments_are_errors() {
+        assert!(arg_str(std::ptr::null(), "url").is_err());
+        assert_eq!(opt_arg_str(std::ptr::null(), "key").ok(), Some(None));
+        let bad = c"\xff\xfe";
+        assert!(arg_str(bad.as_ptr(), "url").is_err());
+        assert_eq!(arg_str(c"ok".as_ptr(), "url").ok(), Some("ok"));
+    }
+}
