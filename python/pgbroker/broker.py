@@ -117,7 +117,7 @@ class Broker:
         array = (_lib.NewEvent * max(len(items), 1))()
         for i, event in enumerate(items):
             topic, payload = event[0], event[1]
-            key = event[2] if len(event) > 2 else None  # type: ignore[misc]
+            key = event[2] if len(event) > 2 else None
             array[i] = _lib.NewEvent(
                 topic.encode(), encode(payload), None if key is None else key.encode()
             )
