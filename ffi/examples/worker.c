@@ -2,7 +2,8 @@
  * pgbroker from C: enqueue jobs, work them on a pool of threads with a C callback, publish
  * events and read them from a subscription.
  *
- *     cc -I ffi/include ffi/examples/worker.c -L target/release -lpgbroker -o worker
+ *     cc -I ffi/include ffi/examples/worker.c -L target/release -lpgbroker \
+ *        -Wl,-rpath,$PWD/target/release -o worker
  *     DATABASE_URL=postgres://app@localhost/app ./worker
  */
 #include <stdio.h>
