@@ -80,7 +80,7 @@ pub extern "C" fn pgbroker_enqueue(
                 job = job.unique_key(key);
             }
         }
-        write_opt(job_id, b.broker.enqueue_job(&job)?);
+        write_opt(job_id, b.broker.enqueue_job(&job)?.get());
         Ok(())
     })
 }
@@ -239,7 +239,7 @@ pub extern "C" fn pgbroker_jobs_free(jobs: *mut pgbroker_jobs) {
 /// Thread safety: any thread.
 #[no_mangle]
 pub extern "C" fn pgbroker_job_id(job: *const pgbroker_job) -> i64 {
-    guard(0, || view(job).map_or(0, |j| j.job.id))
+    guard(0, || view(job).map_or(0, |j| j.job.id.get()))
 }
 
 /// The queue of `job`. Borrowed: valid as long as the job. "" for NULL.
