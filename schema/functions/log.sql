@@ -249,19 +249,61 @@ LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM d)
 $$;
 
--- Moves a partition's cursor anywhere (replay from an older position, or skip ahead).
+-- The end of the log: the greater of the newest event's position and (horizon, 0). A cursor
+-- past it would skip events not written yet, so ack and seek refuse such a position.
+CREATE OR REPLACE FUNCTION pgbroker.log_end(OUT tx xid8, OUT id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT e.tx, e.id FROM (
+        (SELECT e.tx, e.id FROM pgbroker.events e ORDER BY e.tx DESC, e.id DESC LIMIT 1)
+        UNION ALL
+        SELECT pg_snapshot_xmin(pg_current_snapshot()), 0) e
+     ORDER BY e.tx DESC, e.id DESC LIMIT 1
+$$;
+
+-- Returns true when (tx, id) is at or before the end of the log (pgbroker.log_end); raises
+-- SQLSTATE 22023 (invalid_parameter_value) naming the position and the log's end otherwise.
+-- The usual position (an event read, or the horizon of a read) is below the horizon and costs
+-- no lookup.
+CREATE OR REPLACE FUNCTION pgbroker.check_position(tx xid8, id bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    end_tx xid8;
+    end_id bigint;
+BEGIN
+    IF tx IS NULL OR id IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: a position needs a tx and an id, got %-%', tx, id
+            USING ERRCODE = '22023';
+    END IF;
+    IF (tx, id) <= (pg_snapshot_xmin(pg_current_snapshot()), 0::bigint)
+       OR EXISTS (SELECT 1 FROM pgbroker.events e WHERE (e.tx, e.id) >= (check_position.tx,
+                                                                          check_position.id)) THEN
+        RETURN true;
+    END IF;
+    SELECT l.tx, l.id INTO end_tx, end_id FROM pgbroker.log_end() l;
+    RAISE EXCEPTION 'pgbroker: position %-% is beyond the end of the log (%-%): a cursor there '
+                    'would skip events not written yet', tx, id, end_tx, end_id
+        USING ERRCODE = '22023';
+END
+$$;
+
+-- Moves a partition's cursor anywhere up to the end of the log (replay from an older position,
+-- or skip ahead); a position beyond the end raises 22023 (see check_position). Returns whether
+-- the subscription partition exists.
 CREATE OR REPLACE FUNCTION pgbroker.seek(subscription text, tx xid8, id bigint,
                                          part integer DEFAULT 0) RETURNS boolean
 LANGUAGE sql AS $$
     WITH u AS (UPDATE pgbroker.subscription_cursors c SET tx = $2, id = $3, active_at = now()
-                WHERE c.subscription = $1 AND c.partition = $4 RETURNING 1)
+                WHERE c.subscription = $1 AND c.partition = $4
+                  AND pgbroker.check_position($2, $3)
+                RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM u)
 $$;
 
 -- Reading -------------------------------------------------------------------------------------
 
 -- The next events of a subscription partition after its cursor, below the horizon, in (tx, id)
--- order. Does not move the cursor: ack() does.
+-- order. Does not move the cursor: ack() does. Raises SQLSTATE P0002 (no_data_found) when the
+-- subscription partition does not exist.
 --
 -- The planner cannot estimate the pattern and partition filters and would read and sort every
 -- unread event; the settings make it walk the (tx, id) index in order and stop at max
@@ -297,6 +339,12 @@ BEGIN
             OR pgbroker.event_partition(e.key, e.id, (SELECT s.partitions FROM s)) = $3)
      ORDER BY e.tx, e.id
      LIMIT $2;
+    -- Nothing read: say so when there is nothing to read from (P0002, as member_checkin).
+    IF NOT FOUND AND NOT EXISTS (SELECT 1 FROM pgbroker.subscription_cursors c
+                                  WHERE c.subscription = $1 AND c.partition = $3) THEN
+        RAISE EXCEPTION 'pgbroker: no subscription % with partition %', quote_literal($1), $3
+            USING ERRCODE = 'P0002';
+    END IF;
 END
 $$;
 
@@ -309,10 +357,12 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Moves the cursor forward to (tx, id); never backwards (use seek for that). Returns whether the
--- subscription partition exists.
+-- subscription partition exists. A position beyond the end of the log raises 22023 (see
+-- check_position): it would make the subscription skip events not written yet.
 CREATE OR REPLACE FUNCTION pgbroker.ack(subscription text, tx xid8, id bigint,
                                         part integer DEFAULT 0) RETURNS boolean
 LANGUAGE sql AS $$
+    SELECT pgbroker.check_position($2, $3);
     WITH u AS (UPDATE pgbroker.subscription_cursors c
                   SET tx = $2, id = $3, active_at = now()
                 WHERE c.subscription = $1 AND c.partition = $4

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use postgres::GenericClient;
 
 use super::json_text::Xid8;
-use super::subscription::not_found;
+use super::subscription::{not_found, sql_error};
 use super::{validate_subscription, LogEvent, Position};
 use crate::{Broker, Error, ErrorKind, Result};
 
@@ -49,10 +49,13 @@ SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
 UNION ALL
 SELECT NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(pg_current_snapshot()), NULL";
 
-/// Moves the cursor forward (never back): the pull API's `ack`.
+/// Moves the cursor forward (never back): the pull API's `ack`. A position beyond the end of
+/// the log raises 22023 (`pgbroker.check_position`, schema/functions/log.sql): the cursor would
+/// skip events not written yet.
 pub(crate) const ACK_SQL: &str = "\
 UPDATE pgbroker.subscription_cursors SET tx = $3, id = $4, active_at = now()
- WHERE subscription = $1 AND partition = $2 AND (tx, id) < ($3, $4)";
+ WHERE subscription = $1 AND partition = $2 AND (tx, id) < ($3, $4)
+   AND pgbroker.check_position($3, $4)";
 
 /// Moves the cursor from where the consumer left it (`$3`, `$4`) to `$5`, `$6`: no row when
 /// someone else moved it meanwhile ([`Broker::seek`]), which the consumer then follows.
@@ -275,15 +278,14 @@ impl Broker {
         check_max(max)?;
         let mut conn = self.conn()?;
         let stmt = conn.statement(READ_FN_SQL)?;
-        let rows = conn.query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])?;
+        // pgbroker.read raises P0002 when the subscription partition does not exist.
+        let rows = conn
+            .query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])
+            .map_err(|e| match e.code() {
+                Some(c) if c.code() == "P0002" => not_found(subscription, partition),
+                _ => e.into(),
+            })?;
         let (events, horizon) = split_rows(&rows, 7)?;
-        if events.is_empty()
-            && conn
-                .query_opt(EXISTS_SQL, &[&subscription, &(partition as i32)])?
-                .is_none()
-        {
-            return Err(not_found(subscription, partition));
-        }
         Ok(Batch {
             subscription: subscription.into(),
             partition,
@@ -296,7 +298,9 @@ impl Broker {
 
     /// Moves the cursor of an unpartitioned subscription forward to `position` (never
     /// backwards: see [`seek`](Self::seek)). Fails with [`ErrorKind::NotFound`] for an unknown
-    /// subscription.
+    /// subscription, and with [`ErrorKind::InvalidInput`] (naming the position and the log's
+    /// end) for a position beyond the end of the log (past the newest event and the horizon):
+    /// acknowledging it would skip events not written yet.
     ///
     /// # Examples
     ///
@@ -376,10 +380,12 @@ pub(crate) fn ack_with(
 ) -> Result<()> {
     validate_subscription(subscription)?;
     let part = partition as i32;
-    let n = client.execute(
-        stmt,
-        &[&subscription, &part, &Xid8(position.tx()), &position.id()],
-    )?;
+    let n = client
+        .execute(
+            stmt,
+            &[&subscription, &part, &Xid8(position.tx()), &position.id()],
+        )
+        .map_err(sql_error)?;
     if n == 0
         && client
             .query_opt(EXISTS_SQL, &[&subscription, &part])?
@@ -403,7 +409,7 @@ mod read_sql_test {
             .unwrap();
         let body = &schema[start..];
         let body = &body[body.find("RETURN QUERY").unwrap() + "RETURN QUERY".len()..];
-        let body = words(&body[..body.find(";\nEND").unwrap()]);
+        let body = words(&body[..body.find(";\n").unwrap()]);
         // Ours reads after the given position instead of the stored cursor.
         let cursor = "WITH c AS (SELECT c.tx, c.id FROM pgbroker.subscription_cursors c \
                       WHERE c.subscription = $1 AND c.partition = $3), s AS";

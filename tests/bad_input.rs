@@ -1,0 +1,162 @@
+//! Issue 13, "nothing lost, nothing silent": bad input to the Rust API and the SQL functions is
+//! refused with a clear, typed error that names what was wrong, before anything is written.
+
+mod support;
+
+use pgbroker::postgres::Client;
+use pgbroker::topic::{NewEvent, Position};
+use pgbroker::{Broker, ErrorKind};
+use serde_json::json;
+
+/// The SQLSTATE and message of a failed SQL statement.
+fn sql_err(c: &mut Client, sql: &str) -> (String, String) {
+    let e = c.batch_execute(sql).expect_err(sql);
+    let db = e.as_db_error().expect("a server error");
+    (db.code().code().to_owned(), db.message().to_owned())
+}
+
+fn assert_invalid(r: pgbroker::Result<impl std::fmt::Debug>, words: &[&str]) {
+    let e = r.expect_err("must be refused");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    for w in words {
+        assert!(e.to_string().contains(w), "{w:?} not in {e}");
+    }
+}
+
+fn read_all(broker: &Broker, sub: &str, n: usize) -> Vec<i64> {
+    let mut got = Vec::new();
+    let done = support::wait_until(std::time::Duration::from_secs(10), || {
+        let b = broker.read(sub, 100).unwrap();
+        got = b.events().iter().map(|e| e.id().get()).collect();
+        got.len() >= n
+    });
+    assert!(done, "{sub}: {got:?}, expected {n} events");
+    got
+}
+
+// 1. Acks and seeks beyond the end of the log --------------------------------------------------
+
+#[test]
+fn ack_beyond_the_end_of_the_log_is_refused_and_loses_nothing() {
+    let db = support::db();
+    let broker = db.broker();
+    broker.subscribe("s", &["ahead.#"]).unwrap();
+    let first = broker.publish("ahead.a", &json!(1)).unwrap();
+    let far = Position::new(1 << 40, 0);
+    assert_invalid(
+        broker.ack("s", far),
+        &["1099511627776-0", "beyond the end of the log"],
+    );
+    assert_invalid(
+        broker.ack_partition("s", 0, Position::new(1 << 40, 7)),
+        &["1099511627776-7"],
+    );
+    let mut conn = broker.conn().unwrap();
+    let mut tx = conn.transaction().unwrap();
+    assert_invalid(broker.ack_in(&mut tx, "s", 0, far), &["1099511627776-0"]);
+    drop(tx);
+    drop(conn);
+    // The newest event is a valid position, and so is the horizon of a read.
+    assert_eq!(read_all(&broker, "s", 1), vec![first.get()]);
+    let batch = broker.read("s", 100).unwrap();
+    broker.ack("s", batch.last_position().unwrap()).unwrap();
+    broker.ack("s", batch.ack_position().unwrap()).unwrap();
+    // Nothing was skipped: the next event arrives.
+    let second = broker.publish("ahead.b", &json!(2)).unwrap();
+    assert_eq!(read_all(&broker, "s", 1), vec![second.get()]);
+    // Unknown subscriptions are still NotFound.
+    assert_eq!(
+        broker.ack("nope", Position::BEGINNING).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+}
+
+#[test]
+fn seek_beyond_the_end_of_the_log_is_refused() {
+    let db = support::db();
+    let broker = db.broker();
+    broker.subscribe("s", &["#"]).unwrap();
+    let id = broker.publish("a", &json!(1)).unwrap();
+    assert_invalid(
+        broker.seek("s", 0, Position::new(1 << 40, 0)),
+        &["1099511627776-0", "beyond the end of the log"],
+    );
+    broker.seek("s", 0, Position::BEGINNING).unwrap();
+    assert_eq!(read_all(&broker, "s", 1), vec![id.get()]);
+    let last = broker.read("s", 10).unwrap().last_position().unwrap();
+    broker.seek("s", 0, last).unwrap();
+    assert!(broker.read("s", 10).unwrap().is_empty());
+}
+
+#[test]
+fn sql_ack_and_seek_beyond_the_end_raise_22023() {
+    let db = support::db();
+    let mut c = db.client();
+    c.batch_execute(
+        "SELECT pgbroker.subscribe('s', ARRAY['ahead.#']);
+         SELECT pgbroker.publish('ahead.a', '1');",
+    )
+    .unwrap();
+    let (code, msg) = sql_err(&mut c, "SELECT pgbroker.ack('s', '1099511627776', 0)");
+    assert_eq!(code, "22023");
+    assert!(
+        msg.contains("position 1099511627776-0 is beyond the end of the log"),
+        "{msg}"
+    );
+    let (code, msg) = sql_err(&mut c, "SELECT pgbroker.seek('s', '1099511627776', 5)");
+    assert_eq!(code, "22023");
+    assert!(msg.contains("1099511627776-5"), "{msg}");
+    // The cursor did not move: the event is still there to read, and acking it works.
+    let mut rows = Vec::new();
+    assert!(support::wait_until(
+        std::time::Duration::from_secs(10),
+        || {
+            rows = c
+                .query("SELECT tx::text, id FROM pgbroker.read('s', 10)", &[])
+                .unwrap();
+            !rows.is_empty()
+        }
+    ));
+    let (tx, id): (String, i64) = (rows[0].get(0), rows[0].get(1));
+    let acked: bool = c
+        .query_one("SELECT pgbroker.ack('s', $1::text::xid8, $2)", &[&tx, &id])
+        .unwrap()
+        .get(0);
+    assert!(acked);
+    let seeked: bool = c
+        .query_one("SELECT pgbroker.seek('s', '0', 0)", &[])
+        .unwrap()
+        .get(0);
+    assert!(seeked);
+}
+
+// 5. SQL functions accepting bad arguments -----------------------------------------------------
+
+#[test]
+fn sql_read_of_an_unknown_subscription_raises_like_rust() {
+    let db = support::db();
+    let mut c = db.client();
+    let (code, msg) = sql_err(&mut c, "SELECT * FROM pgbroker.read('no-such-sub', 10)");
+    assert_eq!(code, "P0002");
+    assert!(msg.contains("no-such-sub"), "{msg}");
+    c.batch_execute("SELECT pgbroker.subscribe('s', ARRAY['a'], 2)")
+        .unwrap();
+    let (code, _) = sql_err(&mut c, "SELECT * FROM pgbroker.read('s', 10, 2)");
+    assert_eq!(code, "P0002");
+    let n = c
+        .query("SELECT * FROM pgbroker.read('s', 10, 1)", &[])
+        .unwrap()
+        .len();
+    assert_eq!(n, 0);
+    let broker = db.broker();
+    assert_eq!(
+        broker.read("no-such-sub", 10).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        broker.read_partition("s", 2, 10).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert!(broker.read_partition("s", 1, 10).unwrap().is_empty());
+    let _ = NewEvent::new("a", json!(1));
+}
