@@ -60,6 +60,7 @@ mod broker;
 mod config;
 mod error;
 mod id_blocks;
+mod json_nul;
 pub mod notify;
 mod pool;
 pub mod queue;

@@ -160,3 +160,67 @@ fn sql_read_of_an_unknown_subscription_raises_like_rust() {
     assert!(broker.read_partition("s", 1, 10).unwrap().is_empty());
     let _ = NewEvent::new("a", json!(1));
 }
+
+// 4. NUL characters in event payloads ----------------------------------------------------------
+
+fn event_count(c: &mut Client) -> i64 {
+    c.query_one("SELECT count(*) FROM pgbroker.events", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn nul_in_an_event_payload_is_refused_with_the_index_in_a_batch() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let nul = json!({"text": "a\u{0}b"});
+    let words = ["event payload contains a NUL character"];
+    assert_invalid(broker.publish("t", &nul), &words);
+    assert_invalid(
+        broker.publish_event(&NewEvent::new("t", nul.clone())),
+        &words,
+    );
+    assert_invalid(
+        broker.publish_event(&NewEvent::new("t", json!(1)).headers(json!({"h": "\u{0}"}))),
+        &["event headers contain a NUL character"],
+    );
+    {
+        let mut conn = broker.conn().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        assert_invalid(
+            broker.publish_in(&mut tx, &NewEvent::new("t", nul.clone())),
+            &words,
+        );
+    }
+    // A small batch (one INSERT) and a large one (COPY) name the event.
+    let batch = |n: usize, bad: usize| {
+        (0..n).map(move |i| NewEvent::new("t", if i == bad { json!(["\u{0}"]) } else { json!(i) }))
+    };
+    assert_invalid(
+        broker.publish_batch(batch(10, 7)),
+        &["event 7 of the batch", words[0]],
+    );
+    assert_invalid(
+        broker.publish_batch(batch(2500, 1999)),
+        &["event 1999 of the batch", words[0]],
+    );
+    {
+        let mut conn = broker.conn().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        assert_invalid(
+            broker.publish_batch_in(&mut tx, batch(1500, 1200)),
+            &["event 1200 of the batch", words[0]],
+        );
+    }
+    let publisher = broker.publisher().start().unwrap();
+    assert_invalid(publisher.publish(NewEvent::new("t", nul)), &words);
+    publisher.close().unwrap();
+    assert_eq!(event_count(&mut c), 0);
+    // Without the NUL, the same batches are written.
+    assert_eq!(
+        broker.publish_batch(batch(2500, usize::MAX)).unwrap().len(),
+        2500
+    );
+    assert_eq!(event_count(&mut c), 2500);
+}

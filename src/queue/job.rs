@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::validate_queue;
+use crate::json_nul::contains_nul;
 use crate::{Error, ErrorKind, Result};
 
 /// A job payload: a JSON value, or text that must parse as JSON.
@@ -270,15 +271,6 @@ pub(crate) fn check_payload(payload: &Value) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn contains_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(contains_nul),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

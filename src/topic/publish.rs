@@ -67,7 +67,9 @@ impl Broker {
     /// Publishes one event on `topic` now, in its own transaction on a pooled connection.
     /// Returns its id. Subscribers see it once it commits (and every older transaction ended).
     ///
-    /// Fails with [`ErrorKind::InvalidName`] for an invalid topic, before writing anything.
+    /// Fails with [`ErrorKind::InvalidName`] for an invalid topic and
+    /// [`ErrorKind::InvalidInput`] for a NUL character (`\u0000`) in the payload (jsonb
+    /// cannot store it), before writing anything.
     ///
     /// # Examples
     ///
@@ -80,6 +82,7 @@ impl Broker {
     /// ```
     pub fn publish(&self, topic: &str, payload: &Value) -> Result<EventId> {
         super::validate_topic(topic)?;
+        super::event::check_event_payload(payload)?;
         self.insert_one(topic, payload, None, None)
     }
 
