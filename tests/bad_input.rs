@@ -224,3 +224,165 @@ fn nul_in_an_event_payload_is_refused_with_the_index_in_a_batch() {
     );
     assert_eq!(event_count(&mut c), 2500);
 }
+
+// 2 and 3. Backoffs and times out of range -----------------------------------------------------
+
+fn job_count(c: &mut Client) -> i64 {
+    c.query_one("SELECT count(*) FROM pgbroker.jobs", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn huge_backoffs_are_refused_at_enqueue_and_the_largest_allowed_can_fail() {
+    use pgbroker::queue::{Job, MAX_BACKOFF};
+    use std::time::Duration;
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let huge = Job::new("q", "{}").backoff(Duration::MAX, Duration::MAX);
+    let words = ["backoff base must be at most 31536000 s (365 days)"];
+    assert_invalid(broker.enqueue_job(&huge), &words);
+    assert_invalid(
+        broker.enqueue_job(&Job::new("q", "{}").backoff(Duration::from_secs(1), MAX_BACKOFF * 2)),
+        &["backoff max must be at most 31536000 s"],
+    );
+    let mut batch: Vec<Job> = (0..5).map(|_| Job::new("q", "{}")).collect();
+    batch[3] = huge.clone();
+    assert_invalid(
+        broker.enqueue_batch(&batch),
+        &["job 3 of the batch", words[0]],
+    );
+    let mut big: Vec<Job> = (0..1500).map(|_| Job::new("q", "{}")).collect();
+    big[1234] = huge.clone();
+    assert_invalid(
+        broker.enqueue_batch(&big),
+        &["job 1234 of the batch", words[0]],
+    );
+    {
+        let mut conn = broker.conn().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        assert_invalid(broker.enqueue_in(&mut tx, &huge), &words);
+    }
+    let (code, msg) = sql_err(
+        &mut c,
+        "SELECT pgbroker.enqueue('q', '{}', backoff_base => interval '1000 years')",
+    );
+    assert_eq!(code, "22023");
+    assert!(msg.contains("at most 365 days"), "{msg}");
+    assert_eq!(job_count(&mut c), 0);
+
+    // The largest backoff allowed: every failure can be recorded, up to attempt 30 and beyond.
+    let id = broker
+        .enqueue_job(
+            &Job::new("q", "{}")
+                .max_attempts(100)
+                .backoff(MAX_BACKOFF, MAX_BACKOFF),
+        )
+        .unwrap();
+    c.batch_execute(&format!(
+        "UPDATE pgbroker.jobs SET attempt = 40 WHERE id = {}",
+        id
+    ))
+    .unwrap();
+    let job = broker
+        .claim_jobs("q", "w", 1, Duration::from_secs(60))
+        .unwrap()
+        .pop()
+        .unwrap();
+    let state = broker.fail_job(&job, "boom", None).unwrap();
+    assert_eq!(state, Some(pgbroker::queue::JobState::Available));
+    let secs: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM run_at - now())::float8 FROM pgbroker.jobs WHERE id = $1",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        secs > 364.0 * 86_400.0 && secs <= 365.0 * 86_400.0,
+        "{secs}"
+    );
+    // From SQL, the largest backoff is accepted too.
+    c.batch_execute("SELECT pgbroker.enqueue('q', '{}', backoff_base => interval '365 days')")
+        .unwrap();
+}
+
+#[test]
+fn times_out_of_range_are_refused_naming_the_option_and_the_job() {
+    use pgbroker::queue::{Job, MAX_DELAY, RUN_AT_END};
+    use std::time::{Duration, UNIX_EPOCH};
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    let delay_words = ["delay must be at most 3153600000 s (100 years)"];
+    for d in [
+        Duration::from_secs(10u64.pow(13)),
+        Duration::MAX,
+        MAX_DELAY * 2,
+    ] {
+        assert_invalid(
+            broker.enqueue_job(&Job::new("q", "{}").delay(d)),
+            &delay_words,
+        );
+    }
+    let year_300000 = UNIX_EPOCH + Duration::from_secs(300_000 * 31_556_952);
+    let run_at_words = ["run_at must be from 1970-01-01T00:00:00Z to 9999-12-31T23:59:59Z"];
+    assert_invalid(
+        broker.enqueue_job(&Job::new("q", "{}").run_at(year_300000)),
+        &run_at_words,
+    );
+    assert_invalid(
+        broker.enqueue_job(&Job::new("q", "{}").run_at(UNIX_EPOCH + RUN_AT_END)),
+        &["got 10000-01-01T00:00:00Z"],
+    );
+    let mut batch: Vec<Job> = (0..4).map(|_| Job::new("q", "{}")).collect();
+    batch[2] = Job::new("q", "{}").run_at(year_300000);
+    assert_invalid(
+        broker.enqueue_batch(&batch),
+        &["job 2 of the batch", run_at_words[0]],
+    );
+    batch[2] = Job::new("q", "{}").delay(Duration::MAX);
+    assert_invalid(
+        broker.enqueue_batch(&batch),
+        &["job 2 of the batch", delay_words[0]],
+    );
+    {
+        let mut conn = broker.conn().unwrap();
+        let mut tx = conn.transaction().unwrap();
+        assert_invalid(
+            broker.enqueue_batch_in(&mut tx, &batch),
+            &["job 2 of the batch"],
+        );
+    }
+    for (sql, word) in [
+        (
+            "delay => interval '1000000 years'",
+            "delay must be from 0 to 36500 days",
+        ),
+        ("run_at => 'infinity'", "run_at must be from 1970-01-01"),
+        ("run_at => '-infinity'", "run_at must be from 1970-01-01"),
+        ("run_at => '10000-01-01 00:00:00+00'", "run_at must be from"),
+    ] {
+        let (code, msg) = sql_err(
+            &mut c,
+            &format!("SELECT pgbroker.enqueue('q', '{{}}', {sql})"),
+        );
+        assert_eq!(code, "22023", "{sql}: {msg}");
+        assert!(msg.contains(word), "{sql}: {msg}");
+    }
+    assert_eq!(job_count(&mut c), 0);
+    // The edges of the ranges are accepted.
+    broker
+        .enqueue_job(&Job::new("q", "{}").delay(MAX_DELAY))
+        .unwrap();
+    broker
+        .enqueue_job(&Job::new("q", "{}").run_at(UNIX_EPOCH + RUN_AT_END - Duration::from_secs(1)))
+        .unwrap();
+    c.batch_execute(
+        "SELECT pgbroker.enqueue('q', '{}', delay => interval '100 years');
+         SELECT pgbroker.enqueue('q', '{}', run_at => '9999-12-31 23:59:59+00')",
+    )
+    .unwrap();
+    assert_eq!(job_count(&mut c), 4);
+}

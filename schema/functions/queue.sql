@@ -116,15 +116,25 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: max_attempts must be at least 1, got %', enqueue.max_attempts
             USING ERRCODE = '22023';
     END IF;
+    -- The ranges of src/queue/validate.rs: every job written can be scheduled and retried.
+    IF NOT (at >= '1970-01-01 00:00:00+00' AND at < '10000-01-01 00:00:00+00') THEN
+        RAISE EXCEPTION 'pgbroker: run_at must be from 1970-01-01 00:00:00+00 to '
+                        '9999-12-31 23:59:59+00, got %', at USING ERRCODE = '22023';
+    END IF;
     IF enqueue.delay IS NOT NULL THEN
-        IF enqueue.delay < interval '0' THEN
-            RAISE EXCEPTION 'pgbroker: delay must not be negative, got %', enqueue.delay
-                USING ERRCODE = '22023';
+        IF enqueue.delay < interval '0' OR enqueue.delay > interval '36500 days' THEN
+            RAISE EXCEPTION 'pgbroker: delay must be from 0 to 36500 days (100 years), got %',
+                            enqueue.delay USING ERRCODE = '22023';
         END IF;
         at := at + enqueue.delay;
     END IF;
     IF enqueue.backoff_base < interval '0' OR enqueue.backoff_max < interval '0' THEN
         RAISE EXCEPTION 'pgbroker: backoff must not be negative' USING ERRCODE = '22023';
+    END IF;
+    IF enqueue.backoff_base > interval '365 days' OR enqueue.backoff_max > interval '365 days' THEN
+        RAISE EXCEPTION 'pgbroker: backoff_base and backoff_max must be at most 365 days, '
+                        'got % and %', enqueue.backoff_base, enqueue.backoff_max
+            USING ERRCODE = '22023';
     END IF;
     IF enqueue.unique_key IS NULL THEN
         INSERT INTO pgbroker.jobs AS j (queue, payload, priority, run_at, max_attempts, details)
@@ -375,16 +385,20 @@ LANGUAGE sql AS $$
                                   $2, $3) = 1
 $$;
 
--- Exponential backoff with ±25% jitter: base * 2^(attempt-1), at most `max`.
+-- Exponential backoff with ±25% jitter: base * 2^(attempt-1), at most `max` and 365 days (the
+-- longest backoff enqueue accepts). Computed in float seconds: a large base times 2^29 does not
+-- fit an interval, and must not make a failure unrecordable.
 CREATE OR REPLACE FUNCTION pgbroker.backoff(
     attempt integer,
     base    interval DEFAULT NULL,
     max     interval DEFAULT NULL
 ) RETURNS interval
 LANGUAGE sql VOLATILE AS $$
-    SELECT least(coalesce($2, interval '1 second') * power(2, least(greatest($1, 1) - 1, 30))
-                 * (0.75 + random() * 0.5),
-                 coalesce($3, interval '1 hour'))
+    SELECT make_interval(secs => greatest(0, least(
+               extract(epoch FROM coalesce($2, interval '1 second'))::float8
+                   * power(2, least(greatest($1, 1) - 1, 30)) * (0.75 + random() * 0.5),
+               extract(epoch FROM coalesce($3, interval '1 hour'))::float8,
+               365 * 86400)))
 $$;
 
 -- The backoff before retrying a job after its `attempt`, with the base and maximum in its

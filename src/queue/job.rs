@@ -142,7 +142,9 @@ impl Job {
         self
     }
 
-    /// Not before this time (the database's clock decides). Default: now.
+    /// Not before this time (the database's clock decides). Default: now. From 1970 to
+    /// the end of year 9999 ([`RUN_AT_END`](super::RUN_AT_END)); enqueueing fails with
+    /// [`ErrorKind::InvalidInput`] outside.
     ///
     /// # Examples
     ///
@@ -157,7 +159,9 @@ impl Job {
     }
 
     /// Not before this long after enqueueing (added to [`run_at`](Self::run_at) when both are
-    /// set, measured by the database's clock). Default: none.
+    /// set, measured by the database's clock). Default: none. At most 100 years
+    /// ([`MAX_DELAY`](super::MAX_DELAY)); enqueueing fails with [`ErrorKind::InvalidInput`]
+    /// beyond.
     ///
     /// # Examples
     ///
@@ -195,7 +199,8 @@ impl Job {
     }
 
     /// Retry delays: `base * 2^(attempt-1)` with ±25% jitter, at most `max`. Default 1 s and
-    /// 1 hour.
+    /// 1 hour. Each at most 365 days ([`MAX_BACKOFF`](super::MAX_BACKOFF)); enqueueing fails
+    /// with [`ErrorKind::InvalidInput`] beyond.
     ///
     /// # Examples
     ///
@@ -244,6 +249,7 @@ impl Job {
                 ));
             }
         }
+        super::validate::check_job_times(self)?;
         check_payload(payload)?;
         Ok(payload)
     }

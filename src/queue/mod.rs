@@ -60,6 +60,7 @@ mod job;
 mod stats;
 mod take;
 mod take_batch;
+mod validate;
 mod wake_checks;
 mod watch;
 
@@ -68,6 +69,7 @@ pub use consumer::QueueOptions;
 pub use context::JobContext;
 pub use job::{Job, JobPayload, DEFAULT_MAX_ATTEMPTS};
 pub use stats::{JobInfo, QueueStats};
+pub use validate::{MAX_BACKOFF, MAX_DELAY, RUN_AT_END};
 pub(crate) use wake_checks::WakeChecks;
 pub use watch::{JobEvent, JobWatcher};
 
