@@ -386,3 +386,93 @@ fn times_out_of_range_are_refused_naming_the_option_and_the_job() {
     .unwrap();
     assert_eq!(job_count(&mut c), 4);
 }
+
+#[test]
+fn sql_claim_refuses_a_lease_of_zero_or_less() {
+    let db = support::db();
+    let mut c = db.client();
+    c.batch_execute("SELECT pgbroker.enqueue('q', '{}')")
+        .unwrap();
+    for lease in [
+        "interval '-1 minute'",
+        "interval '0'",
+        "NULL",
+        "interval '1000 years'",
+    ] {
+        let (code, msg) = sql_err(
+            &mut c,
+            &format!("SELECT * FROM pgbroker.claim('q', 'w', 1, {lease})"),
+        );
+        assert_eq!(code, "22023", "{lease}: {msg}");
+        assert!(
+            msg.contains("lease must be from 10 milliseconds to 36500 days"),
+            "{msg}"
+        );
+    }
+    let running: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pgbroker.jobs WHERE state = 'running'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 0);
+    let n = c
+        .query(
+            "SELECT * FROM pgbroker.claim('q', 'w', 1, interval '1 minute')",
+            &[],
+        )
+        .unwrap()
+        .len();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn sql_take_outside_a_transaction_block_takes_nothing() {
+    let db = support::db();
+    let mut c = db.client();
+    c.batch_execute("SELECT pgbroker.enqueue('q', '{}') FROM generate_series(1, 3)")
+        .unwrap();
+    let refused = |e: pgbroker::postgres::Error| {
+        let db = e.as_db_error().expect("a server error").clone();
+        assert_eq!(db.code().code(), "25P01", "{db:?}");
+        assert!(
+            db.message().contains("inside a transaction block"),
+            "{db:?}"
+        );
+    };
+    // Autocommit, extended protocol (as drivers send it) and simple protocol (as psql does).
+    refused(
+        c.query("SELECT * FROM pgbroker.take('q', 1)", &[])
+            .unwrap_err(),
+    );
+    refused(
+        c.simple_query("SELECT * FROM pgbroker.take('q', 1)")
+            .unwrap_err(),
+    );
+    refused(
+        c.batch_execute("SELECT * FROM pgbroker.take('q', 1); SELECT 1")
+            .unwrap_err(),
+    );
+    assert_eq!(job_count(&mut c), 3, "nothing was taken");
+    // In a transaction block it takes, as the first statement or later, and COMMIT completes.
+    let mut tx = c.transaction().unwrap();
+    assert_eq!(
+        tx.query("SELECT * FROM pgbroker.take('q', 1)", &[])
+            .unwrap()
+            .len(),
+        1
+    );
+    tx.commit().unwrap();
+    c.batch_execute("BEGIN").unwrap();
+    c.batch_execute("SELECT 1").unwrap();
+    c.batch_execute("SELECT * FROM pgbroker.take('q', 1)")
+        .unwrap();
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(job_count(&mut c), 1);
+    let guards: i64 = c
+        .query_one("SELECT count(*) FROM pgbroker.take_guards", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(guards, 0, "the guard rows go with their transaction");
+}

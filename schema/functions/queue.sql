@@ -162,7 +162,20 @@ BEGIN
 END
 $$;
 
--- Claims up to `max` available jobs of `queue` in (priority, run_at, id) order for `lease`.
+-- A lease must be from 10 ms (as claim_jobs in Rust) to 36500 days: a lease of zero or less
+-- would hand out jobs already expired (rescue then counts an attempt). Raises 22023.
+CREATE OR REPLACE FUNCTION pgbroker.check_lease(lease interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF lease IS NULL OR lease < interval '10 milliseconds' OR lease > interval '36500 days' THEN
+        RAISE EXCEPTION 'pgbroker: lease must be from 10 milliseconds to 36500 days, got %',
+                        coalesce(lease::text, 'NULL') USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- Claims up to `max` available jobs of `queue` in (priority, run_at, id) order for `lease`
+-- (10 ms to 36500 days, see check_lease).
 CREATE OR REPLACE FUNCTION pgbroker.claim(
     queue  text,
     worker text,
@@ -181,6 +194,7 @@ CREATE OR REPLACE FUNCTION pgbroker.claim(
     unique_key   text
 )
 LANGUAGE sql AS $$
+    SELECT pgbroker.check_lease($4);
     -- `id = ANY (ARRAY(...))`, not a join with the picked ids: a SQL function's statements are
     -- planned without their parameters' values, so LIMIT $3 is guessed at 10% of the table and
     -- the join hashes a sequential scan of all jobs (4 ms instead of 0.2 ms for 100 jobs of
@@ -203,6 +217,42 @@ LANGUAGE sql AS $$
     SELECT * FROM claimed c ORDER BY c.priority, c.run_at, c.id
 $$;
 
+-- Refuses a commit that ends the transaction of the statement that called pgbroker.take
+-- (autocommit). Nothing inside a function can tell autocommit from the first statement of a
+-- transaction block: transaction_timestamp() <> statement_timestamp() holds in both with the
+-- extended protocol (the transaction starts at Parse or Bind, the statement's time at
+-- Execute), and pg_current_xact_id_if_assigned() is NULL in both until the first write. What
+-- differs is how the transaction ends: a block's COMMIT is a statement of its own, with a later
+-- statement_timestamp(), while an autocommit statement commits within its own statement time
+-- (at its Sync, or at the end of its simple query). So take writes its statement's time to
+-- pgbroker.take_guards, and this deferred trigger compares it at commit. (A COMMIT sent in the
+-- same simple query string as the take, or SET CONSTRAINTS ALL IMMEDIATE before it, is refused
+-- too.)
+CREATE OR REPLACE FUNCTION pgbroker.take_guard_check() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM pgbroker.take_guards g WHERE g.ctid = NEW.ctid;
+    IF NEW.taken_at = statement_timestamp() THEN
+        RAISE EXCEPTION 'pgbroker: pgbroker.take must be called inside a transaction block '
+                        '(BEGIN; SELECT * FROM pgbroker.take(...); ...; COMMIT): in autocommit '
+                        'it would complete the jobs without running them; nothing was taken'
+            USING ERRCODE = '25P01';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'take_guard'
+                      AND tgrelid = 'pgbroker.take_guards'::regclass) THEN
+        CREATE CONSTRAINT TRIGGER take_guard AFTER INSERT ON pgbroker.take_guards
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+            EXECUTE FUNCTION pgbroker.take_guard_check();
+    END IF;
+END
+$$;
+
 -- Takes up to `max` available jobs of `queue` in (priority, run_at, id) order inside the
 -- caller's transaction: they are deleted by it, so COMMIT completes them and ROLLBACK (or the
 -- session dying) gives them back untouched, and concurrent takers and claimers skip them. No
@@ -212,8 +262,9 @@ $$;
 -- pgbroker.fail_taken / pgbroker.return_taken need besides the other columns to write the job
 -- back.
 -- While taken, a job still shows as 'available' to other sessions (locked, skipped).
--- Call it only inside a transaction block: in autocommit its deletion commits at once, which
--- completes the jobs without running them.
+-- Call it only inside a transaction block (BEGIN ... COMMIT, with COMMIT a statement of its own):
+-- in autocommit its deletion would commit at once, completing the jobs without running them,
+-- so such a commit fails (SQLSTATE 25P01) and gives the jobs back. See take_guard_check.
 CREATE OR REPLACE FUNCTION pgbroker.take(
     queue text,
     max   integer DEFAULT 1
@@ -231,6 +282,7 @@ CREATE OR REPLACE FUNCTION pgbroker.take(
     details      jsonb
 )
 LANGUAGE sql AS $$
+    INSERT INTO pgbroker.take_guards (taken_at) VALUES (statement_timestamp());
     -- The claim's statement with DELETE for UPDATE (see pgbroker.claim for why
     -- `id = ANY (ARRAY(...))`). src/queue/take.rs prepares a statement picking the same jobs
     -- (with a second, literal LIMIT so that its plan is reused, and fewer columns); keep the
