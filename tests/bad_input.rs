@@ -476,3 +476,28 @@ fn sql_take_outside_a_transaction_block_takes_nothing() {
         .get(0);
     assert_eq!(guards, 0, "the guard rows go with their transaction");
 }
+
+// 6. A written batch is never reported as a failure ----------------------------------------------
+
+#[test]
+fn publish_batch_over_copy_succeeds_when_only_the_wake_up_fails() {
+    let db = support::db();
+    let broker = db.broker();
+    let mut c = db.client();
+    // The wake-up after the COPY fails; the events are written by then.
+    c.batch_execute(
+        "CREATE OR REPLACE FUNCTION pgbroker.log_wake() RETURNS boolean LANGUAGE plpgsql AS $$
+         BEGIN RAISE EXCEPTION 'wake-up broken'; END $$",
+    )
+    .unwrap();
+    let events = (0..1500).map(|i| NewEvent::new("t", json!(i)));
+    let ids = broker
+        .publish_batch(events)
+        .expect("the events were written");
+    assert_eq!(ids.len(), 1500);
+    assert_eq!(event_count(&mut c), 1500);
+    // A failure before anything is written is still a failure, with nothing written.
+    let bad = (0..1500).map(|i| NewEvent::new(if i == 9 { "bad topic" } else { "t" }, json!(i)));
+    assert!(broker.publish_batch(bad).is_err());
+    assert_eq!(event_count(&mut c), 1500);
+}

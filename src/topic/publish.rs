@@ -224,11 +224,19 @@ impl Broker {
         let next = conn.statement(NEXT_EVENT_IDS_SQL)?;
         let copy = conn.statement(COPY_SQL)?;
         let ids = copy_batch(&mut **conn, &next, &copy, &events)?;
+        // The events are written: from here on the call succeeds. A failed wake-up only
+        // delays consumers to their next poll; it is logged, never reported as a failure of
+        // the batch (the caller would publish it again).
         let sent = Instant::now();
         if waiters.must_look(sent) {
-            let wake = conn.statement(WAKE_SQL)?;
-            let found: bool = conn.query_one(&wake, &[])?.try_get(0)?;
-            waiters.looked(sent, found);
+            match wake(&mut conn) {
+                Ok(found) => waiters.looked(sent, found),
+                Err(e) => log::warn!(
+                    "pgbroker: {} events published, but waking consumers failed \
+                     (they find the events at their next poll): {e}",
+                    ids.len()
+                ),
+            }
         }
         Ok(ids)
     }
@@ -269,6 +277,12 @@ impl Broker {
         tx.execute(WAKE_SQL, &[])?;
         Ok(ids)
     }
+}
+
+/// Wakes waiting consumers after a COPY; whether one was waiting.
+fn wake(conn: &mut crate::PooledConn) -> Result<bool> {
+    let stmt = conn.statement(WAKE_SQL)?;
+    Ok(conn.query_one(&stmt, &[])?.try_get(0)?)
 }
 
 fn checked_batch<I: IntoIterator<Item = NewEvent>>(events: I) -> Result<Vec<NewEvent>> {
