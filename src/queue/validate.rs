@@ -9,14 +9,39 @@ use super::Job;
 use crate::{Error, ErrorKind, Result};
 
 /// The longest [`Job::delay`] (and `delay` of `pgbroker.enqueue`): 100 years (36 500 days).
+///
+/// # Examples
+///
+/// ```
+/// use pgbroker::queue::{Job, MAX_DELAY};
+/// let latest = Job::new("reminders", "{}").delay(MAX_DELAY); // accepted; a second more is not
+/// ```
 pub const MAX_DELAY: Duration = Duration::from_secs(36_500 * 86_400);
 
 /// The longest backoff base or maximum of [`Job::backoff`] (and `backoff_base`, `backoff_max`
 /// of `pgbroker.enqueue`): 365 days.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use pgbroker::queue::{Job, MAX_BACKOFF};
+/// let patient = Job::new("sync", "{}").backoff(Duration::from_secs(60), MAX_BACKOFF);
+/// ```
 pub const MAX_BACKOFF: Duration = Duration::from_secs(365 * 86_400);
 
-/// [`Job::run_at`] must be before this: 10000-01-01T00:00:00Z (`pgbroker.enqueue` refuses
-/// `run_at` from then on, and `infinity`). Times before 1970 are refused too.
+/// The end of [`Job::run_at`]'s range, as the time since the Unix epoch: a job must be due
+/// before 10000-01-01T00:00:00Z (`pgbroker.enqueue` refuses `run_at` from then on, and
+/// `infinity`). Times before 1970 are refused too.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use pgbroker::queue::{Job, RUN_AT_END};
+/// let last_second = UNIX_EPOCH + RUN_AT_END - Duration::from_secs(1);
+/// let job = Job::new("y10k", "{}").run_at(last_second); // 9999-12-31T23:59:59Z
+/// ```
 pub const RUN_AT_END: Duration = Duration::from_secs(253_402_300_800);
 
 /// Checks the delay, run_at and backoff of `job` against their ranges.
