@@ -28,6 +28,12 @@ SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 1) AS p
 INSERT INTO pgbroker.schema_version (version) VALUES (1);
 \endif
 
+SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 2) AS pgbroker_migration_2 \gset
+\if :pgbroker_migration_2
+\ir schema/migrations/0002_take_guard.sql
+INSERT INTO pgbroker.schema_version (version) VALUES (2);
+\endif
+
 \ir schema/functions/notify.sql
 \ir schema/functions/log.sql
 \ir schema/statements/read_after.sql

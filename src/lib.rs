@@ -61,6 +61,7 @@ mod config;
 mod deprecated;
 mod error;
 mod id_blocks;
+mod json_nul;
 pub mod notify;
 mod payload;
 mod pool;

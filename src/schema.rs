@@ -12,7 +12,7 @@ use postgres::GenericClient;
 use crate::{Error, ErrorKind, Result};
 
 /// The schema version this library installs and expects: the number of its newest migration.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 const CORE: &str = include_str!("../schema/core.sql");
 
@@ -24,11 +24,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first; the last one's number is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    path: "schema/migrations/0001_baseline.sql",
-    sql: include_str!("../schema/migrations/0001_baseline.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        path: "schema/migrations/0001_baseline.sql",
+        sql: include_str!("../schema/migrations/0001_baseline.sql"),
+    },
+    Migration {
+        version: 2,
+        path: "schema/migrations/0002_take_guard.sql",
+        sql: include_str!("../schema/migrations/0002_take_guard.sql"),
+    },
+];
 
 /// The functions, re-created in this order after the migrations.
 const FUNCTIONS: &[(&str, &str)] = &[

@@ -37,10 +37,14 @@ pub struct BenchArgs {
     /// List the workloads and exit.
     #[arg(long)]
     list: bool,
+    #[command(flatten)]
+    pub output: crate::output::JsonFlag,
 }
 
-/// Runs the benchmark on `url`, or on a private throwaway cluster without one. Installs the
-/// pgbroker schema there and uses (then drops) a `pgbroker_bench` schema.
+/// Runs the benchmark on `url` (given with `--url` only: `$DATABASE_URL` alone does not send
+/// a benchmark to the user's database), or on a private throwaway cluster without one.
+/// Installs the pgbroker schema there and uses (then drops, also on error and Ctrl-C, which
+/// exits 130) a `pgbroker_bench` schema.
 pub fn bench(url: Option<&str>, args: &BenchArgs, json: bool) -> Result<(), Failure> {
     let options = Options {
         messages: args.messages,
@@ -54,17 +58,41 @@ pub fn bench(url: Option<&str>, args: &BenchArgs, json: bool) -> Result<(), Fail
         progress: !json && std::io::stderr().is_terminal(),
     };
     if args.list {
-        for (name, about) in bench::list(&options) {
-            println!("{name:<24} {about}");
-        }
-        return Ok(());
+        let lines = bench::list(&options)
+            .into_iter()
+            .map(|(name, about)| format!("{name:<24} {about}"));
+        return Ok(crate::output::print_lines(lines)?);
     }
     bench::validate(&options).map_err(Failure::usage)?;
-    let report = bench::run(url, &options)?;
-    if json {
-        println!("{}", report.to_json());
+    ctrlc::set_handler(|| {
+        bench::interrupt();
+        crate::output::note(
+            "interrupted: ending the current measurement and dropping what the benchmark created",
+        );
+    })
+    .map_err(|e| Failure::failed(format!("cannot handle Ctrl-C: {e}")))?;
+    // Text: each workload's row as soon as it is measured (a full run takes minutes).
+    let mut header = false;
+    let mut print_row = |row: &bench::Row| {
+        let mut lines = Vec::new();
+        if !std::mem::replace(&mut header, true) {
+            lines.extend(bench::header_lines());
+        }
+        lines.push(bench::row_line(row));
+        let _ = crate::output::print_lines(lines);
+    };
+    let result = if json {
+        bench::run(url, &options, &mut |_| {})
     } else {
-        print!("{}", report.table());
+        bench::run(url, &options, &mut print_row)
+    };
+    if bench::interrupted() {
+        return Err(Failure::interrupted());
     }
-    Ok(())
+    let report = result?;
+    Ok(crate::output::print_text(&if json {
+        format!("{}\n", report.to_json())
+    } else {
+        report.footer()
+    })?)
 }

@@ -69,30 +69,33 @@ pub fn demo(json_out: bool) -> Result<(), Failure> {
         report.push(json!({"step": what, "expected": n, "received": got}));
     }
 
+    let mut lines = Vec::new();
     if json_out {
-        println!("{}", json!({ "steps": report }));
+        lines.push(json!({ "steps": report }).to_string());
     } else {
         for step in &report {
-            println!("> {}", step["step"].as_str().unwrap_or_default());
+            lines.push(format!("> {}", step["step"].as_str().unwrap_or_default()));
             let got = step["received"].as_array().cloned().unwrap_or_default();
             if got.is_empty() {
-                println!("    (nothing arrives: notifications are sent only on commit)");
+                lines.push("    (nothing arrives: notifications are sent only on commit)".into());
             }
             for g in got {
-                println!(
+                lines.push(format!(
                     "    {:>6} ms  {:<20} {}",
                     g["ms"],
                     g["channel"].as_str().unwrap_or_default(),
                     g["payload"].as_str().unwrap_or_default()
-                );
+                ));
             }
         }
-        println!();
-        println!(
+        lines.push(String::new());
+        lines.push(format!(
             "{received} of {expected} expected notifications received; the rolled-back one \
              never arrived."
-        );
+        ));
     }
+    // A closed stdout (`| head -3`) is not an error: whoever read the output is gone.
+    crate::output::print_lines(lines)?;
     if received != expected {
         return Err(Failure::failed(format!(
             "expected {expected} notifications, received {received}"

@@ -8,7 +8,7 @@ use pgbroker::ErrorKind;
 /// operation (exit 1).
 #[derive(Debug)]
 pub struct Failure {
-    usage: bool,
+    code: u8,
     message: String,
 }
 
@@ -16,7 +16,7 @@ impl Failure {
     /// The operation failed (exit 1).
     pub fn failed(message: impl fmt::Display) -> Failure {
         Failure {
-            usage: false,
+            code: 1,
             message: message.to_string(),
         }
     }
@@ -24,8 +24,17 @@ impl Failure {
     /// The command line or the configuration is wrong (exit 2).
     pub fn usage(message: impl fmt::Display) -> Failure {
         Failure {
-            usage: true,
+            code: 2,
             message: message.to_string(),
+        }
+    }
+
+    /// Stopped by Ctrl-C or SIGTERM (exit 130, as a shell reports a process killed by
+    /// SIGINT), after cleaning up; nothing more to say.
+    pub fn interrupted() -> Failure {
+        Failure {
+            code: 130,
+            message: String::new(),
         }
     }
 
@@ -42,15 +51,14 @@ impl Failure {
     }
 
     pub fn code(&self) -> u8 {
-        if self.usage {
-            2
-        } else {
-            1
-        }
+        self.code
     }
 
     /// Prints `pgbroker: error: ...` as one line, whatever the message holds.
     pub fn print(&self) {
+        if self.message.is_empty() {
+            return;
+        }
         let line: Vec<&str> = self.message.split_whitespace().collect();
         crate::output::note(format!("error: {}", line.join(" ")));
     }
@@ -109,6 +117,7 @@ mod test {
     fn codes() {
         assert_eq!(Failure::failed("x").code(), 1);
         assert_eq!(Failure::usage("x").code(), 2);
+        assert_eq!(Failure::interrupted().code(), 130);
         let e = pgbroker::notify::validate_channel("").unwrap_err();
         assert_eq!(Failure::from(e).code(), 2);
     }

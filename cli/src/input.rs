@@ -26,6 +26,9 @@ pub struct StdinBatches {
     lines: Receiver<std::io::Result<String>>,
     /// Lines read so far (the number of the last line handed out).
     line_no: usize,
+    /// A bad line met while a batch was being filled: the batch (the lines before it) goes
+    /// out first, the error with the next call.
+    pending: Option<Failure>,
 }
 
 impl StdinBatches {
@@ -42,12 +45,17 @@ impl StdinBatches {
         StdinBatches {
             lines: rx,
             line_no: 0,
+            pending: None,
         }
     }
 
     /// The next batch: up to [`BATCH_LINES`] non-blank lines parsed as JSON, each with its line
-    /// number; `None` at the end of input. A line that is not JSON fails the batch (exit 2).
+    /// number; `None` at the end of input. A line that is not JSON ends the batch before it:
+    /// the lines before it come as a batch, and the next call fails (exit 2) naming the line.
     pub fn next_batch(&mut self) -> Result<Option<Vec<(usize, Value)>>, Failure> {
+        if let Some(f) = self.pending.take() {
+            return Err(f);
+        }
         let mut batch = Vec::new();
         loop {
             let next = if batch.is_empty() {
@@ -64,7 +72,14 @@ impl StdinBatches {
                     if line.trim().is_empty() {
                         continue;
                     }
-                    let value = json_arg(&line, &format!("stdin line {}", self.line_no))?;
+                    let value = match json_arg(&line, &format!("stdin line {}", self.line_no)) {
+                        Ok(v) => v,
+                        Err(f) if batch.is_empty() => return Err(f),
+                        Err(f) => {
+                            self.pending = Some(f);
+                            return Ok(Some(batch));
+                        }
+                    };
                     batch.push((self.line_no, value));
                     if batch.len() >= BATCH_LINES {
                         return Ok(Some(batch));
@@ -98,12 +113,25 @@ pub fn duration(text: &str) -> Result<Duration, String> {
             ))
         }
     };
+    let bad = || format!("{text:?} is not a duration (like 30, 500ms, 30s, 5m, 2h, 1d)");
     match number.parse::<f64>() {
-        Ok(n) if n.is_finite() && n >= 0.0 => Ok(Duration::from_secs_f64(n * scale)),
-        _ => Err(format!(
-            "{text:?} is not a duration (like 30, 500ms, 30s, 5m, 2h, 1d)"
-        )),
+        // try_from: a number too large for a Duration is an error, not a panic.
+        Ok(n) if n.is_finite() && n >= 0.0 => {
+            Duration::try_from_secs_f64(n * scale).map_err(|_| bad())
+        }
+        _ => Err(bad()),
     }
+}
+
+/// Parses `--delay`: a [`duration`] of at most 100 years ([`pgbroker::queue::MAX_DELAY`]).
+pub fn delay(text: &str) -> Result<Duration, String> {
+    let d = duration(text)?;
+    if d > pgbroker::queue::MAX_DELAY {
+        return Err(format!(
+            "{text:?} is longer than the longest delay, 100 years (36500d)"
+        ));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -118,8 +146,12 @@ mod test {
         assert_eq!(duration("5m"), Ok(Duration::from_secs(300)));
         assert_eq!(duration("2h"), Ok(Duration::from_secs(7200)));
         assert_eq!(duration("1d"), Ok(Duration::from_secs(86_400)));
-        for bad in ["", "s", "-1", "1y", "1 h", "abc"] {
+        for bad in ["", "s", "-1", "1y", "1 h", "abc", "999999999999999999999"] {
             assert!(duration(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(delay("36500d"), Ok(pgbroker::queue::MAX_DELAY));
+        for bad in ["36501d", "99999999d", "1e300", "999999999999999999999"] {
+            assert!(delay(bad).is_err(), "{bad:?}");
         }
     }
 

@@ -37,13 +37,10 @@ use crate::failure::Failure;
                   Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."
 )]
 struct Cli {
-    /// Connection URL (postgres://user@host/db); defaults to $DATABASE_URL.
+    /// Connection URL (postgres://user@host/db); defaults to $DATABASE_URL (not for bench,
+    /// which runs on a private cluster unless --url is given; not for demo).
     #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
-
-    /// Machine-readable JSON output instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
 
     #[command(subcommand)]
     command: Command,
@@ -52,9 +49,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Install the pgbroker schema (tables, functions) and print its version.
-    Setup,
+    Setup(output::JsonFlag),
     /// Upgrade the pgbroker schema to this version (same as setup; says what changed).
-    Migrate,
+    Migrate(output::JsonFlag),
     /// Send a notification: PAYLOAD as given, or one notification per line of stdin with `-`.
     Notify(pubsub::NotifyArgs),
     /// Print notifications as JSON lines until killed, --count or --timeout.
@@ -79,13 +76,14 @@ enum Command {
     Stats(stats::StatsArgs),
     /// Measure pgbroker against the raw PostgreSQL limit for the same work.
     ///
-    /// On the database of --url / $DATABASE_URL when given (it installs the pgbroker schema
-    /// there and uses, then drops, a `pgbroker_bench` schema), else on a private throwaway
-    /// PostgreSQL. Each workload runs raw and through pgbroker on fresh tables, after a
-    /// warm-up; `-` marks a workload pgbroker has no counterpart for.
+    /// On a private throwaway PostgreSQL, or on the database of an explicit --url ($DATABASE_URL
+    /// alone is not used): it installs the pgbroker schema there and uses, then drops (also on
+    /// error and Ctrl-C), a `pgbroker_bench` schema. Each workload runs raw and through
+    /// pgbroker on fresh tables, after a warm-up; its row is printed as it finishes; `-` marks
+    /// a workload pgbroker has no counterpart for.
     Bench(bench_command::BenchArgs),
-    /// Start a private throwaway PostgreSQL and show pub/sub at work.
-    Demo,
+    /// Start a private throwaway PostgreSQL and show pub/sub at work (takes no --url).
+    Demo(output::JsonFlag),
 }
 
 fn main() -> ExitCode {
@@ -102,20 +100,35 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let target = Target::from_args(cli.url.as_deref());
-    let json = cli.json;
     match cli.command {
-        Command::Setup => setup::setup(target.require()?, json),
-        Command::Migrate => setup::migrate(target.require()?, json),
+        Command::Setup(o) => setup::setup(target.require()?, o.json),
+        Command::Migrate(o) => setup::migrate(target.require()?, o.json),
         Command::Notify(args) => pubsub::notify(target.require()?, &args),
         Command::Listen(args) => pubsub::listen(target.require()?, &args),
         Command::Publish(args) => topic::publish(target.require()?, &args),
         Command::Tail(args) => topic::tail(target.require()?, &args),
         Command::Enqueue(args) => queue::enqueue(target.require()?, &args),
-        Command::Jobs(args) => queue::jobs(target.require()?, &args, json),
-        Command::Redrive(args) => queue::redrive(target.require()?, &args, json),
-        Command::Cancel(args) => queue::cancel(target.require()?, &args, json),
-        Command::Stats(args) => stats::stats(target.require()?, &args, json),
-        Command::Bench(args) => bench_command::bench(target.url(), &args, json),
-        Command::Demo => demo::demo(json),
+        Command::Jobs(args) => queue::jobs(target.require()?, &args, args.output.json),
+        Command::Redrive(args) => queue::redrive(target.require()?, &args, args.output.json),
+        Command::Cancel(args) => queue::cancel(target.require()?, &args, args.output.json),
+        Command::Stats(args) => stats::stats(target.require()?, &args, args.output.json),
+        Command::Bench(args) => {
+            // Only an explicit --url sends the benchmark (minutes of load, a million rows) to a
+            // database; $DATABASE_URL is for the commands people run against their own.
+            let url = cli.url.as_deref().filter(|u| !u.trim().is_empty());
+            if url.is_none() && target.url().is_some() && !args.output.json {
+                output::note("$DATABASE_URL is not used by bench: pass --url to measure there");
+            }
+            bench_command::bench(url, &args, args.output.json)
+        }
+        Command::Demo(o) => {
+            if cli.url.is_some() {
+                return Err(Failure::usage(
+                    "demo runs on a private throwaway PostgreSQL of its own and takes no --url \
+                     (try `pgbroker notify` and `pgbroker listen` on your database)",
+                ));
+            }
+            demo::demo(o.json)
+        }
     }
 }

@@ -2,6 +2,14 @@
 
 use std::fmt::Write as _;
 
+/// `--json`: offered only by the commands whose output it changes.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct JsonFlag {
+    /// Machine-readable JSON output instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// A table of text cells printed with aligned columns; numeric-looking cells align right.
 #[derive(Debug, Default)]
 pub struct Table {
@@ -96,6 +104,19 @@ pub fn print_lines(lines: impl IntoIterator<Item = String>) -> std::io::Result<(
         }
     }
     Ok(())
+}
+
+/// Prints `text` (lines already ended) to stdout, as [`print_lines`] does: a closed stdout is
+/// not an error. Every command writes its output through these two, never `print!`, which
+/// panics on a broken pipe (`pgbroker demo | head -3`).
+pub fn print_text(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// `1234567.8` as `1,234,568`.

@@ -1,6 +1,8 @@
 //! `pgbroker notify` and `pgbroker listen`.
 
 use std::io::{BufRead, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -8,6 +10,9 @@ use crossbeam_channel::Select;
 use pgbroker::{Broker, Event, Listener, Notification};
 
 use crate::failure::Failure;
+
+/// How often `listen` looks for Ctrl-C while no notification comes.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args)]
 pub struct NotifyArgs {
@@ -63,6 +68,14 @@ pub fn listen(url: &str, args: &ListenArgs) -> Result<(), Failure> {
     for c in &args.channels {
         pgbroker::notify::validate_channel(c)?;
     }
+    // Ctrl-C and SIGTERM stop it with exit 130, as they stop `tail`
+    // (installed before "listening on" is printed).
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
+            .map_err(|e| Failure::failed(format!("cannot handle Ctrl-C: {e}")))?;
+    }
     let broker = Broker::builder()
         .url(url)
         .pool_size(1)
@@ -85,12 +98,17 @@ pub fn listen(url: &str, args: &ListenArgs) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut received: u64 = 0;
     loop {
-        let ready = match deadline {
-            Some(d) => match select.ready_deadline(d) {
-                Ok(i) => i,
-                Err(_) => break,
-            },
-            None => select.ready(),
+        if stop.load(Ordering::SeqCst) {
+            return Err(Failure::interrupted());
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            break;
+        }
+        // Wake at least every 100 ms to look at the stop flag.
+        let wait = deadline.map_or(SIGNAL_POLL, |d| (d - now).min(SIGNAL_POLL));
+        let Ok(ready) = select.ready_timeout(wait) else {
+            continue;
         };
         let Some(event) = listeners[ready].try_recv() else {
             continue; // another select arm took it, or a spurious wake-up

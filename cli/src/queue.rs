@@ -16,7 +16,8 @@ pub struct EnqueueArgs {
     /// The queue (1 to 48 characters of A-Z a-z 0-9 _ . : -).
     pub queue: String,
     /// The payload, a JSON document (default `{}`); `-` enqueues one job per line of stdin,
-    /// in batches (a line that is not JSON stops it, with the lines before it enqueued).
+    /// in batches (a line that is not JSON stops it with exit 2: the lines before it are
+    /// enqueued and their ids printed, none after it).
     pub payload: Option<String>,
     /// Priority among the queue's ready jobs: smaller runs first.
     #[arg(
@@ -26,15 +27,17 @@ pub struct EnqueueArgs {
         value_name = "N"
     )]
     pub priority: i32,
-    /// Not before this long from now (`30`, `500ms`, `30s`, `5m`, `2h`, `1d`).
-    #[arg(long, value_name = "DURATION", value_parser = crate::input::duration)]
+    /// Not before this long from now (`30`, `500ms`, `30s`, `5m`, `2h`, `1d`), at most 100
+    /// years (`36500d`).
+    #[arg(long, value_name = "DURATION", value_parser = crate::input::delay)]
     pub delay: Option<Duration>,
     /// At most one available or running job with this key in the queue: enqueueing another
     /// prints the existing job's id.
     #[arg(long, value_name = "KEY")]
     pub unique_key: Option<String>,
-    /// Runs before the job is dead (default 25).
-    #[arg(long, value_name = "N")]
+    /// Runs before the job is dead: 1 to 2147483647 (default 25).
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=i32::MAX as i64))]
     pub max_attempts: Option<u32>,
 }
 
@@ -48,12 +51,16 @@ pub struct JobsArgs {
     /// At most this many jobs (oldest first).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub limit: u32,
+    #[command(flatten)]
+    pub output: crate::output::JsonFlag,
 }
 
 #[derive(Debug, Args)]
 pub struct JobIdArgs {
     /// The job's id (as `enqueue` printed it).
     pub id: i64,
+    #[command(flatten)]
+    pub output: crate::output::JsonFlag,
 }
 
 pub fn enqueue(url: &str, args: &EnqueueArgs) -> Result<(), Failure> {

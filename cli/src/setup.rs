@@ -19,13 +19,12 @@ fn apply(url: &str, json: bool) -> Result<(), Failure> {
     let broker = connection::broker(url)?;
     let before = broker.schema_version()?;
     let after = broker.install()?;
-    if json {
-        let out = serde_json::json!({ "previous": before, "version": after });
-        println!("{out}");
+    let line = if json {
+        serde_json::json!({ "previous": before, "version": after }).to_string()
     } else {
-        println!("{}", describe(before, after));
-    }
-    Ok(())
+        describe(before, after)
+    };
+    Ok(crate::output::print_lines([line])?)
 }
 
 fn describe(before: Option<i32>, after: i32) -> String {

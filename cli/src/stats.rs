@@ -15,6 +15,8 @@ pub struct StatsArgs {
     /// Prometheus text exposition format.
     #[arg(long, conflicts_with = "json")]
     pub prometheus: bool,
+    #[command(flatten)]
+    pub output: crate::output::JsonFlag,
 }
 
 /// One measured value.
@@ -96,14 +98,14 @@ pub fn stats(url: &str, args: &StatsArgs, json: bool) -> Result<(), Failure> {
     for collect in COLLECTORS {
         metrics.extend(collect(&mut conn)?);
     }
-    if args.prometheus {
-        print!("{}", prometheus(&metrics));
+    let text = if args.prometheus {
+        prometheus(&metrics)
     } else if json {
-        println!("{}", to_json(&metrics));
+        format!("{}\n", to_json(&metrics))
     } else {
-        print!("{}", table(&metrics));
-    }
-    Ok(())
+        table(&metrics)
+    };
+    Ok(crate::output::print_text(&text)?)
 }
 
 fn schema(c: &mut Client) -> Result<Vec<Metric>, pgbroker::postgres::Error> {

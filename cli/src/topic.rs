@@ -18,7 +18,8 @@ pub struct PublishArgs {
     /// The topic (dot-separated segments of letters, digits, `_` and `-`).
     pub topic: String,
     /// The payload, a JSON document (default `{}`); `-` publishes one event per line of stdin,
-    /// in batches (a line that is not JSON stops it, with the lines before it published).
+    /// in batches (a line that is not JSON stops it with exit 2: the lines before it are
+    /// published and their ids printed, none after it).
     pub payload: Option<String>,
     /// The event key: events of one key stay in order in one partition of a subscription.
     #[arg(long, value_name = "KEY")]
@@ -227,6 +228,11 @@ pub fn tail(url: &str, args: &TailArgs) -> Result<(), Failure> {
     };
     let partitions = broker.subscription_partitions(&name)?;
     let printed = follow(&broker, &name, partitions, args.count, deadline, &stop)?;
+    if stop.load(Ordering::SeqCst) {
+        // Ctrl-C or SIGTERM: exit 130, as `listen` does (the temporary subscription, if
+        // any, is removed on the way out).
+        return Err(Failure::interrupted());
+    }
     match (args.count, deadline) {
         (Some(c), Some(_)) if printed < c && !stop.load(Ordering::SeqCst) => {
             Err(Failure::failed(format!(

@@ -242,14 +242,16 @@ fn bad_publish_input_is_a_usage_error_and_writes_nothing() {
         2,
         "pgbroker: error: the payload is not valid JSON: key must be a string at line 1 column 2",
     );
+    // A bad first line: nothing before it, nothing published (the lines before a bad one are
+    // published, as the help says: tests/cli_bad_input.rs).
     let o = run_with_stdin(
         &["publish", "orders", "-", "--url", url],
-        "{\"a\": 1}\nnot json\n",
+        "not json\n{\"a\": 1}\n",
     );
     assert_error(
         &o,
         2,
-        "pgbroker: error: stdin line 2 is not valid JSON: expected ident at line 1 column 2; \
+        "pgbroker: error: stdin line 1 is not valid JSON: expected ident at line 1 column 2; \
          0 event(s) published before it",
     );
     let o = run(&["publish", "orders", "{}", "--headers", "[1]", "--url", url]);

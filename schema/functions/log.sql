@@ -249,12 +249,53 @@ LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM d)
 $$;
 
--- Moves a partition's cursor anywhere (replay from an older position, or skip ahead).
+-- The end of the log: the greater of the newest event's position and (horizon, 0). A cursor
+-- past it would skip events not written yet, so ack and seek refuse such a position.
+CREATE OR REPLACE FUNCTION pgbroker.log_end(OUT tx xid8, OUT id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT e.tx, e.id FROM (
+        (SELECT e.tx, e.id FROM pgbroker.events e ORDER BY e.tx DESC, e.id DESC LIMIT 1)
+        UNION ALL
+        SELECT pg_snapshot_xmin(pg_current_snapshot()), 0) e
+     ORDER BY e.tx DESC, e.id DESC LIMIT 1
+$$;
+
+-- Returns true when (tx, id) is at or before the end of the log (pgbroker.log_end); raises
+-- SQLSTATE 22023 (invalid_parameter_value) naming the position and the log's end otherwise.
+-- The usual position (an event read, or the horizon of a read) is below the horizon and costs
+-- no lookup.
+CREATE OR REPLACE FUNCTION pgbroker.check_position(tx xid8, id bigint) RETURNS boolean
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    end_tx xid8;
+    end_id bigint;
+BEGIN
+    IF tx IS NULL OR id IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: a position needs a tx and an id, got %-%', tx, id
+            USING ERRCODE = '22023';
+    END IF;
+    IF (tx, id) <= (pg_snapshot_xmin(pg_current_snapshot()), 0::bigint)
+       OR EXISTS (SELECT 1 FROM pgbroker.events e WHERE (e.tx, e.id) >= (check_position.tx,
+                                                                          check_position.id)) THEN
+        RETURN true;
+    END IF;
+    SELECT l.tx, l.id INTO end_tx, end_id FROM pgbroker.log_end() l;
+    RAISE EXCEPTION 'pgbroker: position %-% is beyond the end of the log (%-%): a cursor there '
+                    'would skip events not written yet', tx, id, end_tx, end_id
+        USING ERRCODE = '22023';
+END
+$$;
+
+-- Moves a partition's cursor anywhere up to the end of the log (replay from an older position,
+-- or skip ahead); a position beyond the end raises 22023 (see check_position). Returns whether
+-- the subscription partition exists.
 CREATE OR REPLACE FUNCTION pgbroker.seek(subscription text, tx xid8, id bigint,
                                          part integer DEFAULT 0) RETURNS boolean
 LANGUAGE sql AS $$
     WITH u AS (UPDATE pgbroker.subscription_cursors c SET tx = $2, id = $3, active_at = now()
-                WHERE c.subscription = $1 AND c.partition = $4 RETURNING 1)
+                WHERE c.subscription = $1 AND c.partition = $4
+                  AND pgbroker.check_position($2, $3)
+                RETURNING 1)
     SELECT EXISTS (SELECT 1 FROM u)
 $$;
 
@@ -272,10 +313,12 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Moves the cursor forward to (tx, id); never backwards (use seek for that). Returns whether the
--- subscription partition exists.
+-- subscription partition exists. A position beyond the end of the log raises 22023 (see
+-- check_position): it would make the subscription skip events not written yet.
 CREATE OR REPLACE FUNCTION pgbroker.ack(subscription text, tx xid8, id bigint,
                                         part integer DEFAULT 0) RETURNS boolean
 LANGUAGE sql AS $$
+    SELECT pgbroker.check_position($2, $3);
     WITH u AS (UPDATE pgbroker.subscription_cursors c
                   SET tx = $2, id = $3, active_at = now()
                 WHERE c.subscription = $1 AND c.partition = $4

@@ -116,15 +116,25 @@ BEGIN
         RAISE EXCEPTION 'pgbroker: max_attempts must be at least 1, got %', enqueue.max_attempts
             USING ERRCODE = '22023';
     END IF;
+    -- The ranges of src/queue/validate.rs: every job written can be scheduled and retried.
+    IF NOT (at >= '1970-01-01 00:00:00+00' AND at < '10000-01-01 00:00:00+00') THEN
+        RAISE EXCEPTION 'pgbroker: run_at must be from 1970-01-01 00:00:00+00 to '
+                        '9999-12-31 23:59:59+00, got %', at USING ERRCODE = '22023';
+    END IF;
     IF enqueue.delay IS NOT NULL THEN
-        IF enqueue.delay < interval '0' THEN
-            RAISE EXCEPTION 'pgbroker: delay must not be negative, got %', enqueue.delay
-                USING ERRCODE = '22023';
+        IF enqueue.delay < interval '0' OR enqueue.delay > interval '36500 days' THEN
+            RAISE EXCEPTION 'pgbroker: delay must be from 0 to 36500 days (100 years), got %',
+                            enqueue.delay USING ERRCODE = '22023';
         END IF;
         at := at + enqueue.delay;
     END IF;
     IF enqueue.backoff_base < interval '0' OR enqueue.backoff_max < interval '0' THEN
         RAISE EXCEPTION 'pgbroker: backoff must not be negative' USING ERRCODE = '22023';
+    END IF;
+    IF enqueue.backoff_base > interval '365 days' OR enqueue.backoff_max > interval '365 days' THEN
+        RAISE EXCEPTION 'pgbroker: backoff_base and backoff_max must be at most 365 days, '
+                        'got % and %', enqueue.backoff_base, enqueue.backoff_max
+            USING ERRCODE = '22023';
     END IF;
     IF enqueue.unique_key IS NULL THEN
         INSERT INTO pgbroker.jobs AS j (queue, payload, priority, run_at, max_attempts, details)
@@ -152,7 +162,20 @@ BEGIN
 END
 $$;
 
--- Claims up to `max` available jobs of `queue` in (priority, run_at, id) order for `lease`.
+-- A lease must be from 10 ms (as claim_jobs in Rust) to 36500 days: a lease of zero or less
+-- would hand out jobs already expired (rescue then counts an attempt). Raises 22023.
+CREATE OR REPLACE FUNCTION pgbroker.check_lease(lease interval) RETURNS void
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF lease IS NULL OR lease < interval '10 milliseconds' OR lease > interval '36500 days' THEN
+        RAISE EXCEPTION 'pgbroker: lease must be from 10 milliseconds to 36500 days, got %',
+                        coalesce(lease::text, 'NULL') USING ERRCODE = '22023';
+    END IF;
+END
+$$;
+
+-- Claims up to `max` available jobs of `queue` in (priority, run_at, id) order for `lease`
+-- (10 ms to 36500 days, see check_lease).
 CREATE OR REPLACE FUNCTION pgbroker.claim(
     queue  text,
     worker text,
@@ -171,6 +194,7 @@ CREATE OR REPLACE FUNCTION pgbroker.claim(
     unique_key   text
 )
 LANGUAGE sql AS $$
+    SELECT pgbroker.check_lease($4);
     -- `id = ANY (ARRAY(...))`, not a join with the picked ids: a SQL function's statements are
     -- planned without their parameters' values, so LIMIT $3 is guessed at 10% of the table and
     -- the join hashes a sequential scan of all jobs (4 ms instead of 0.2 ms for 100 jobs of
@@ -193,6 +217,42 @@ LANGUAGE sql AS $$
     SELECT * FROM claimed c ORDER BY c.priority, c.run_at, c.id
 $$;
 
+-- Refuses a commit that ends the transaction of the statement that called pgbroker.take
+-- (autocommit). Nothing inside a function can tell autocommit from the first statement of a
+-- transaction block: transaction_timestamp() <> statement_timestamp() holds in both with the
+-- extended protocol (the transaction starts at Parse or Bind, the statement's time at
+-- Execute), and pg_current_xact_id_if_assigned() is NULL in both until the first write. What
+-- differs is how the transaction ends: a block's COMMIT is a statement of its own, with a later
+-- statement_timestamp(), while an autocommit statement commits within its own statement time
+-- (at its Sync, or at the end of its simple query). So take writes its statement's time to
+-- pgbroker.take_guards, and this deferred trigger compares it at commit. (A COMMIT sent in the
+-- same simple query string as the take, or SET CONSTRAINTS ALL IMMEDIATE before it, is refused
+-- too.)
+CREATE OR REPLACE FUNCTION pgbroker.take_guard_check() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM pgbroker.take_guards g WHERE g.ctid = NEW.ctid;
+    IF NEW.taken_at = statement_timestamp() THEN
+        RAISE EXCEPTION 'pgbroker: pgbroker.take must be called inside a transaction block '
+                        '(BEGIN; SELECT * FROM pgbroker.take(...); ...; COMMIT): in autocommit '
+                        'it would complete the jobs without running them; nothing was taken'
+            USING ERRCODE = '25P01';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'take_guard'
+                      AND tgrelid = 'pgbroker.take_guards'::regclass) THEN
+        CREATE CONSTRAINT TRIGGER take_guard AFTER INSERT ON pgbroker.take_guards
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW
+            EXECUTE FUNCTION pgbroker.take_guard_check();
+    END IF;
+END
+$$;
+
 -- Takes up to `max` available jobs of `queue` in (priority, run_at, id) order inside the
 -- caller's transaction: they are deleted by it, so COMMIT completes them and ROLLBACK (or the
 -- session dying) gives them back untouched, and concurrent takers and claimers skip them. No
@@ -202,8 +262,9 @@ $$;
 -- pgbroker.fail_taken / pgbroker.return_taken need besides the other columns to write the job
 -- back.
 -- While taken, a job still shows as 'available' to other sessions (locked, skipped).
--- Call it only inside a transaction block: in autocommit its deletion commits at once, which
--- completes the jobs without running them.
+-- Call it only inside a transaction block (BEGIN ... COMMIT, with COMMIT a statement of its own):
+-- in autocommit its deletion would commit at once, completing the jobs without running them,
+-- so such a commit fails (SQLSTATE 25P01) and gives the jobs back. See take_guard_check.
 CREATE OR REPLACE FUNCTION pgbroker.take(
     queue text,
     max   integer DEFAULT 1
@@ -221,6 +282,7 @@ CREATE OR REPLACE FUNCTION pgbroker.take(
     details      jsonb
 )
 LANGUAGE sql AS $$
+    INSERT INTO pgbroker.take_guards (taken_at) VALUES (statement_timestamp());
     -- The claim's statement with DELETE for UPDATE (see pgbroker.claim for why
     -- `id = ANY (ARRAY(...))`). src/queue/take.rs prepares a statement picking the same jobs
     -- (with a second, literal LIMIT so that its plan is reused, and fewer columns); keep the
@@ -375,16 +437,20 @@ LANGUAGE sql AS $$
                                   $2, $3) = 1
 $$;
 
--- Exponential backoff with ±25% jitter: base * 2^(attempt-1), at most `max`.
+-- Exponential backoff with ±25% jitter: base * 2^(attempt-1), at most `max` and 365 days (the
+-- longest backoff enqueue accepts). Computed in float seconds: a large base times 2^29 does not
+-- fit an interval, and must not make a failure unrecordable.
 CREATE OR REPLACE FUNCTION pgbroker.backoff(
     attempt integer,
     base    interval DEFAULT NULL,
     max     interval DEFAULT NULL
 ) RETURNS interval
 LANGUAGE sql VOLATILE AS $$
-    SELECT least(coalesce($2, interval '1 second') * power(2, least(greatest($1, 1) - 1, 30))
-                 * (0.75 + random() * 0.5),
-                 coalesce($3, interval '1 hour'))
+    SELECT make_interval(secs => greatest(0, least(
+               extract(epoch FROM coalesce($2, interval '1 second'))::float8
+                   * power(2, least(greatest($1, 1) - 1, 30)) * (0.75 + random() * 0.5),
+               extract(epoch FROM coalesce($3, interval '1 hour'))::float8,
+               365 * 86400)))
 $$;
 
 -- The backoff before retrying a job after its `attempt`, with the base and maximum in its

@@ -47,8 +47,9 @@ SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
 END
 $$;
 
--- The next events of a subscription partition after its stored cursor (none for an unknown
--- subscription or partition). Does not move the cursor: ack() does.
+-- The next events of a subscription partition after its stored cursor. Does not move the
+-- cursor: ack() does. Raises SQLSTATE P0002 (no_data_found) when the subscription partition
+-- does not exist.
 --   SELECT * FROM pgbroker.read('billing', 100);                       -- (name, max, partition)
 CREATE OR REPLACE FUNCTION pgbroker.read(subscription text, max integer, part integer DEFAULT 0)
 RETURNS TABLE (id bigint, topic text, payload jsonb, headers jsonb, key text, tx xid8,
@@ -61,8 +62,10 @@ BEGIN
     SELECT c.tx, c.id INTO cursor_tx, cursor_id
       FROM pgbroker.subscription_cursors c
      WHERE c.subscription = $1 AND c.partition = $3;
-    IF FOUND THEN
-        RETURN QUERY SELECT * FROM pgbroker.read_after($1, $2, $3, cursor_tx, cursor_id);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'pgbroker: no subscription % with partition %', quote_literal($1), $3
+            USING ERRCODE = 'P0002';
     END IF;
+    RETURN QUERY SELECT * FROM pgbroker.read_after($1, $2, $3, cursor_tx, cursor_id);
 END
 $$;

@@ -90,6 +90,14 @@ struct Params<'a> {
     max: Option<f64>,
 }
 
+/// The parameters of every job of a batch; an invalid job fails the batch, named by its index.
+fn batch_params(jobs: &[Job]) -> Result<Vec<Params<'_>>> {
+    jobs.iter()
+        .enumerate()
+        .map(|(i, job)| Params::new(job).map_err(|e| e.context(format!("job {i} of the batch"))))
+        .collect()
+}
+
 impl<'a> Params<'a> {
     fn new(job: &'a Job) -> Result<Params<'a>> {
         let payload = job.checked()?;
@@ -424,7 +432,7 @@ impl Broker {
             tx.commit()?;
             return Ok(n);
         }
-        let params = jobs.iter().map(Params::new).collect::<Result<Vec<_>>>()?;
+        let params = batch_params(jobs)?;
         if jobs.is_empty() {
             return Ok(0);
         }
@@ -448,7 +456,7 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_batch_in(&self, tx: &mut Transaction<'_>, jobs: &[Job]) -> Result<u64> {
-        let params = jobs.iter().map(Params::new).collect::<Result<Vec<_>>>()?;
+        let params = batch_params(jobs)?;
         if jobs.is_empty() {
             return Ok(0);
         }

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::validate_queue;
+use crate::json_nul::contains_nul;
 use crate::{Error, ErrorKind, Payload, Result, ToPayload};
 
 /// What a job payload was before every publishing call took [`ToPayload`]: a JSON value, or
@@ -114,7 +115,9 @@ impl Job {
         self
     }
 
-    /// Not before this time (the database's clock decides). Default: now.
+    /// Not before this time (the database's clock decides). Default: now. From 1970 to
+    /// the end of year 9999 ([`RUN_AT_END`](super::RUN_AT_END)); enqueueing fails with
+    /// [`ErrorKind::InvalidInput`] outside.
     ///
     /// # Examples
     ///
@@ -129,7 +132,9 @@ impl Job {
     }
 
     /// Not before this long after enqueueing (added to [`run_at`](Self::run_at) when both are
-    /// set, measured by the database's clock). Default: none.
+    /// set, measured by the database's clock). Default: none. At most 100 years
+    /// ([`MAX_DELAY`](super::MAX_DELAY)); enqueueing fails with [`ErrorKind::InvalidInput`]
+    /// beyond.
     ///
     /// # Examples
     ///
@@ -167,7 +172,8 @@ impl Job {
     }
 
     /// Retry delays: `base * 2^(attempt-1)` with ±25% jitter, at most `max`. Default 1 s and
-    /// 1 hour.
+    /// 1 hour. Each at most 365 days ([`MAX_BACKOFF`](super::MAX_BACKOFF)); enqueueing fails
+    /// with [`ErrorKind::InvalidInput`] beyond.
     ///
     /// # Examples
     ///
@@ -214,6 +220,7 @@ impl Job {
                 ));
             }
         }
+        super::validate::check_job_times(self)?;
         check_payload(payload)?;
         Ok(payload)
     }
@@ -241,15 +248,6 @@ pub(crate) fn check_payload(payload: &Value) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-fn contains_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(contains_nul),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
-        _ => false,
-    }
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ mod job_id;
 mod stats;
 mod take;
 mod take_batch;
+mod validate;
 mod wake_checks;
 mod watch;
 
@@ -72,6 +73,7 @@ pub use job::JobPayload;
 pub use job::{Job, DEFAULT_MAX_ATTEMPTS};
 pub use job_id::JobId;
 pub use stats::{JobInfo, QueueStats};
+pub use validate::{MAX_BACKOFF, MAX_DELAY, RUN_AT_END};
 pub(crate) use wake_checks::WakeChecks;
 pub use watch::{JobEvent, JobWatcher};
 

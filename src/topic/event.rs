@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::json_text::{JsonText, Xid8};
 use super::{validate_topic, Position};
+use crate::json_nul::contains_nul;
 use crate::{Error, ErrorKind, Result, ToPayload};
 
 /// The longest event key, in bytes.
@@ -106,7 +107,9 @@ impl NewEvent {
         &self.payload
     }
 
-    /// Checks the topic, headers and key; what publishing checks before writing anything.
+    /// Checks the topic, payload, headers and key; what publishing checks before writing
+    /// anything. A NUL character (`\u0000`) in the payload or headers is
+    /// [`ErrorKind::InvalidInput`]: jsonb cannot store it.
     ///
     /// # Examples
     ///
@@ -123,11 +126,18 @@ impl NewEvent {
                 format!("event payload: {e}"),
             ));
         }
+        check_event_payload(&self.payload)?;
         if let Some(h) = &self.headers {
             if !h.is_object() {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
                     format!("event headers must be a JSON object, got {h}"),
+                ));
+            }
+            if contains_nul(h) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    "event headers contain a NUL character (\\u0000), which jsonb cannot store",
                 ));
             }
         }
@@ -141,6 +151,17 @@ impl NewEvent {
         }
         Ok(())
     }
+}
+
+/// jsonb cannot store NUL characters; say so (as enqueue does for jobs) before the server does.
+pub(crate) fn check_event_payload(payload: &Value) -> Result<()> {
+    if contains_nul(payload) {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            "event payload contains a NUL character (\\u0000), which jsonb cannot store",
+        ));
+    }
+    Ok(())
 }
 
 /// An event read from the log.

@@ -70,8 +70,9 @@ impl Broker {
     /// The payload is a JSON value, JSON text or any `Serialize` value in [`Json`](crate::Json)
     /// (see [`ToPayload`]).
     ///
-    /// Fails with [`ErrorKind::InvalidName`] for an invalid topic and [`ErrorKind::Serialize`]
-    /// for text that is not JSON, before writing anything.
+    /// Fails with [`ErrorKind::InvalidName`] for an invalid topic, [`ErrorKind::Serialize`]
+    /// for text that is not JSON and [`ErrorKind::InvalidInput`] for a NUL character
+    /// (`\u0000`) in the payload (jsonb cannot store it), before writing anything.
     ///
     /// # Examples
     ///
@@ -85,7 +86,9 @@ impl Broker {
     pub fn publish<P: ToPayload + ?Sized>(&self, topic: &str, payload: &P) -> Result<EventId> {
         super::validate_topic(topic)?;
         let payload = payload.to_payload()?;
-        self.insert_one(topic, payload.as_json()?.as_ref(), None, None)
+        let value = payload.as_json()?;
+        super::event::check_event_payload(value.as_ref())?;
+        self.insert_one(topic, value.as_ref(), None, None)
     }
 
     /// Publishes one event with headers and/or a key; see [`NewEvent`]. Fails with
@@ -226,11 +229,19 @@ impl Broker {
         let next = conn.statement(NEXT_EVENT_IDS_SQL)?;
         let copy = conn.statement(COPY_SQL)?;
         let ids = copy_batch(&mut **conn, &next, &copy, &events)?;
+        // The events are written: from here on the call succeeds. A failed wake-up only
+        // delays consumers to their next poll; it is logged, never reported as a failure of
+        // the batch (the caller would publish it again).
         let sent = Instant::now();
         if waiters.must_look(sent) {
-            let wake = conn.statement(WAKE_SQL)?;
-            let found: bool = conn.query_one(&wake, &[])?.try_get(0)?;
-            waiters.looked(sent, found);
+            match wake(&mut conn) {
+                Ok(found) => waiters.looked(sent, found),
+                Err(e) => log::warn!(
+                    "pgbroker: {} events published, but waking consumers failed \
+                     (they find the events at their next poll): {e}",
+                    ids.len()
+                ),
+            }
         }
         Ok(ids)
     }
@@ -271,6 +282,12 @@ impl Broker {
         tx.execute(WAKE_SQL, &[])?;
         Ok(ids)
     }
+}
+
+/// Wakes waiting consumers after a COPY; whether one was waiting.
+fn wake(conn: &mut crate::PooledConn) -> Result<bool> {
+    let stmt = conn.statement(WAKE_SQL)?;
+    Ok(conn.query_one(&stmt, &[])?.try_get(0)?)
 }
 
 fn checked_batch<I: IntoIterator<Item = NewEvent>>(events: I) -> Result<Vec<NewEvent>> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use postgres::GenericClient;
 
 use super::json_text::Xid8;
-use super::subscription::not_found;
+use super::subscription::{not_found, sql_error};
 use super::{validate_subscription, LogEvent, Position};
 use crate::statements::{self, statement};
 use crate::{Broker, Error, ErrorKind, Result};
@@ -43,10 +43,13 @@ const READ_SQL_PARTS: &[&str] = &[
 const READ_SQL_BYTES: [u8; statements::total_len(READ_SQL_PARTS)] =
     statements::concat(READ_SQL_PARTS);
 
-/// Moves the cursor forward (never back): the pull API's `ack`.
+/// Moves the cursor forward (never back): the pull API's `ack`. A position beyond the end of
+/// the log raises 22023 (`pgbroker.check_position`, schema/functions/log.sql): the cursor would
+/// skip events not written yet.
 pub(crate) const ACK_SQL: &str = "\
 UPDATE pgbroker.subscription_cursors SET tx = $3, id = $4, active_at = now()
- WHERE subscription = $1 AND partition = $2 AND (tx, id) < ($3, $4)";
+ WHERE subscription = $1 AND partition = $2 AND (tx, id) < ($3, $4)
+   AND pgbroker.check_position($3, $4)";
 
 /// Moves the cursor from where the consumer left it (`$3`, `$4`) to `$5`, `$6`: no row when
 /// someone else moved it meanwhile ([`Broker::seek`]), which the consumer then follows.
@@ -269,15 +272,14 @@ impl Broker {
         check_max(max)?;
         let mut conn = self.conn()?;
         let stmt = conn.statement(READ_FN_SQL)?;
-        let rows = conn.query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])?;
+        // pgbroker.read raises P0002 when the subscription partition does not exist.
+        let rows = conn
+            .query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])
+            .map_err(|e| match e.code() {
+                Some(c) if c.code() == "P0002" => not_found(subscription, partition),
+                _ => e.into(),
+            })?;
         let (events, horizon) = split_rows(&rows, 7)?;
-        if events.is_empty()
-            && conn
-                .query_opt(EXISTS_SQL, &[&subscription, &(partition as i32)])?
-                .is_none()
-        {
-            return Err(not_found(subscription, partition));
-        }
         Ok(Batch {
             subscription: subscription.into(),
             partition,
@@ -290,7 +292,9 @@ impl Broker {
 
     /// Moves the cursor of an unpartitioned subscription forward to `position` (never
     /// backwards: see [`seek`](Self::seek)). Fails with [`ErrorKind::NotFound`] for an unknown
-    /// subscription.
+    /// subscription, and with [`ErrorKind::InvalidInput`] (naming the position and the log's
+    /// end) for a position beyond the end of the log (past the newest event and the horizon):
+    /// acknowledging it would skip events not written yet.
     ///
     /// # Examples
     ///
@@ -370,10 +374,12 @@ pub(crate) fn ack_with(
 ) -> Result<()> {
     validate_subscription(subscription)?;
     let part = partition as i32;
-    let n = client.execute(
-        stmt,
-        &[&subscription, &part, &Xid8(position.tx()), &position.id()],
-    )?;
+    let n = client
+        .execute(
+            stmt,
+            &[&subscription, &part, &Xid8(position.tx()), &position.id()],
+        )
+        .map_err(sql_error)?;
     if n == 0
         && client
             .query_opt(EXISTS_SQL, &[&subscription, &part])?

@@ -235,8 +235,10 @@ impl Broker {
     }
 
     /// Moves the cursor of `partition` of a subscription to `position`, backwards (replay) or
-    /// forwards (skip). Fails with [`ErrorKind::NotFound`] when there is no such subscription
-    /// partition.
+    /// forwards (skip) up to the end of the log. Fails with [`ErrorKind::NotFound`] when there
+    /// is no such subscription partition, and with [`ErrorKind::InvalidInput`] (naming the
+    /// position and the log's end) for a position beyond the end of the log: past the newest
+    /// event and the horizon, where the cursor would skip events not written yet.
     ///
     /// # Examples
     ///
@@ -259,7 +261,8 @@ impl Broker {
                     &position.id(),
                     &(partition as i32),
                 ],
-            )?
+            )
+            .map_err(sql_error)?
             .get(0);
         if !found {
             return Err(not_found(subscription, partition));

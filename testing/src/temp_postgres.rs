@@ -287,6 +287,40 @@ impl TempPostgres {
         self.run(cmd, "pg_ctl stop")
     }
 
+    /// Stops the server the way a crash does (`pg_ctl stop -m immediate`: no checkpoint, every
+    /// connection cut; the next start replays the WAL). Start it again with
+    /// [`resume`](Self::resume); [`crash_restart`](Self::crash_restart) does both.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
+    /// pg.stop_immediate()?;
+    /// pg.resume()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn stop_immediate(&self) -> Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D").arg(&self.data_dir);
+        cmd.args(["-m", "immediate", "-w", "-t", "60", "stop"]);
+        self.run(cmd, "pg_ctl stop -m immediate")
+    }
+
+    /// [`stop_immediate`](Self::stop_immediate), then [`resume`](Self::resume): `pg_ctl restart
+    /// -m immediate`, a crash and recovery.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
+    /// pg.crash_restart()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn crash_restart(&self) -> Result<()> {
+        self.stop_immediate()?;
+        self.resume()
+    }
+
     /// Starts the stopped server again, on the same port with the same data, and waits until
     /// it accepts connections.
     ///

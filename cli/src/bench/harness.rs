@@ -63,9 +63,9 @@ impl Budget {
         k.min(self.total - before)
     }
 
-    /// True once `--seconds` have passed.
+    /// True once `--seconds` have passed, or the run was interrupted (Ctrl-C).
     pub fn expired(&self) -> bool {
-        self.deadline.is_some_and(|d| Instant::now() >= d)
+        self.deadline.is_some_and(|d| Instant::now() >= d) || super::interrupted()
     }
 
     /// Reports `n` units done, for the progress bar.

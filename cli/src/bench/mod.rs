@@ -16,6 +16,7 @@ mod queue;
 mod raw;
 mod tables;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pgbroker::Broker;
@@ -23,11 +24,26 @@ use pgbroker_testing::TempPostgres;
 use serde_json::{json, Map, Value};
 
 use self::harness::{Ctx, Outcome, Ratio, Workload};
-use crate::output::{thousands, Table};
+use crate::output::thousands;
 
 /// Any error of a benchmark run.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Result<T, E = BoxError> = std::result::Result<T, E>;
+
+/// Set by Ctrl-C (see [`interrupt`]).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Stops the run: the measured run in progress ends at its next unit of work (as when its
+/// `--seconds` are up), no further workload starts, and [`run`] drops what it created and
+/// returns an error.
+pub fn interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`interrupt`] was called.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
 
 /// What to run and how much.
 #[derive(Debug, Clone)]
@@ -190,8 +206,10 @@ pub struct Report {
     pub rounds: u32,
 }
 
-/// Runs the selected workloads on `url`, or on a private throwaway cluster without one.
-pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
+/// Runs the selected workloads on `url`, or on a private throwaway cluster without one;
+/// `on_row` sees each workload's row as soon as it is measured. Whatever it created is dropped
+/// at the end, also after an error or an [`interrupt`].
+pub fn run(url: Option<&str>, o: &Options, on_row: &mut dyn FnMut(&Row)) -> Result<Report> {
     validate(o)?;
     let workloads = selected(o)?;
     let temp = match url {
@@ -235,6 +253,9 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
 
     let mut rows = Vec::new();
     let result = workloads.iter().try_for_each(|w| {
+        if interrupted() {
+            return Err(BoxError::from("interrupted"));
+        }
         let Outcome {
             raw,
             pgbroker,
@@ -254,6 +275,9 @@ pub fn run(url: Option<&str>, o: &Options) -> Result<Report> {
             raw_cpu_us,
             pgbroker_cpu_us,
         });
+        if let Some(row) = rows.last() {
+            on_row(row);
+        }
         Ok::<_, BoxError>(())
     });
     let cleanup = harness_cleanup(&ctx);
@@ -339,32 +363,8 @@ impl Report {
             "rounds": self.rounds,
         })
     }
-
-    /// The human table: one line per workload, extras in the last column as `raw/pgbroker`.
-    pub fn table(&self) -> String {
-        let mut t = Table::new([
-            "workload",
-            "threads",
-            "messages",
-            "raw/s",
-            "pgbroker/s",
-            "ratio",
-            "cpu ratio",
-            "notes",
-        ]);
-        for r in &self.rows {
-            t.row([
-                r.name.to_string(),
-                r.threads.to_string(),
-                thousands(r.messages as f64),
-                thousands(r.raw_per_s),
-                thousands(r.pgbroker_per_s),
-                r.ratio().map_or("-".into(), |v| format!("{v:.2}x")),
-                r.cpu_ratio().map_or("-".into(), |v| format!("{v:.2}x")),
-                notes(r),
-            ]);
-        }
-        let mut out = t.render();
+    /// What the numbers mean and where they were measured: the lines under the table.
+    pub fn footer(&self) -> String {
         let where_ = if self.private_cluster {
             format!(
                 "private cluster, PostgreSQL {}, {}",
@@ -383,13 +383,67 @@ impl Report {
         } else {
             String::new()
         };
-        out.push_str(&format!(
+        format!(
             "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50); \
              cpu ratio = raw CPU per unit / pgbroker CPU per unit (this process + the server){rounds}\n",
             self.peak_rss_kb.map_or("?".into(), |v| thousands(v as f64))
-        ));
-        out
+        )
     }
+}
+
+/// The columns of [`row_line`], as a header and its rule: rows printed one by one as their
+/// workloads finish line up under it.
+pub fn header_lines() -> [String; 2] {
+    let cells = [
+        "workload",
+        "threads",
+        "messages",
+        "raw/s",
+        "pgbroker/s",
+        "ratio",
+        "cpu ratio",
+        "notes",
+    ];
+    let head = fixed_columns(cells.map(String::from));
+    let rule = fixed_columns(
+        WIDTHS
+            .map(|w| "-".repeat(w))
+            .into_iter()
+            .chain(["-----".into()]),
+    );
+    [head, rule]
+}
+
+/// One workload's row in fixed-width columns (see [`header_lines`]).
+pub fn row_line(r: &Row) -> String {
+    fixed_columns([
+        r.name.to_string(),
+        r.threads.to_string(),
+        thousands(r.messages as f64),
+        thousands(r.raw_per_s),
+        thousands(r.pgbroker_per_s),
+        r.ratio().map_or("-".into(), |v| format!("{v:.2}x")),
+        r.cpu_ratio().map_or("-".into(), |v| format!("{v:.2}x")),
+        notes(r),
+    ])
+}
+
+/// Widths of the fixed columns before the notes; the first is left-aligned, the others right.
+const WIDTHS: [usize; 7] = [24, 7, 11, 11, 11, 7, 9];
+
+fn fixed_columns(cells: impl IntoIterator<Item = String>) -> String {
+    let mut out = String::new();
+    for (i, c) in cells.into_iter().enumerate() {
+        if i > 0 {
+            out.push_str("  ");
+        }
+        match WIDTHS.get(i) {
+            Some(&w) if i == 0 => out.push_str(&format!("{c:<w$}")),
+            Some(&w) => out.push_str(&format!("{c:>w$}")),
+            None => out.push_str(&c),
+        }
+    }
+    out.trim_end().to_string()
 }
 
 fn notes(r: &Row) -> String {
@@ -506,7 +560,17 @@ mod test {
         assert_eq!(w["raw_copy_per_s"], 5.0);
         assert_eq!(w["cpu_ratio"], 0.8);
         assert_eq!(w["pgbroker_cpu_us"], 50.0);
-        let table = report.table();
+        let [head, rule] = header_lines();
+        let row = row_line(&report.rows[0]);
+        assert!(head.starts_with("workload "), "{head}");
+        assert!(rule.starts_with(&"-".repeat(24)), "{rule}");
+        // Right-aligned under its header: the threads column ends where "threads" ends.
+        assert_eq!(
+            row.find(" 4 ").unwrap() + 2,
+            head.find("threads").unwrap() + 7
+        );
+        assert!(report.footer().contains("private cluster, PostgreSQL 17"));
+        let table = row;
         assert!(table.contains("publish_single_t4"), "{table}");
         assert!(table.contains("0.90x"), "{table}");
         assert!(table.contains("0.80x"), "{table}");
