@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::config::{BrokerBuilder, Config};
+use crate::connect::{process_env, Target};
 use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
 use crate::queue::WakeChecks;
 use crate::topic::PublishState;
-use crate::{schema, Error, ErrorKind, Result};
+use crate::{schema, Error, Result};
 
 /// The handle to a PostgreSQL database used as a broker: a connection pool plus settings.
 ///
@@ -32,7 +33,7 @@ pub struct Broker {
 }
 
 struct Inner {
-    pg: postgres::Config,
+    target: Target,
     config: Config,
     pool: r2d2::Pool<Manager>,
     publish: PublishState,
@@ -43,9 +44,9 @@ struct Inner {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("hosts", &self.inner.pg.get_hosts())
-            .field("ports", &self.inner.pg.get_ports())
-            .field("dbname", &self.inner.pg.get_dbname())
+            .field("servers", &self.inner.target.endpoints())
+            .field("dbname", &self.inner.target.pg().get_dbname())
+            .field("sslmode", &self.inner.target.sslmode())
             .field("config", &self.inner.config)
             .finish()
     }
@@ -65,6 +66,24 @@ impl Broker {
         BrokerBuilder::new().url(url).build()
     }
 
+    /// Connects as `psql` would without arguments: with `$DATABASE_URL` when it is set, else
+    /// from libpq's `PG*` variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+    /// `PGSSLMODE`, `PGSSLROOTCERT`, ...), `~/.pgpass` and libpq's defaults (the local socket
+    /// in `/var/run/postgresql`, port 5432, the operating-system user name).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// // PGHOST=db.internal PGUSER=app PGSSLMODE=verify-full PGSSLROOTCERT=ca.pem ./app
+    /// let broker = pgbroker::Broker::from_env()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<Broker> {
+        let url = process_env("DATABASE_URL").unwrap_or_default();
+        BrokerBuilder::new().url(&url).build()
+    }
+
     /// A builder for a broker with non-default settings.
     ///
     /// # Examples
@@ -81,19 +100,19 @@ impl Broker {
         BrokerBuilder::new()
     }
 
-    pub(crate) fn from_parts(pg: postgres::Config, config: Config) -> Result<Broker> {
+    pub(crate) fn from_parts(target: Target, config: Config) -> Result<Broker> {
         // Connect once directly: r2d2 would only report "timed out", hiding the real cause.
-        let probe = connect_with(&pg)?;
+        let probe = target.connect()?;
         drop(probe);
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(config.min_idle.min(config.pool_size)))
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
-            .build_unchecked(Manager::new(pg.clone()));
+            .build_unchecked(Manager::new(target.clone()));
         Ok(Broker {
             inner: Arc::new(Inner {
-                pg,
+                target,
                 config,
                 pool,
                 publish: PublishState::new(),
@@ -118,8 +137,31 @@ impl Broker {
     }
 
     /// The connection settings (with pgbroker's timeouts and keepalives applied).
+    ///
+    /// `sslmode` here is only what the `postgres` crate knows (disable, prefer, require); the
+    /// TLS checks of `verify-ca` and `verify-full` are in the broker's connector, which
+    /// [`new_client`](Self::new_client) uses.
     pub fn pg_config(&self) -> &postgres::Config {
-        &self.inner.pg
+        self.inner.target.pg()
+    }
+
+    /// Opens a new connection outside the pool, with the broker's settings and TLS connector;
+    /// the caller owns it.
+    ///
+    /// Fails like [`Broker::connect`]: [`ErrorKind::Connect`], [`ErrorKind::Tls`] or
+    /// [`ErrorKind::Timeout`], with a message naming the server and what happened.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut client = broker.new_client()?;
+    /// client.batch_execute("LISTEN my_own_channel")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new_client(&self) -> Result<Client> {
+        self.inner.target.connect()
     }
 
     /// Borrows a pooled connection, for the caller's own queries and transactions.
@@ -135,7 +177,19 @@ impl Broker {
     /// let one: i32 = conn.query_one("SELECT 1", &[])?.get(0);
     /// # Ok(()) }
     /// ```
+    ///
+    /// A connection that sat idle is checked first; one found dead (after a server restart,
+    /// a terminated backend, a network cut) is discarded and another handed out, so the
+    /// first call after a restart does not fail.
     pub fn conn(&self) -> Result<PooledConn> {
+        let check_timeout = self.inner.config.connect_timeout;
+        // Every connection of a full pool may be dead: look at each once, then a fresh one.
+        for _ in 0..=self.inner.config.pool_size {
+            let mut conn = self.inner.pool.get().map_err(Error::from)?;
+            if conn.usable(check_timeout) {
+                return Ok(conn);
+            }
+        }
         self.inner.pool.get().map_err(Error::from)
     }
 
@@ -156,7 +210,7 @@ impl Broker {
 
     /// A new connection outside the pool (listeners own one each).
     pub(crate) fn connect_dedicated(&self) -> Result<Client> {
-        connect_with(&self.inner.pg)
+        self.inner.target.connect()
     }
 
     /// Creates or upgrades the `pgbroker` schema (tables, functions); safe to call on every
@@ -194,14 +248,4 @@ impl Broker {
         let mut conn = self.conn()?;
         schema::version(&mut **conn)
     }
-}
-
-fn connect_with(pg: &postgres::Config) -> Result<Client> {
-    pg.connect(NoTls).map_err(|e| {
-        let mut err = Error::with_cause(ErrorKind::Connect, None, e);
-        if let Some(h) = pg.get_hosts().first() {
-            err = err.context(format!("connecting to {h:?} port {:?}", pg.get_ports()));
-        }
-        err
-    })
 }

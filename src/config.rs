@@ -1,8 +1,8 @@
 //! Broker configuration: connection, pool, listener and shutdown settings.
 
-use std::str::FromStr;
 use std::time::Duration;
 
+use crate::connect::{process_env, Target};
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// Settings shared by everything a [`Broker`] starts. Built once by [`BrokerBuilder`], immutable
@@ -98,8 +98,28 @@ impl BrokerBuilder {
         BrokerBuilder::default()
     }
 
-    /// Connect with a libpq-style URL (`postgres://user:pass@host:port/db?...`) or key-value
-    /// string (`host=... dbname=...`). Parsed in [`build`](Self::build).
+    /// Connect with a libpq connection string, read as libpq reads it: a URL
+    /// (`postgres://user:pass@host:port/db?sslmode=verify-full`, several `host:port` pairs
+    /// separated by commas, `postgres:///db` for the local socket) or key/value settings
+    /// (`host=... dbname=... sslrootcert=...`). What it leaves out comes from the `PG*`
+    /// variables, then libpq's defaults; a missing password from `PGPASSWORD` or `~/.pgpass`.
+    /// An empty string is all environment (see [`Broker::from_env`]). Parsed in
+    /// [`build`](Self::build).
+    ///
+    /// TLS follows `sslmode` (default `prefer`): `disable`, `prefer` (TLS when the server
+    /// offers it), `require` (always TLS; the certificate is checked only when a root
+    /// certificate is given), `verify-ca` (the certificate chains to `sslrootcert`),
+    /// `verify-full` (and names the host). `sslcert`/`sslkey` give a client certificate.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@db.internal/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn url(mut self, url: &str) -> Self {
         self.url = Some(url.to_owned());
         self.pg = None;
@@ -107,7 +127,9 @@ impl BrokerBuilder {
     }
 
     /// Connect with an already built `postgres::Config`. pgbroker still applies its own timeout
-    /// and keepalive settings where the config leaves them unset.
+    /// and keepalive settings where the config leaves them unset. Its `ssl_mode` encrypts
+    /// without verifying the server (`prefer`, `require`); for certificate checks use
+    /// [`url`](Self::url) with `sslmode=verify-full`.
     pub fn pg_config(mut self, config: postgres::Config) -> Self {
         self.pg = Some(config);
         self.url = None;
@@ -134,7 +156,10 @@ impl BrokerBuilder {
         self
     }
 
-    /// TCP connect timeout for every connection. Default 10 s.
+    /// How long opening a connection may take, per host: TCP, TLS and authentication together,
+    /// so a server that accepts connections but never answers fails with
+    /// [`ErrorKind::Timeout`]. A `connect_timeout` in the URL (or `PGCONNECT_TIMEOUT`) wins.
+    /// Default 10 s.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
         self
@@ -193,18 +218,17 @@ impl BrokerBuilder {
     /// Fails with [`ErrorKind::Config`] for a bad URL or setting, and [`ErrorKind::Connect`]
     /// when the server cannot be reached.
     pub fn build(self) -> Result<Broker> {
-        let mut pg = match (self.pg, self.url) {
-            (Some(pg), _) => pg,
-            (None, Some(url)) => postgres::Config::from_str(&url).map_err(|e| {
-                Error::with_cause(ErrorKind::Config, Some("invalid connection URL".into()), e)
-            })?,
+        let mut target = match (self.pg, self.url) {
+            (Some(pg), _) => Target::from_pg_config(pg)?,
+            (None, Some(url)) => Target::from_string(&url, &process_env)?,
             (None, None) => {
                 return Err(Error::new(
                     ErrorKind::Config,
-                    "no connection given: call url() or pg_config()",
+                    "no connection given: call url() or pg_config(), or use Broker::from_env()",
                 ))
             }
         };
+        let pg = target.pg_mut();
         let c = &self.config;
         if c.pool_size == 0 {
             return Err(Error::new(
@@ -228,6 +252,6 @@ impl BrokerBuilder {
         if pg.get_application_name().is_none() {
             pg.application_name(&c.application_name);
         }
-        Broker::from_parts(pg, self.config)
+        Broker::from_parts(target, self.config)
     }
 }

@@ -58,6 +58,7 @@
 
 mod broker;
 mod config;
+mod connect;
 mod error;
 mod id_blocks;
 pub mod notify;

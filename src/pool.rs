@@ -3,24 +3,29 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 use r2d2::ManageConnection;
-use r2d2_postgres::PostgresConnectionManager;
 
-use crate::Result;
+use crate::connect::Target;
+use crate::{Error, Result};
 
-/// The r2d2 connection manager: r2d2_postgres's, plus a statement cache per connection.
+/// A pooled connection idle for longer than this is checked with a round trip before it is
+/// handed out. Shorter than any server restart, so after a restart every connection is
+/// checked (and a dead one replaced) before its first use; a busy connection is never checked.
+const CHECK_AFTER_IDLE: Duration = Duration::from_millis(100);
+
+/// The r2d2 connection manager: connects through the broker's [`Target`] (TLS, timeouts,
+/// errors in words) and keeps a statement cache per connection.
 #[derive(Debug)]
 pub struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
+    target: Target,
 }
 
 impl Manager {
-    pub(crate) fn new(config: postgres::Config) -> Manager {
-        Manager {
-            inner: PostgresConnectionManager::new(config, NoTls),
-        }
+    pub(crate) fn new(target: Target) -> Manager {
+        Manager { target }
     }
 }
 
@@ -28,6 +33,10 @@ impl Manager {
 pub struct CachedClient {
     client: Client,
     statements: HashMap<SqlKey, Statement, BuildHasherDefault<SqlKeyHasher>>,
+    /// When the connection last went back to the pool (or was opened).
+    returned_at: Instant,
+    /// Set when a check found the connection dead: the pool then discards it.
+    broken: bool,
 }
 
 /// A statement's cache key: the address and length of its `&'static str`, not its text.
@@ -68,6 +77,17 @@ impl Hasher for SqlKeyHasher {
 }
 
 impl CachedClient {
+    /// Whether the connection may be handed out: true when it was used moments ago or
+    /// answers a round trip; false (and marked for the pool to discard) when it is dead.
+    pub(crate) fn usable(&mut self, timeout: Duration) -> bool {
+        if self.client.is_closed() {
+            self.broken = true;
+        } else if self.returned_at.elapsed() >= CHECK_AFTER_IDLE {
+            self.broken = self.client.is_valid(timeout).is_err();
+        }
+        !self.broken
+    }
+
     /// The statement for `sql`, prepared on first use on this connection. `sql` must be a
     /// constant: its address is the cache key.
     pub(crate) fn statement(&mut self, sql: &'static str) -> Result<Statement> {
@@ -96,21 +116,25 @@ impl DerefMut for CachedClient {
 
 impl ManageConnection for Manager {
     type Connection = CachedClient;
-    type Error = postgres::Error;
+    type Error = Error;
 
-    fn connect(&self) -> std::result::Result<CachedClient, postgres::Error> {
+    fn connect(&self) -> Result<CachedClient> {
         Ok(CachedClient {
-            client: self.inner.connect()?,
+            client: self.target.connect()?,
             statements: HashMap::default(),
+            returned_at: Instant::now(),
+            broken: false,
         })
     }
 
-    fn is_valid(&self, conn: &mut CachedClient) -> std::result::Result<(), postgres::Error> {
-        self.inner.is_valid(&mut conn.client)
+    fn is_valid(&self, conn: &mut CachedClient) -> Result<()> {
+        Ok(conn.client.simple_query("").map(|_| ())?)
     }
 
+    /// Called by r2d2 whenever a connection goes back to the pool.
     fn has_broken(&self, conn: &mut CachedClient) -> bool {
-        self.inner.has_broken(&mut conn.client)
+        conn.returned_at = Instant::now();
+        conn.broken || conn.client.is_closed()
     }
 }
 

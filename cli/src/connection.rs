@@ -1,8 +1,20 @@
-//! Which database a command talks to: `--url`, else `$DATABASE_URL`.
+//! Which database a command talks to: `--url`, else `$DATABASE_URL`, else libpq's `PG*`
+//! variables (as `psql` reads them) when any of them names a server.
 
 use pgbroker::Broker;
 
 use crate::failure::Failure;
+
+/// libpq variables that name a server; with none of them (and no URL) a command asks for one
+/// rather than trying the local socket.
+const PG_TARGET_VARIABLES: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGSERVICE",
+];
 
 /// The database given on the command line or in the environment, if any.
 #[derive(Debug, Clone)]
@@ -11,12 +23,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// `--url` wins over `$DATABASE_URL`; an empty value counts as absent.
+    /// `--url` wins over `$DATABASE_URL`, which wins over the `PG*` variables (given to the
+    /// library as the empty connection string, which libpq reads from the environment); an
+    /// empty value counts as absent.
     pub fn from_args(url: Option<&str>) -> Target {
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let url = url
             .map(str::to_owned)
-            .or_else(|| std::env::var("DATABASE_URL").ok())
-            .filter(|u| !u.trim().is_empty());
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| set("DATABASE_URL"))
+            .or_else(|| {
+                PG_TARGET_VARIABLES
+                    .iter()
+                    .any(|v| set(v).is_some())
+                    .then(String::new)
+            });
         Target { url }
     }
 

@@ -33,11 +33,13 @@ use crate::failure::Failure;
     version,
     about,
     propagate_version = true,
-    after_help = "The database comes from --url or $DATABASE_URL. \
+    after_help = "The database comes from --url, $DATABASE_URL, or libpq's PG* variables \
+                  (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, ...) and ~/.pgpass. \
                   Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."
 )]
 struct Cli {
-    /// Connection URL (postgres://user@host/db); defaults to $DATABASE_URL.
+    /// Connection URL (postgres://user@host/db?sslmode=verify-full) or libpq key=value string;
+    /// defaults to $DATABASE_URL, then the PG* variables.
     #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
 

@@ -32,6 +32,18 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct TempPostgresBuilder {
     settings: Vec<(String, String)>,
     durable: bool,
+    access: Access,
+}
+
+/// Who may connect and how: for tests of TLS, passwords and client certificates.
+#[derive(Debug, Clone, Default)]
+struct Access {
+    /// Replaces pg_hba.conf when set.
+    hba: Option<Vec<String>>,
+    /// The superuser's password (scram-sha-256), set by initdb.
+    password: Option<String>,
+    /// Files written into the data directory, readable only by the server (name, contents).
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl TempPostgresBuilder {
@@ -63,6 +75,86 @@ impl TempPostgresBuilder {
         self.durable = durable;
         self
     }
+
+    // --- Access: pg_hba.conf, a superuser password, files for TLS (certificates, keys). ---
+
+    /// Replaces `pg_hba.conf` with `lines` (initdb's default trusts every local connection).
+    /// The server listens on `127.0.0.1` only.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use pgbroker_testing::TempPostgres;
+    /// let pg = TempPostgres::builder()
+    ///     .superuser_password("secret")
+    ///     .hba(["hostssl all all 127.0.0.1/32 scram-sha-256"])
+    ///     .start()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn hba<I, S>(mut self, lines: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.access.hba = Some(lines.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Gives the superuser (`postgres`) a password, stored as scram-sha-256. It matters only
+    /// with [`hba`](Self::hba) lines that ask for a password.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use pgbroker_testing::TempPostgres;
+    /// let pg = TempPostgres::builder().superuser_password("secret").start()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn superuser_password(mut self, password: impl Into<String>) -> Self {
+        self.access.password = Some(password.into());
+        self
+    }
+
+    /// Writes `contents` to `name` in the data directory before the server starts, readable
+    /// only by the server's user (as PostgreSQL requires of a private key). Settings take such
+    /// files by relative name: `.setting("ssl_cert_file", "server.crt")`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use pgbroker_testing::TempPostgres;
+    /// # let (cert, key) = (Vec::new(), Vec::new());
+    /// let pg = TempPostgres::builder()
+    ///     .data_file("server.crt", cert)
+    ///     .data_file("server.key", key)
+    ///     .setting("ssl", "on")
+    ///     .start()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn data_file(mut self, name: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.access.files.push((name.into(), contents.into()));
+        self
+    }
+
+    /// Writes the access files after initdb.
+    fn write_access(&self, pg: &TempPostgres) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = self.access.files.clone();
+        if let Some(lines) = &self.access.hba {
+            files.push(("pg_hba.conf".into(), (lines.join("\n") + "\n").into_bytes()));
+        }
+        for (name, contents) in files {
+            let path = pg.data_dir.join(&name);
+            std::fs::write(&path, contents)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            if let Some(u) = &pg.run_as {
+                std::os::unix::fs::chown(&path, Some(u.uid), Some(u.gid))?;
+            }
+        }
+        Ok(())
+    }
+
+    // --- End of access. ---
 
     /// Creates the cluster and starts the server; see [`TempPostgres::start`].
     ///
@@ -105,7 +197,17 @@ impl TempPostgresBuilder {
         initdb.arg("-D").arg(&pg.data_dir);
         initdb.args(["-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
         initdb.arg(format!("--username={DB_USER}"));
+        if let Some(password) = &self.access.password {
+            let file = pg.root.join("pwfile");
+            std::fs::write(&file, password)?;
+            if let Some(u) = &pg.run_as {
+                std::os::unix::fs::chown(&file, Some(u.uid), Some(u.gid))?;
+            }
+            initdb.arg(format!("--pwfile={}", file.display()));
+        }
         pg.run(initdb, "initdb")?;
+        let _ = std::fs::remove_file(pg.root.join("pwfile"));
+        self.write_access(&pg)?;
         let mut attempt = 0;
         loop {
             pg.port = free_port()?;

@@ -1,0 +1,9 @@
+//! Connecting where production PostgreSQL lives: TLS with libpq's sslmode semantics, the
+//! libpq environment, connection failures in words, the pool across a server restart.
+
+mod support;
+
+#[path = "connect/certs.rs"]
+mod certs;
+#[path = "connect/tls.rs"]
+mod tls;
