@@ -5,7 +5,7 @@ use std::sync::Arc;
 use postgres::Client;
 
 use crate::config::{BrokerBuilder, Config};
-use crate::connect::{process_env, Target};
+use crate::connect::{note_database, process_env, Target};
 use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
 use crate::queue::WakeChecks;
@@ -34,6 +34,7 @@ pub struct Broker {
 
 struct Inner {
     target: Target,
+    dbname: Arc<str>,
     config: Config,
     pool: r2d2::Pool<Manager>,
     publish: PublishState,
@@ -112,6 +113,7 @@ impl Broker {
             .build_unchecked(Manager::new(target.clone()));
         Ok(Broker {
             inner: Arc::new(Inner {
+                dbname: target.dbname().into(),
                 target,
                 config,
                 pool,
@@ -182,6 +184,7 @@ impl Broker {
     /// a terminated backend, a network cut) is discarded and another handed out, so the
     /// first call after a restart does not fail.
     pub fn conn(&self) -> Result<PooledConn> {
+        note_database(&self.inner.dbname);
         let check_timeout = self.inner.config.connect_timeout;
         // Every connection of a full pool may be dead: look at each once, then a fresh one.
         for _ in 0..=self.inner.config.pool_size {

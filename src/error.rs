@@ -222,6 +222,9 @@ impl StdError for Error {
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Error {
+        if let Some(err) = schema_missing(&e) {
+            return Error::with_cause(ErrorKind::Config, Some(err), e);
+        }
         let kind = if e.as_db_error().is_some() {
             match e.code().map(|c| c.code()) {
                 // admin shutdown / crash shutdown / cannot connect now: the connection is gone
@@ -235,6 +238,21 @@ impl From<postgres::Error> for Error {
         };
         Error::with_cause(kind, None, e)
     }
+}
+
+/// The explanation when `e` says a pgbroker table, function or the schema itself does not
+/// exist: the schema was never installed in this database.
+fn schema_missing(e: &postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    let missing = matches!(db.code().code(), "3F000" | "42P01" | "42883");
+    if !missing || !db.message().contains("pgbroker") {
+        return None;
+    }
+    let database = crate::connect::noted_database()
+        .map_or("this database".to_owned(), |d| format!("database {d}"));
+    Some(format!(
+        "pgbroker is not installed in {database}: run `pgbroker setup` or `Broker::install`"
+    ))
 }
 
 /// The kind of a client-side `postgres::Error` that means the connection is unusable: any

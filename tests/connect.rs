@@ -5,5 +5,11 @@ mod support;
 
 #[path = "connect/certs.rs"]
 mod certs;
+#[path = "connect/env.rs"]
+mod env;
+#[path = "connect/errors.rs"]
+mod errors;
+#[path = "connect/restart.rs"]
+mod restart;
 #[path = "connect/tls.rs"]
 mod tls;

@@ -22,6 +22,30 @@ use tls::{Connector, Roots, SslMode, TlsSettings};
 
 use crate::{Error, ErrorKind, Result};
 
+thread_local! {
+    /// The database of the last pooled connection this thread took: named by the error that
+    /// says the pgbroker schema is missing (see `Error::from(postgres::Error)`).
+    static DATABASE: std::cell::RefCell<Option<std::sync::Arc<str>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Notes that this thread now works on `dbname`.
+pub(crate) fn note_database(dbname: &std::sync::Arc<str>) {
+    DATABASE.with(|d| {
+        let mut d = d.borrow_mut();
+        if !d
+            .as_ref()
+            .is_some_and(|cur| std::sync::Arc::ptr_eq(cur, dbname))
+        {
+            *d = Some(dbname.clone());
+        }
+    });
+}
+
+/// The database this thread last worked on, if known.
+pub(crate) fn noted_database() -> Option<std::sync::Arc<str>> {
+    DATABASE.with(|d| d.borrow().clone())
+}
+
 /// libpq settings pgbroker does not implement; refused rather than silently ignored.
 const UNSUPPORTED: &[&str] = &[
     "service",
@@ -118,6 +142,14 @@ impl Target {
 
     pub(crate) fn pg_mut(&mut self) -> &mut postgres::Config {
         &mut self.pg
+    }
+
+    /// The database name (libpq's default: the user name).
+    pub(crate) fn dbname(&self) -> &str {
+        self.pg
+            .get_dbname()
+            .or(self.pg.get_user())
+            .unwrap_or("postgres")
     }
 
     /// libpq's name of the TLS mode in use (`verify-full`, ...).

@@ -389,6 +389,24 @@ impl TempPostgres {
         self.run(cmd, "pg_ctl stop")
     }
 
+    /// Stops the server the way a crash would (`pg_ctl stop -m immediate`: no checkpoint,
+    /// backends killed); [`resume`](Self::resume) starts it again, with crash recovery.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let pg = pgbroker_testing::TempPostgres::start()?;
+    /// pg.stop_immediate()?;
+    /// pg.resume()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn stop_immediate(&self) -> Result<()> {
+        let mut cmd = self.command("pg_ctl");
+        cmd.arg("-D").arg(&self.data_dir);
+        cmd.args(["-m", "immediate", "-w", "-t", "60", "stop"]);
+        self.run(cmd, "pg_ctl stop -m immediate")
+    }
+
     /// Starts the stopped server again, on the same port with the same data, and waits until
     /// it accepts connections.
     ///

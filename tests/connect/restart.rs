@@ -1,0 +1,77 @@
+//! The pool across a server restart: every pooled connection is dead afterwards, and the
+//! first call on each must still succeed (a dead connection is replaced before use).
+
+use std::sync::{Arc, Barrier};
+
+use pgbroker::Broker;
+use pgbroker_testing::TempPostgres;
+
+use crate::support;
+
+const POOL: u32 = 4;
+
+fn broker(db: &support::TestDb) -> Broker {
+    Broker::builder()
+        .url(&db.url)
+        .pool_size(POOL)
+        .build()
+        .unwrap()
+}
+
+/// Takes every pooled connection at once (so each is opened), then gives them back.
+fn open_all(broker: &Broker) {
+    let conns: Vec<_> = (0..POOL).map(|_| broker.conn().unwrap()).collect();
+    assert_eq!(conns.len(), POOL as usize);
+}
+
+/// Runs one enqueue on each of POOL threads at the same time: each gets its own pooled
+/// connection, and every one must succeed on the first try.
+fn first_calls(broker: &Broker) -> Vec<pgbroker::Result<pgbroker::JobId>> {
+    let barrier = Arc::new(Barrier::new(POOL as usize));
+    let threads: Vec<_> = (0..POOL)
+        .map(|_| {
+            let (broker, barrier) = (broker.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                broker.enqueue("after_restart", "{}")
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn the_first_call_after_a_restart_succeeds() {
+    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        eprintln!("skipped: DATABASE_URL is set and that server cannot be restarted here");
+        return;
+    }
+    // Commits must survive the immediate stop (the default test cluster does not wait for WAL).
+    let pg = TempPostgres::builder()
+        .setting("synchronous_commit", "on")
+        .start()
+        .unwrap();
+    let db = support::TestDb::create_on(&pg.url(), |n| pg.url_for(n));
+    let broker = broker(&db);
+    broker.install().unwrap();
+    for (round, immediate) in [(1, false), (2, true)] {
+        open_all(&broker);
+        if immediate {
+            pg.stop_immediate().unwrap();
+        } else {
+            pg.stop().unwrap();
+        }
+        pg.resume().unwrap();
+        for (i, r) in first_calls(&broker).into_iter().enumerate() {
+            if let Err(e) = r {
+                panic!("round {round} (immediate: {immediate}), call {i}: {e}");
+            }
+        }
+    }
+    let n: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM pgbroker.jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2 * i64::from(POOL));
+}
