@@ -2,6 +2,7 @@
 //! first call on each must still succeed (a dead connection is replaced before use).
 
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use pgbroker::Broker;
 use pgbroker_testing::TempPostgres;
@@ -74,4 +75,47 @@ fn the_first_call_after_a_restart_succeeds() {
         .unwrap()
         .get(0);
     assert_eq!(n, 2 * i64::from(POOL));
+}
+
+#[test]
+fn a_completion_during_a_restart_is_retried_not_lost() {
+    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        eprintln!("skipped: DATABASE_URL is set and that server cannot be restarted here");
+        return;
+    }
+    let pg = TempPostgres::builder()
+        .setting("synchronous_commit", "on")
+        .start()
+        .unwrap();
+    let db = support::TestDb::create_on(&pg.url(), |n| pg.url_for(n));
+    let broker = broker(&db);
+    broker.install().unwrap();
+    let id = broker.enqueue("restart_jobs", "{}").unwrap();
+    let (started_tx, started) = crossbeam_channel::bounded(1);
+    let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
+    let pool = broker
+        .worker_pool()
+        .queue("restart_jobs", 1, move |job| {
+            started_tx.send(job.id()).unwrap();
+            release_rx.recv().unwrap();
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    assert_eq!(started.recv_timeout(Duration::from_secs(10)).unwrap(), id);
+    // The handler finishes while the server is down: its completion must wait and retry.
+    pg.stop().unwrap();
+    release.send(()).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    pg.resume().unwrap();
+    let gone = support::wait_until(Duration::from_secs(10), || {
+        db.client()
+            .query_one("SELECT count(*) = 0 FROM pgbroker.jobs", &[])
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    });
+    assert!(gone, "the completed job is still in pgbroker.jobs");
+    let stats = pool.stats();
+    assert_eq!((stats.handled, stats.failed), (1, 0));
+    pool.shutdown().unwrap();
 }
