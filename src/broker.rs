@@ -10,7 +10,7 @@ use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
 use crate::queue::WakeChecks;
 use crate::topic::PublishState;
-use crate::{schema, Error, Result};
+use crate::{schema, Error, ErrorKind, Result};
 
 /// The handle to a PostgreSQL database used as a broker: a connection pool plus settings.
 ///
@@ -34,6 +34,8 @@ pub struct Broker {
 
 struct Inner {
     target: Target,
+    /// A session connection's target when pooled ones go through a transaction-mode pooler.
+    session: Option<Target>,
     dbname: Arc<str>,
     config: Config,
     pool: r2d2::Pool<Manager>,
@@ -80,9 +82,19 @@ impl Broker {
     /// let broker = pgbroker::Broker::from_env()?;
     /// # Ok(()) }
     /// ```
+    ///
+    /// `PGBROKER_TRANSACTION_POOLING=1` and `PGBROKER_SESSION_URL` set
+    /// [`BrokerBuilder::transaction_pooling`] and [`BrokerBuilder::session_url`].
     pub fn from_env() -> Result<Broker> {
         let url = process_env("DATABASE_URL").unwrap_or_default();
-        BrokerBuilder::new().url(&url).build()
+        let mut builder = BrokerBuilder::new().url(&url);
+        if process_env("PGBROKER_TRANSACTION_POOLING").is_some_and(|v| v == "1" || v == "true") {
+            builder = builder.transaction_pooling(true);
+        }
+        if let Some(session) = process_env("PGBROKER_SESSION_URL") {
+            builder = builder.session_url(&session);
+        }
+        builder.build()
     }
 
     /// A builder for a broker with non-default settings.
@@ -101,7 +113,11 @@ impl Broker {
         BrokerBuilder::new()
     }
 
-    pub(crate) fn from_parts(target: Target, config: Config) -> Result<Broker> {
+    pub(crate) fn from_parts(
+        target: Target,
+        session: Option<Target>,
+        config: Config,
+    ) -> Result<Broker> {
         // Connect once directly: r2d2 would only report "timed out", hiding the real cause.
         let probe = target.connect()?;
         drop(probe);
@@ -110,11 +126,12 @@ impl Broker {
             .min_idle(Some(config.min_idle.min(config.pool_size)))
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
-            .build_unchecked(Manager::new(target.clone()));
+            .build_unchecked(Manager::new(target.clone(), config.transaction_pooling));
         Ok(Broker {
             inner: Arc::new(Inner {
                 dbname: target.dbname().into(),
                 target,
+                session,
                 config,
                 pool,
                 publish: PublishState::new(),
@@ -212,8 +229,22 @@ impl Broker {
     }
 
     /// A new connection outside the pool (listeners own one each).
+    ///
+    /// Behind a transaction-mode pooler it connects with the session URL, and fails with
+    /// [`ErrorKind::Config`] when none was given: LISTEN and advisory locks need a session.
     pub(crate) fn connect_dedicated(&self) -> Result<Client> {
-        self.inner.target.connect()
+        if !self.inner.config.transaction_pooling {
+            return self.inner.target.connect();
+        }
+        match &self.inner.session {
+            Some(session) => session.connect(),
+            None => Err(Error::new(
+                ErrorKind::Config,
+                "this needs a session connection (LISTEN, advisory locks), which a transaction-mode \
+                 pooler cannot give: set BrokerBuilder::session_url (CLI --session-url, \
+                 PGBROKER_SESSION_URL) to the server or a session-mode pool",
+            )),
+        }
     }
 
     /// Creates or upgrades the `pgbroker` schema (tables, functions); safe to call on every
@@ -249,6 +280,13 @@ impl Broker {
     /// ```
     pub fn schema_version(&self) -> Result<Option<i32>> {
         let mut conn = self.conn()?;
+        if conn.transaction_pooling() {
+            // Its queries are SQL text: in a transaction they stay on one server connection.
+            let mut tx = conn.transaction()?;
+            let version = schema::version(&mut tx)?;
+            tx.commit()?;
+            return Ok(version);
+        }
         schema::version(&mut **conn)
     }
 }

@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) reconnect_max: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) application_name: String,
+    pub(crate) transaction_pooling: bool,
 }
 
 impl Default for Config {
@@ -38,6 +39,7 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             application_name: "pgbroker".into(),
+            transaction_pooling: false,
         }
     }
 }
@@ -58,6 +60,11 @@ impl Config {
     /// How long a shutdown waits for running handlers.
     pub fn shutdown_grace(&self) -> Duration {
         self.shutdown_grace
+    }
+    /// Whether pooled connections go through a transaction-mode pooler (see
+    /// [`BrokerBuilder::transaction_pooling`]).
+    pub fn transaction_pooling(&self) -> bool {
+        self.transaction_pooling
     }
 
     /// The delay before reconnection attempt `attempt` (0-based): doubling from the minimum,
@@ -89,6 +96,7 @@ impl Config {
 pub struct BrokerBuilder {
     url: Option<String>,
     pg: Option<postgres::Config>,
+    session_url: Option<String>,
     config: Config,
 }
 
@@ -207,6 +215,53 @@ impl BrokerBuilder {
         self
     }
 
+    /// Says that [`url`](Self::url) leads to a transaction-mode pooler (PgBouncer
+    /// `pool_mode = transaction`, and others like it), where each transaction may run on
+    /// another server connection. pgbroker then prepares no named statements on pooled
+    /// connections (each statement is parsed with every execution: a little more server CPU)
+    /// and keeps no session state on them. Listeners, consumer wake-ups and partition
+    /// members need a session of their own: they connect with
+    /// [`session_url`](Self::session_url), and fail with [`ErrorKind::Config`] without one.
+    /// Default false; [`Broker::from_env`] reads `PGBROKER_TRANSACTION_POOLING=1`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@pgbouncer:6432/app")
+    ///     .transaction_pooling(true)
+    ///     .session_url("postgres://app@db-primary:5432/app")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn transaction_pooling(mut self, on: bool) -> Self {
+        self.config.transaction_pooling = on;
+        self
+    }
+
+    /// A connection string for what needs a session of its own (LISTEN, advisory locks):
+    /// the server itself, or a session-mode pool, when [`url`](Self::url) is a
+    /// transaction-mode pooler. Read like [`url`](Self::url). Without
+    /// [`transaction_pooling`](Self::transaction_pooling) it is not used. Default none;
+    /// [`Broker::from_env`] reads `PGBROKER_SESSION_URL`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@pgbouncer:6432/app")
+    ///     .transaction_pooling(true)
+    ///     .session_url("postgres://app@db-primary:5432/app")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn session_url(mut self, url: &str) -> Self {
+        self.session_url = Some(url.to_owned());
+        self
+    }
+
     /// `application_name` shown in `pg_stat_activity`. Default `pgbroker`.
     pub fn application_name(mut self, name: &str) -> Self {
         self.config.application_name = name.to_owned();
@@ -228,7 +283,6 @@ impl BrokerBuilder {
                 ))
             }
         };
-        let pg = target.pg_mut();
         let c = &self.config;
         if c.pool_size == 0 {
             return Err(Error::new(
@@ -236,22 +290,37 @@ impl BrokerBuilder {
                 "pool_size must be at least 1",
             ));
         }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(c.connect_timeout);
-        }
-        if pg.get_tcp_user_timeout().is_none() {
-            pg.tcp_user_timeout(c.tcp_user_timeout);
-        }
-        pg.keepalives(true).keepalives_idle(c.keepalives_idle);
-        if pg.get_keepalives_interval().is_none() {
-            pg.keepalives_interval(Duration::from_secs(5));
-        }
-        if pg.get_keepalives_retries().is_none() {
-            pg.keepalives_retries(3);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name(&c.application_name);
-        }
-        Broker::from_parts(target, self.config)
+        apply_connection_settings(target.pg_mut(), c);
+        let session = match (&self.session_url, c.transaction_pooling) {
+            (Some(url), true) => {
+                let mut session =
+                    Target::from_string(url, &process_env).map_err(|e| e.context("session_url"))?;
+                apply_connection_settings(session.pg_mut(), c);
+                Some(session)
+            }
+            _ => None,
+        };
+        Broker::from_parts(target, session, self.config)
+    }
+}
+
+/// pgbroker's timeouts, keepalives and application name, where the connection string left
+/// them unset.
+fn apply_connection_settings(pg: &mut postgres::Config, c: &Config) {
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(c.connect_timeout);
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(c.tcp_user_timeout);
+    }
+    pg.keepalives(true).keepalives_idle(c.keepalives_idle);
+    if pg.get_keepalives_interval().is_none() {
+        pg.keepalives_interval(Duration::from_secs(5));
+    }
+    if pg.get_keepalives_retries().is_none() {
+        pg.keepalives_retries(3);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name(&c.application_name);
     }
 }

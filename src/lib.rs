@@ -66,6 +66,7 @@ mod pool;
 pub mod queue;
 mod routing;
 mod schema;
+mod statement;
 mod table_name;
 pub mod topic;
 mod worker;

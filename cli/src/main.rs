@@ -43,6 +43,17 @@ struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
 
+    /// The URL leads to a transaction-mode pooler (PgBouncer pool_mode=transaction): no
+    /// named prepared statements, no session state; listening needs --session-url.
+    /// Also PGBROKER_TRANSACTION_POOLING=1.
+    #[arg(long, global = true)]
+    transaction_pooling: bool,
+
+    /// With --transaction-pooling: a direct (session) connection URL for what needs a
+    /// session (LISTEN, advisory locks). Also $PGBROKER_SESSION_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    session_url: Option<String>,
+
     /// Machine-readable JSON output instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -103,6 +114,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let target = Target::from_args(cli.url.as_deref());
+    connection::Pooling::init(cli.transaction_pooling, cli.session_url.clone());
     let json = cli.json;
     match cli.command {
         Command::Setup => setup::setup(target.require()?, json),

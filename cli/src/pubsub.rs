@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use crossbeam_channel::Select;
-use pgbroker::{Broker, Event, Listener, Notification};
+use pgbroker::{Event, Listener, Notification};
 
 use crate::failure::Failure;
 
@@ -63,11 +63,9 @@ pub fn listen(url: &str, args: &ListenArgs) -> Result<(), Failure> {
     for c in &args.channels {
         pgbroker::notify::validate_channel(c)?;
     }
-    let broker = Broker::builder()
-        .url(url)
+    let broker = crate::connection::builder(url)
         .pool_size(1)
         .listener_poll(Duration::from_millis(100))
-        .application_name("pgbroker-cli")
         .build()?;
     let listeners = args
         .channels

@@ -7,6 +7,7 @@ use postgres::GenericClient;
 use super::json_text::Xid8;
 use super::subscription::not_found;
 use super::{validate_subscription, LogEvent, Position};
+use crate::statement::Stmt;
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// The most events one read returns.
@@ -362,22 +363,22 @@ impl Broker {
         partition: u32,
         position: Position,
     ) -> Result<()> {
-        let stmt = tx.prepare(ACK_SQL)?;
+        let stmt = Stmt::Named(tx.prepare(ACK_SQL)?);
         ack_with(tx, &stmt, subscription, partition, position)
     }
 }
 
 pub(crate) fn ack_with(
     client: &mut impl GenericClient,
-    stmt: &postgres::Statement,
+    stmt: &Stmt,
     subscription: &str,
     partition: u32,
     position: Position,
 ) -> Result<()> {
     validate_subscription(subscription)?;
     let part = partition as i32;
-    let n = client.execute(
-        stmt,
+    let n = stmt.execute(
+        client,
         &[&subscription, &part, &Xid8(position.tx()), &position.id()],
     )?;
     if n == 0
