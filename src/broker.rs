@@ -187,6 +187,10 @@ impl Broker {
     ///
     /// Fails with [`ErrorKind::Pool`] when none frees up within the pool timeout.
     ///
+    /// With [`transaction_pooling`](BrokerBuilder::transaction_pooling), run your statements
+    /// in a transaction or with `query_typed`: a statement prepared by name outside a
+    /// transaction may find itself on another server connection of the pooler.
+    ///
     /// # Examples
     ///
     /// ```no_run
