@@ -9,6 +9,8 @@ mod certs;
 mod env;
 #[path = "connect/errors.rs"]
 mod errors;
+#[path = "connect/failover.rs"]
+mod failover;
 #[path = "connect/pgbouncer.rs"]
 mod pgbouncer;
 #[path = "connect/restart.rs"]
