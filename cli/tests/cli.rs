@@ -464,6 +464,49 @@ fn without_a_url_the_pg_variables_name_the_database() {
 }
 
 #[test]
+fn transaction_pooling_needs_a_session_url_to_listen() {
+    let db = support::db();
+    let o = run(&[
+        "listen",
+        "c",
+        "--count",
+        "1",
+        "--transaction-pooling",
+        "--url",
+        &db.url,
+    ]);
+    assert_one_line_error(
+        &o,
+        2,
+        "pgbroker: error: configuration error: this needs a session connection",
+    );
+    assert!(stderr(&o).contains("--session-url"), "{}", stderr(&o));
+    // With one, listening works; notify goes through the (here: same) pooled URL.
+    let (child, _err) = spawn_listen(&[
+        "c",
+        "--count",
+        "1",
+        "--transaction-pooling",
+        "--session-url",
+        &db.url,
+        "--url",
+        &db.url,
+    ]);
+    let o = run(&[
+        "notify",
+        "c",
+        "hi",
+        "--transaction-pooling",
+        "--url",
+        &db.url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"hi\""));
+}
+
+#[test]
 fn bad_input_is_one_line() {
     let db = support::db();
     let o = run(&["notify", "", "x", "--url", &db.url]);

@@ -11,12 +11,26 @@ use crate::support;
 
 const POOL: u32 = 4;
 
-fn broker(db: &support::TestDb) -> Broker {
-    Broker::builder()
+/// A private cluster of the test's own (to restart), a database on it and a broker with the
+/// schema; `None` when `DATABASE_URL` names a server that cannot be restarted here.
+fn restartable() -> Option<(TempPostgres, support::TestDb, Broker)> {
+    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        eprintln!("skipped: DATABASE_URL is set and that server cannot be restarted here");
+        return None;
+    }
+    // Commits must survive an immediate stop (the default test cluster does not wait for WAL).
+    let pg = TempPostgres::builder()
+        .setting("synchronous_commit", "on")
+        .start()
+        .unwrap();
+    let db = support::TestDb::create_on(&pg.url(), |n| pg.url_for(n));
+    let broker = Broker::builder()
         .url(&db.url)
         .pool_size(POOL)
         .build()
-        .unwrap()
+        .unwrap();
+    broker.install().unwrap();
+    Some((pg, db, broker))
 }
 
 /// Takes every pooled connection at once (so each is opened), then gives them back.
@@ -43,18 +57,9 @@ fn first_calls(broker: &Broker) -> Vec<pgbroker::Result<pgbroker::JobId>> {
 
 #[test]
 fn the_first_call_after_a_restart_succeeds() {
-    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        eprintln!("skipped: DATABASE_URL is set and that server cannot be restarted here");
+    let Some((pg, db, broker)) = restartable() else {
         return;
-    }
-    // Commits must survive the immediate stop (the default test cluster does not wait for WAL).
-    let pg = TempPostgres::builder()
-        .setting("synchronous_commit", "on")
-        .start()
-        .unwrap();
-    let db = support::TestDb::create_on(&pg.url(), |n| pg.url_for(n));
-    let broker = broker(&db);
-    broker.install().unwrap();
+    };
     for (round, immediate) in [(1, false), (2, true)] {
         open_all(&broker);
         if immediate {
@@ -79,17 +84,9 @@ fn the_first_call_after_a_restart_succeeds() {
 
 #[test]
 fn a_completion_during_a_restart_is_retried_not_lost() {
-    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
-        eprintln!("skipped: DATABASE_URL is set and that server cannot be restarted here");
+    let Some((pg, db, broker)) = restartable() else {
         return;
-    }
-    let pg = TempPostgres::builder()
-        .setting("synchronous_commit", "on")
-        .start()
-        .unwrap();
-    let db = support::TestDb::create_on(&pg.url(), |n| pg.url_for(n));
-    let broker = broker(&db);
-    broker.install().unwrap();
+    };
     let id = broker.enqueue("restart_jobs", "{}").unwrap();
     let (started_tx, started) = crossbeam_channel::bounded(1);
     let (release, release_rx) = crossbeam_channel::bounded::<()>(1);
