@@ -281,9 +281,7 @@ fn lost_connection_kind(e: &postgres::Error) -> Option<ErrorKind> {
         || text.starts_with("unexpected message from server")
         || text.starts_with("error connecting to server")
         || text.starts_with("connection closed")
-        || text.starts_with("db error")
     {
-        // "db error" without a DbError cannot happen; a FATAL that closed the session can.
         Some(ErrorKind::Closed)
     } else {
         None
