@@ -3,8 +3,10 @@
 
 mod support;
 
+#[cfg(feature = "tls")] // certificates and a TLS-only server
 #[path = "connect/certs.rs"]
 mod certs;
+#[cfg(feature = "tls")]
 #[path = "connect/env.rs"]
 mod env;
 #[path = "connect/errors.rs"]
@@ -15,5 +17,6 @@ mod failover;
 mod pgbouncer;
 #[path = "connect/restart.rs"]
 mod restart;
+#[cfg(feature = "tls")]
 #[path = "connect/tls.rs"]
 mod tls;
