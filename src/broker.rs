@@ -2,9 +2,10 @@
 
 use std::sync::Arc;
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::config::{BrokerBuilder, Config};
+use crate::connect::{note_database, process_env, Target};
 use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
 use crate::queue::WakeChecks;
@@ -32,7 +33,10 @@ pub struct Broker {
 }
 
 struct Inner {
-    pg: postgres::Config,
+    target: Target,
+    /// A session connection's target when pooled ones go through a transaction-mode pooler.
+    session: Option<Target>,
+    dbname: Arc<str>,
     config: Config,
     pool: r2d2::Pool<Manager>,
     publish: PublishState,
@@ -43,9 +47,9 @@ struct Inner {
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Broker")
-            .field("hosts", &self.inner.pg.get_hosts())
-            .field("ports", &self.inner.pg.get_ports())
-            .field("dbname", &self.inner.pg.get_dbname())
+            .field("servers", &self.inner.target.endpoints())
+            .field("dbname", &self.inner.target.pg().get_dbname())
+            .field("sslmode", &self.inner.target.sslmode())
             .field("config", &self.inner.config)
             .finish()
     }
@@ -65,6 +69,34 @@ impl Broker {
         BrokerBuilder::new().url(url).build()
     }
 
+    /// Connects as `psql` would without arguments: with `$DATABASE_URL` when it is set, else
+    /// from libpq's `PG*` variables (`PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`,
+    /// `PGSSLMODE`, `PGSSLROOTCERT`, ...), `~/.pgpass` and libpq's defaults (the local socket
+    /// in `/var/run/postgresql`, port 5432, the operating-system user name).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// // PGHOST=db.internal PGUSER=app PGSSLMODE=verify-full PGSSLROOTCERT=ca.pem ./app
+    /// let broker = pgbroker::Broker::from_env()?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// `PGBROKER_TRANSACTION_POOLING=1` and `PGBROKER_SESSION_URL` set
+    /// [`BrokerBuilder::transaction_pooling`] and [`BrokerBuilder::session_url`].
+    pub fn from_env() -> Result<Broker> {
+        let url = process_env("DATABASE_URL").unwrap_or_default();
+        let mut builder = BrokerBuilder::new().url(&url);
+        if process_env("PGBROKER_TRANSACTION_POOLING").is_some_and(|v| v == "1" || v == "true") {
+            builder = builder.transaction_pooling(true);
+        }
+        if let Some(session) = process_env("PGBROKER_SESSION_URL") {
+            builder = builder.session_url(&session);
+        }
+        builder.build()
+    }
+
     /// A builder for a broker with non-default settings.
     ///
     /// # Examples
@@ -81,19 +113,25 @@ impl Broker {
         BrokerBuilder::new()
     }
 
-    pub(crate) fn from_parts(pg: postgres::Config, config: Config) -> Result<Broker> {
+    pub(crate) fn from_parts(
+        target: Target,
+        session: Option<Target>,
+        config: Config,
+    ) -> Result<Broker> {
         // Connect once directly: r2d2 would only report "timed out", hiding the real cause.
-        let probe = connect_with(&pg)?;
+        let probe = target.connect()?;
         drop(probe);
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(config.min_idle.min(config.pool_size)))
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
-            .build_unchecked(Manager::new(pg.clone()));
+            .build_unchecked(Manager::new(target.clone(), config.transaction_pooling));
         Ok(Broker {
             inner: Arc::new(Inner {
-                pg,
+                dbname: target.dbname().into(),
+                target,
+                session,
                 config,
                 pool,
                 publish: PublishState::new(),
@@ -118,13 +156,40 @@ impl Broker {
     }
 
     /// The connection settings (with pgbroker's timeouts and keepalives applied).
+    ///
+    /// `sslmode` here is only what the `postgres` crate knows (disable, prefer, require); the
+    /// TLS checks of `verify-ca` and `verify-full` are in the broker's connector, which
+    /// [`new_client`](Self::new_client) uses.
     pub fn pg_config(&self) -> &postgres::Config {
-        &self.inner.pg
+        self.inner.target.pg()
+    }
+
+    /// Opens a new connection outside the pool, with the broker's settings and TLS connector;
+    /// the caller owns it.
+    ///
+    /// Fails like [`Broker::connect`]: [`ErrorKind::Connect`], [`ErrorKind::Tls`] or
+    /// [`ErrorKind::Timeout`], with a message naming the server and what happened.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let mut client = broker.new_client()?;
+    /// client.batch_execute("LISTEN my_own_channel")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new_client(&self) -> Result<Client> {
+        self.inner.target.connect()
     }
 
     /// Borrows a pooled connection, for the caller's own queries and transactions.
     ///
     /// Fails with [`ErrorKind::Pool`] when none frees up within the pool timeout.
+    ///
+    /// With [`transaction_pooling`](BrokerBuilder::transaction_pooling), run your statements
+    /// in a transaction or with `query_typed`: a statement prepared by name outside a
+    /// transaction may find itself on another server connection of the pooler.
     ///
     /// # Examples
     ///
@@ -135,7 +200,20 @@ impl Broker {
     /// let one: i32 = conn.query_one("SELECT 1", &[])?.get(0);
     /// # Ok(()) }
     /// ```
+    ///
+    /// A connection that sat idle is checked first; one found dead (after a server restart,
+    /// a terminated backend, a network cut) is discarded and another handed out, so the
+    /// first call after a restart does not fail.
     pub fn conn(&self) -> Result<PooledConn> {
+        note_database(&self.inner.dbname);
+        let check_timeout = self.inner.config.connect_timeout;
+        // Every connection of a full pool may be dead: look at each once, then a fresh one.
+        for _ in 0..=self.inner.config.pool_size {
+            let mut conn = self.inner.pool.get().map_err(Error::from)?;
+            if conn.usable(check_timeout) {
+                return Ok(conn);
+            }
+        }
         self.inner.pool.get().map_err(Error::from)
     }
 
@@ -155,8 +233,22 @@ impl Broker {
     }
 
     /// A new connection outside the pool (listeners own one each).
+    ///
+    /// Behind a transaction-mode pooler it connects with the session URL, and fails with
+    /// [`ErrorKind::Config`] when none was given: LISTEN and advisory locks need a session.
     pub(crate) fn connect_dedicated(&self) -> Result<Client> {
-        connect_with(&self.inner.pg)
+        if !self.inner.config.transaction_pooling {
+            return self.inner.target.connect();
+        }
+        match &self.inner.session {
+            Some(session) => session.connect(),
+            None => Err(Error::new(
+                ErrorKind::Config,
+                "this needs a session connection (LISTEN, advisory locks), which a transaction-mode \
+                 pooler cannot give: set BrokerBuilder::session_url (CLI --session-url, \
+                 PGBROKER_SESSION_URL) to the server or a session-mode pool",
+            )),
+        }
     }
 
     /// Creates or upgrades the `pgbroker` schema (tables, functions); safe to call on every
@@ -192,16 +284,13 @@ impl Broker {
     /// ```
     pub fn schema_version(&self) -> Result<Option<i32>> {
         let mut conn = self.conn()?;
+        if conn.transaction_pooling() {
+            // Its queries are SQL text: in a transaction they stay on one server connection.
+            let mut tx = conn.transaction()?;
+            let version = schema::version(&mut tx)?;
+            tx.commit()?;
+            return Ok(version);
+        }
         schema::version(&mut **conn)
     }
-}
-
-fn connect_with(pg: &postgres::Config) -> Result<Client> {
-    pg.connect(NoTls).map_err(|e| {
-        let mut err = Error::with_cause(ErrorKind::Connect, None, e);
-        if let Some(h) = pg.get_hosts().first() {
-            err = err.context(format!("connecting to {h:?} port {:?}", pg.get_ports()));
-        }
-        err
-    })
 }

@@ -1,8 +1,8 @@
 //! Broker configuration: connection, pool, listener and shutdown settings.
 
-use std::str::FromStr;
 use std::time::Duration;
 
+use crate::connect::{process_env, Target};
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// Settings shared by everything a [`Broker`] starts. Built once by [`BrokerBuilder`], immutable
@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) reconnect_max: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) application_name: String,
+    pub(crate) transaction_pooling: bool,
 }
 
 impl Default for Config {
@@ -38,6 +39,7 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             application_name: "pgbroker".into(),
+            transaction_pooling: false,
         }
     }
 }
@@ -58,6 +60,11 @@ impl Config {
     /// How long a shutdown waits for running handlers.
     pub fn shutdown_grace(&self) -> Duration {
         self.shutdown_grace
+    }
+    /// Whether pooled connections go through a transaction-mode pooler (see
+    /// [`BrokerBuilder::transaction_pooling`]).
+    pub fn transaction_pooling(&self) -> bool {
+        self.transaction_pooling
     }
 
     /// The delay before reconnection attempt `attempt` (0-based): doubling from the minimum,
@@ -89,6 +96,7 @@ impl Config {
 pub struct BrokerBuilder {
     url: Option<String>,
     pg: Option<postgres::Config>,
+    session_url: Option<String>,
     config: Config,
 }
 
@@ -98,8 +106,28 @@ impl BrokerBuilder {
         BrokerBuilder::default()
     }
 
-    /// Connect with a libpq-style URL (`postgres://user:pass@host:port/db?...`) or key-value
-    /// string (`host=... dbname=...`). Parsed in [`build`](Self::build).
+    /// Connect with a libpq connection string, read as libpq reads it: a URL
+    /// (`postgres://user:pass@host:port/db?sslmode=verify-full`, several `host:port` pairs
+    /// separated by commas, `postgres:///db` for the local socket) or key/value settings
+    /// (`host=... dbname=... sslrootcert=...`). What it leaves out comes from the `PG*`
+    /// variables, then libpq's defaults; a missing password from `PGPASSWORD` or `~/.pgpass`.
+    /// An empty string is all environment (see [`Broker::from_env`]). Parsed in
+    /// [`build`](Self::build).
+    ///
+    /// TLS follows `sslmode` (default `prefer`): `disable`, `prefer` (TLS when the server
+    /// offers it), `require` (always TLS; the certificate is checked only when a root
+    /// certificate is given), `verify-ca` (the certificate chains to `sslrootcert`),
+    /// `verify-full` (and names the host). `sslcert`/`sslkey` give a client certificate.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@db.internal/app?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
     pub fn url(mut self, url: &str) -> Self {
         self.url = Some(url.to_owned());
         self.pg = None;
@@ -107,7 +135,9 @@ impl BrokerBuilder {
     }
 
     /// Connect with an already built `postgres::Config`. pgbroker still applies its own timeout
-    /// and keepalive settings where the config leaves them unset.
+    /// and keepalive settings where the config leaves them unset. Its `ssl_mode` encrypts
+    /// without verifying the server (`prefer`, `require`); for certificate checks use
+    /// [`url`](Self::url) with `sslmode=verify-full`.
     pub fn pg_config(mut self, config: postgres::Config) -> Self {
         self.pg = Some(config);
         self.url = None;
@@ -134,7 +164,10 @@ impl BrokerBuilder {
         self
     }
 
-    /// TCP connect timeout for every connection. Default 10 s.
+    /// How long opening a connection may take, per host: TCP, TLS and authentication together,
+    /// so a server that accepts connections but never answers fails with
+    /// [`ErrorKind::Timeout`]. A `connect_timeout` in the URL (or `PGCONNECT_TIMEOUT`) wins.
+    /// Default 10 s.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
         self.config.connect_timeout = d;
         self
@@ -182,6 +215,53 @@ impl BrokerBuilder {
         self
     }
 
+    /// Says that [`url`](Self::url) leads to a transaction-mode pooler (PgBouncer
+    /// `pool_mode = transaction`, and others like it), where each transaction may run on
+    /// another server connection. pgbroker then prepares no named statements on pooled
+    /// connections (each statement is parsed with every execution: a little more server CPU)
+    /// and keeps no session state on them. Listeners, consumer wake-ups and partition
+    /// members need a session of their own: they connect with
+    /// [`session_url`](Self::session_url), and fail with [`ErrorKind::Config`] without one.
+    /// Default false; [`Broker::from_env`] reads `PGBROKER_TRANSACTION_POOLING=1`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@pgbouncer:6432/app")
+    ///     .transaction_pooling(true)
+    ///     .session_url("postgres://app@db-primary:5432/app")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn transaction_pooling(mut self, on: bool) -> Self {
+        self.config.transaction_pooling = on;
+        self
+    }
+
+    /// A connection string for what needs a session of its own (LISTEN, advisory locks):
+    /// the server itself, or a session-mode pool, when [`url`](Self::url) is a
+    /// transaction-mode pooler. Read like [`url`](Self::url). Without
+    /// [`transaction_pooling`](Self::transaction_pooling) it is not used. Default none;
+    /// [`Broker::from_env`] reads `PGBROKER_SESSION_URL`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@pgbouncer:6432/app")
+    ///     .transaction_pooling(true)
+    ///     .session_url("postgres://app@db-primary:5432/app")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn session_url(mut self, url: &str) -> Self {
+        self.session_url = Some(url.to_owned());
+        self
+    }
+
     /// `application_name` shown in `pg_stat_activity`. Default `pgbroker`.
     pub fn application_name(mut self, name: &str) -> Self {
         self.config.application_name = name.to_owned();
@@ -193,15 +273,13 @@ impl BrokerBuilder {
     /// Fails with [`ErrorKind::Config`] for a bad URL or setting, and [`ErrorKind::Connect`]
     /// when the server cannot be reached.
     pub fn build(self) -> Result<Broker> {
-        let mut pg = match (self.pg, self.url) {
-            (Some(pg), _) => pg,
-            (None, Some(url)) => postgres::Config::from_str(&url).map_err(|e| {
-                Error::with_cause(ErrorKind::Config, Some("invalid connection URL".into()), e)
-            })?,
+        let mut target = match (self.pg, self.url) {
+            (Some(pg), _) => Target::from_pg_config(pg)?,
+            (None, Some(url)) => Target::from_string(&url, &process_env)?,
             (None, None) => {
                 return Err(Error::new(
                     ErrorKind::Config,
-                    "no connection given: call url() or pg_config()",
+                    "no connection given: call url() or pg_config(), or use Broker::from_env()",
                 ))
             }
         };
@@ -212,22 +290,37 @@ impl BrokerBuilder {
                 "pool_size must be at least 1",
             ));
         }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(c.connect_timeout);
-        }
-        if pg.get_tcp_user_timeout().is_none() {
-            pg.tcp_user_timeout(c.tcp_user_timeout);
-        }
-        pg.keepalives(true).keepalives_idle(c.keepalives_idle);
-        if pg.get_keepalives_interval().is_none() {
-            pg.keepalives_interval(Duration::from_secs(5));
-        }
-        if pg.get_keepalives_retries().is_none() {
-            pg.keepalives_retries(3);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name(&c.application_name);
-        }
-        Broker::from_parts(pg, self.config)
+        apply_connection_settings(target.pg_mut(), c);
+        let session = match (&self.session_url, c.transaction_pooling) {
+            (Some(url), true) => {
+                let mut session =
+                    Target::from_string(url, &process_env).map_err(|e| e.context("session_url"))?;
+                apply_connection_settings(session.pg_mut(), c);
+                Some(session)
+            }
+            _ => None,
+        };
+        Broker::from_parts(target, session, self.config)
+    }
+}
+
+/// pgbroker's timeouts, keepalives and application name, where the connection string left
+/// them unset.
+fn apply_connection_settings(pg: &mut postgres::Config, c: &Config) {
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(c.connect_timeout);
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(c.tcp_user_timeout);
+    }
+    pg.keepalives(true).keepalives_idle(c.keepalives_idle);
+    if pg.get_keepalives_interval().is_none() {
+        pg.keepalives_interval(Duration::from_secs(5));
+    }
+    if pg.get_keepalives_retries().is_none() {
+        pg.keepalives_retries(3);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name(&c.application_name);
     }
 }

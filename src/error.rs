@@ -12,8 +12,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ErrorKind {
-    /// Could not connect to PostgreSQL (refused, timed out, authentication failed).
+    /// Could not connect to PostgreSQL (refused, unknown host, authentication failed); the
+    /// message names the server and says what happened.
     Connect,
+    /// TLS failed: the server refuses or requires it, or its certificate could not be verified
+    /// (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`).
+    Tls,
     /// The connection pool could not hand out a connection in time.
     Pool,
     /// PostgreSQL answered with an error; [`Error::db_code`] gives its SQLSTATE.
@@ -46,6 +50,7 @@ impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = match self {
             ErrorKind::Connect => "connection failed",
+            ErrorKind::Tls => "TLS error",
             ErrorKind::Pool => "connection pool error",
             ErrorKind::Db => "database error",
             ErrorKind::Closed => "connection closed",
@@ -68,6 +73,8 @@ struct ErrorInner {
     kind: ErrorKind,
     message: Option<String>,
     cause: Option<Box<dyn StdError + Send + Sync>>,
+    /// False when the message already says what the cause would (kept for `source()`).
+    show_cause: bool,
 }
 
 /// An error from pgbroker: opaque, with a [`kind`](Error::kind), a message and the cause chain
@@ -91,6 +98,22 @@ impl Error {
             kind,
             message: Some(message.into()),
             cause: None,
+            show_cause: true,
+        }))
+    }
+
+    /// A new error whose message explains `cause` in words: Display shows only the message;
+    /// the cause stays reachable through `source()`.
+    pub(crate) fn explained(
+        kind: ErrorKind,
+        message: impl Into<String>,
+        cause: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Error {
+        Error(Box::new(ErrorInner {
+            kind,
+            message: Some(message.into()),
+            cause: Some(cause.into()),
+            show_cause: false,
         }))
     }
 
@@ -104,6 +127,7 @@ impl Error {
             kind,
             message,
             cause: Some(cause.into()),
+            show_cause: true,
         }))
     }
 
@@ -173,7 +197,7 @@ impl fmt::Display for Error {
         if let Some(m) = &self.0.message {
             write!(f, ": {m}")?;
         }
-        if let Some(c) = &self.0.cause {
+        if let Some(c) = self.0.cause.as_ref().filter(|_| self.0.show_cause) {
             // postgres::Error's Display of a DbError omits detail; show the server's message.
             match c
                 .downcast_ref::<postgres::Error>()
@@ -198,6 +222,9 @@ impl StdError for Error {
 
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Error {
+        if let Some(err) = schema_missing(&e) {
+            return Error::with_cause(ErrorKind::Config, Some(err), e);
+        }
         let kind = if e.as_db_error().is_some() {
             match e.code().map(|c| c.code()) {
                 // admin shutdown / crash shutdown / cannot connect now: the connection is gone
@@ -206,20 +233,58 @@ impl From<postgres::Error> for Error {
                 Some("28000" | "28P01" | "3D000") => ErrorKind::Connect,
                 _ => ErrorKind::Db,
             }
-        } else if e.is_closed() {
-            ErrorKind::Closed
         } else {
-            // io errors, unexpected messages, connection failures
-            let text = e.to_string();
-            if text.contains("timed out") {
-                ErrorKind::Timeout
-            } else if text.contains("connect") || text.contains("connection") {
-                ErrorKind::Closed
-            } else {
-                ErrorKind::Db
-            }
+            lost_connection_kind(&e).unwrap_or(ErrorKind::Db)
         };
         Error::with_cause(kind, None, e)
+    }
+}
+
+/// The explanation when `e` says a pgbroker table, function or the schema itself does not
+/// exist: the schema was never installed in this database.
+fn schema_missing(e: &postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    let missing = matches!(db.code().code(), "3F000" | "42P01" | "42883");
+    if !missing || !db.message().contains("pgbroker") {
+        return None;
+    }
+    let database = crate::connect::noted_database()
+        .map_or("this database".to_owned(), |d| format!("database {d}"));
+    Some(format!(
+        "pgbroker is not installed in {database}: run `pgbroker setup` or `Broker::install`"
+    ))
+}
+
+/// The kind of a client-side `postgres::Error` that means the connection is unusable: any
+/// I/O error, an early close, a message out of protocol order. `None` for errors of the
+/// caller's own making (converting a value, a row count, a column).
+fn lost_connection_kind(e: &postgres::Error) -> Option<ErrorKind> {
+    if e.is_closed() {
+        return Some(ErrorKind::Closed);
+    }
+    let mut cur: Option<&(dyn StdError + 'static)> = e.source();
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return Some(match io.kind() {
+                std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                _ => ErrorKind::Closed,
+            });
+        }
+        cur = c.source();
+    }
+    let text = e.to_string();
+    if text.starts_with("error performing TLS handshake") {
+        Some(ErrorKind::Tls)
+    } else if text.contains("timed out") || text.contains("timeout") {
+        Some(ErrorKind::Timeout)
+    } else if text.starts_with("error communicating with the server")
+        || text.starts_with("unexpected message from server")
+        || text.starts_with("error connecting to server")
+        || text.starts_with("connection closed")
+    {
+        Some(ErrorKind::Closed)
+    } else {
+        None
     }
 }
 

@@ -16,9 +16,10 @@
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
 
-use postgres::{GenericClient, Statement};
+use postgres::GenericClient;
 
 use crate::pool::CachedClient;
+use crate::statement::Stmt;
 use crate::{Error, ErrorKind, Result};
 
 /// Reserves `$1` ids of the log's sequence, in increasing order (batches use it too).
@@ -127,11 +128,11 @@ impl IdBlocks {
 /// [`NEXT_JOB_IDS_SQL`], `what` names the rows for the error.
 pub(crate) fn reserve_ids(
     client: &mut impl GenericClient,
-    stmt: &Statement,
+    stmt: &Stmt,
     n: i32,
     what: &str,
 ) -> Result<Vec<i64>> {
-    let row = client.query_one(stmt, &[&n])?;
+    let row = stmt.query_one(client, &[&n])?;
     let mut ids: Vec<i64> = row.try_get::<_, Option<Vec<i64>>>(0)?.unwrap_or_default();
     ids.sort_unstable();
     if ids.len() != n.max(0) as usize {

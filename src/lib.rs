@@ -58,6 +58,7 @@
 
 mod broker;
 mod config;
+mod connect;
 mod deprecated;
 mod error;
 mod id_blocks;
@@ -68,6 +69,7 @@ mod pool;
 pub mod queue;
 mod routing;
 mod schema;
+mod statement;
 mod statements;
 mod table_name;
 pub mod topic;

@@ -3,23 +3,35 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::{Deref, DerefMut};
+use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls, Statement};
+use postgres::types::ToSql;
+use postgres::{Client, Row};
 use r2d2::ManageConnection;
-use r2d2_postgres::PostgresConnectionManager;
 
-use crate::Result;
+use crate::connect::Target;
+use crate::statement::Stmt;
+use crate::{Error, Result};
 
-/// The r2d2 connection manager: r2d2_postgres's, plus a statement cache per connection.
+/// A pooled connection idle for longer than this is checked with a round trip before it is
+/// handed out. Shorter than any server restart, so after a restart every connection is
+/// checked (and a dead one replaced) before its first use; a busy connection is never checked.
+const CHECK_AFTER_IDLE: Duration = Duration::from_millis(100);
+
+/// The r2d2 connection manager: connects through the broker's [`Target`] (TLS, timeouts,
+/// errors in words) and keeps a statement cache per connection.
 #[derive(Debug)]
 pub struct Manager {
-    inner: PostgresConnectionManager<NoTls>,
+    target: Target,
+    /// Behind a transaction-mode pooler: unnamed statements only.
+    unnamed: bool,
 }
 
 impl Manager {
-    pub(crate) fn new(config: postgres::Config) -> Manager {
+    pub(crate) fn new(target: Target, transaction_pooling: bool) -> Manager {
         Manager {
-            inner: PostgresConnectionManager::new(config, NoTls),
+            target,
+            unnamed: transaction_pooling,
         }
     }
 }
@@ -27,7 +39,13 @@ impl Manager {
 /// A client with the statements pgbroker prepared on it.
 pub struct CachedClient {
     client: Client,
-    statements: HashMap<SqlKey, Statement, BuildHasherDefault<SqlKeyHasher>>,
+    statements: HashMap<SqlKey, Stmt, BuildHasherDefault<SqlKeyHasher>>,
+    /// Statements run unnamed (transaction pooling), never prepared by name.
+    unnamed: bool,
+    /// When the connection last went back to the pool (or was opened).
+    returned_at: Instant,
+    /// Set when a check found the connection dead: the pool then discards it.
+    broken: bool,
 }
 
 /// A statement's cache key: the address and length of its `&'static str`, not its text.
@@ -68,16 +86,138 @@ impl Hasher for SqlKeyHasher {
 }
 
 impl CachedClient {
-    /// The statement for `sql`, prepared on first use on this connection. `sql` must be a
-    /// constant: its address is the cache key.
-    pub(crate) fn statement(&mut self, sql: &'static str) -> Result<Statement> {
+    /// Whether the connection may be handed out: true when it was used moments ago or
+    /// answers a round trip; false (and marked for the pool to discard) when it is dead.
+    pub(crate) fn usable(&mut self, timeout: Duration) -> bool {
+        if self.client.is_closed() {
+            self.broken = true;
+        } else if self.returned_at.elapsed() >= CHECK_AFTER_IDLE {
+            self.broken = self.client.is_valid(timeout).is_err();
+        }
+        !self.broken
+    }
+
+    /// The statement for `sql`, prepared on first use on this connection (or, with
+    /// transaction pooling, its parameter types learned once). `sql` must be a constant: its
+    /// address is the cache key.
+    pub(crate) fn statement(&mut self, sql: &'static str) -> Result<Stmt> {
         let key = SqlKey::of(sql);
         if let Some(s) = self.statements.get(&key) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(sql)?;
+        let s = if self.unnamed {
+            Stmt::unnamed(&mut self.client, sql)?
+        } else {
+            Stmt::Named(self.client.prepare(sql)?)
+        };
         self.statements.insert(key, s.clone());
         Ok(s)
+    }
+
+    /// `q` as something this connection can run: a statement as it is, SQL text prepared for
+    /// this call (by name in a session, unnamed behind a transaction-mode pooler).
+    fn resolve<'q, Q: Query + ?Sized>(
+        &mut self,
+        q: &'q Q,
+    ) -> Result<Resolved<'q>, postgres::Error> {
+        match q.as_query() {
+            QueryRef::Stmt(s) => Ok(Resolved::Ref(s)),
+            QueryRef::Text(sql) if self.unnamed => {
+                Ok(Resolved::Owned(Stmt::unnamed(&mut self.client, sql)?))
+            }
+            QueryRef::Text(sql) => Ok(Resolved::Text(sql)),
+        }
+    }
+
+    // pgbroker's own queries on pooled connections go through these (they shadow `Client`'s
+    // methods inside the crate), so that none prepares a named statement behind a
+    // transaction-mode pooler.
+
+    pub(crate) fn execute<Q: Query + ?Sized>(
+        &mut self,
+        q: &Q,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        match self.resolve(q)? {
+            Resolved::Ref(s) => s.execute(&mut self.client, params),
+            Resolved::Owned(s) => s.execute(&mut self.client, params),
+            Resolved::Text(sql) => self.client.execute(sql, params),
+        }
+    }
+
+    pub(crate) fn query<Q: Query + ?Sized>(
+        &mut self,
+        q: &Q,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, postgres::Error> {
+        match self.resolve(q)? {
+            Resolved::Ref(s) => s.query(&mut self.client, params),
+            Resolved::Owned(s) => s.query(&mut self.client, params),
+            Resolved::Text(sql) => self.client.query(sql, params),
+        }
+    }
+
+    pub(crate) fn query_one<Q: Query + ?Sized>(
+        &mut self,
+        q: &Q,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, postgres::Error> {
+        match self.resolve(q)? {
+            Resolved::Ref(s) => s.query_one(&mut self.client, params),
+            Resolved::Owned(s) => s.query_one(&mut self.client, params),
+            Resolved::Text(sql) => self.client.query_one(sql, params),
+        }
+    }
+
+    pub(crate) fn query_opt<Q: Query + ?Sized>(
+        &mut self,
+        q: &Q,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, postgres::Error> {
+        match self.resolve(q)? {
+            Resolved::Ref(s) => s.query_opt(&mut self.client, params),
+            Resolved::Owned(s) => s.query_opt(&mut self.client, params),
+            Resolved::Text(sql) => self.client.query_opt(sql, params),
+        }
+    }
+
+    /// Whether statements run unnamed (transaction pooling).
+    pub(crate) fn transaction_pooling(&self) -> bool {
+        self.unnamed
+    }
+}
+
+/// What pgbroker runs on a pooled connection: a [`Stmt`] or SQL text.
+pub(crate) trait Query {
+    fn as_query(&self) -> QueryRef<'_>;
+}
+
+pub(crate) enum QueryRef<'q> {
+    Stmt(&'q Stmt),
+    Text(&'q str),
+}
+
+enum Resolved<'q> {
+    Ref(&'q Stmt),
+    Owned(Stmt),
+    Text(&'q str),
+}
+
+impl Query for Stmt {
+    fn as_query(&self) -> QueryRef<'_> {
+        QueryRef::Stmt(self)
+    }
+}
+
+impl Query for str {
+    fn as_query(&self) -> QueryRef<'_> {
+        QueryRef::Text(self)
+    }
+}
+
+impl Query for String {
+    fn as_query(&self) -> QueryRef<'_> {
+        QueryRef::Text(self)
     }
 }
 
@@ -96,21 +236,26 @@ impl DerefMut for CachedClient {
 
 impl ManageConnection for Manager {
     type Connection = CachedClient;
-    type Error = postgres::Error;
+    type Error = Error;
 
-    fn connect(&self) -> std::result::Result<CachedClient, postgres::Error> {
+    fn connect(&self) -> Result<CachedClient> {
         Ok(CachedClient {
-            client: self.inner.connect()?,
+            client: self.target.connect()?,
             statements: HashMap::default(),
+            unnamed: self.unnamed,
+            returned_at: Instant::now(),
+            broken: false,
         })
     }
 
-    fn is_valid(&self, conn: &mut CachedClient) -> std::result::Result<(), postgres::Error> {
-        self.inner.is_valid(&mut conn.client)
+    fn is_valid(&self, conn: &mut CachedClient) -> Result<()> {
+        Ok(conn.client.simple_query("").map(|_| ())?)
     }
 
+    /// Called by r2d2 whenever a connection goes back to the pool.
     fn has_broken(&self, conn: &mut CachedClient) -> bool {
-        self.inner.has_broken(&mut conn.client)
+        conn.returned_at = Instant::now();
+        conn.broken || conn.client.is_closed()
     }
 }
 

@@ -138,9 +138,11 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct StatsSnapshot {
-    /// Handler calls that returned `Ok`.
+    /// Handler calls that returned `Ok` and whose success was recorded (or is being).
     pub handled: u64,
-    /// Handler calls that returned an error.
+    /// Handler calls that returned an error, and successes that could not be recorded even
+    /// after retries (the database was unreachable: such a job runs again when its lease
+    /// expires). A success is never counted as handled once its recording failed.
     pub failed: u64,
     /// Handler calls that panicked (also counted in `failed`).
     pub panicked: u64,
@@ -188,6 +190,17 @@ impl Stats {
                 ))
             }
         }
+    }
+
+    /// Moves `n` successes from `handled` to `failed`: their completion could not be
+    /// recorded, so the work will be done again.
+    pub(crate) fn count_unrecorded(&self, n: u64) {
+        let _ = self
+            .handled
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| {
+                Some(h.saturating_sub(n))
+            });
+        self.failed.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Counts `n` items given back unstarted at shutdown (jobs of a transactional batch).

@@ -1,8 +1,22 @@
-//! Which database a command talks to: `--url`, else `$DATABASE_URL`.
+//! Which database a command talks to: `--url`, else `$DATABASE_URL`, else libpq's `PG*`
+//! variables (as `psql` reads them) when any of them names a server.
 
-use pgbroker::Broker;
+use std::sync::OnceLock;
+
+use pgbroker::{Broker, BrokerBuilder};
 
 use crate::failure::Failure;
+
+/// libpq variables that name a server; with none of them (and no URL) a command asks for one
+/// rather than trying the local socket.
+const PG_TARGET_VARIABLES: &[&str] = &[
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGSERVICE",
+];
 
 /// The database given on the command line or in the environment, if any.
 #[derive(Debug, Clone)]
@@ -11,12 +25,21 @@ pub struct Target {
 }
 
 impl Target {
-    /// `--url` wins over `$DATABASE_URL`; an empty value counts as absent.
+    /// `--url` wins over `$DATABASE_URL`, which wins over the `PG*` variables (given to the
+    /// library as the empty connection string, which libpq reads from the environment); an
+    /// empty value counts as absent.
     pub fn from_args(url: Option<&str>) -> Target {
+        let set = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let url = url
             .map(str::to_owned)
-            .or_else(|| std::env::var("DATABASE_URL").ok())
-            .filter(|u| !u.trim().is_empty());
+            .filter(|u| !u.trim().is_empty())
+            .or_else(|| set("DATABASE_URL"))
+            .or_else(|| {
+                PG_TARGET_VARIABLES
+                    .iter()
+                    .any(|v| set(v).is_some())
+                    .then(String::new)
+            });
         Target { url }
     }
 
@@ -32,11 +55,44 @@ impl Target {
     }
 }
 
+/// How pooled connections reach the server: through a transaction-mode pooler
+/// (`--transaction-pooling`, `PGBROKER_TRANSACTION_POOLING=1`), with a session URL
+/// (`--session-url`, `PGBROKER_SESSION_URL`) for listening.
+#[derive(Debug, Clone, Default)]
+pub struct Pooling {
+    pub transaction_pooling: bool,
+    pub session_url: Option<String>,
+}
+
+static POOLING: OnceLock<Pooling> = OnceLock::new();
+
+impl Pooling {
+    /// The flags, else the environment; set once for every broker this process builds.
+    pub fn init(transaction_pooling: bool, session_url: Option<String>) {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let pooling = Pooling {
+            transaction_pooling: transaction_pooling
+                || env("PGBROKER_TRANSACTION_POOLING").is_some_and(|v| v == "1" || v == "true"),
+            session_url: session_url.or_else(|| env("PGBROKER_SESSION_URL")),
+        };
+        let _ = POOLING.set(pooling);
+    }
+}
+
+/// A broker builder for `url` with the process's pooling settings applied.
+pub fn builder(url: &str) -> BrokerBuilder {
+    let pooling = POOLING.get().cloned().unwrap_or_default();
+    let mut b = Broker::builder()
+        .url(url)
+        .application_name("pgbroker-cli")
+        .transaction_pooling(pooling.transaction_pooling);
+    if let Some(session) = &pooling.session_url {
+        b = b.session_url(session);
+    }
+    b
+}
+
 /// A small broker for one command: a command needs a connection or two, not a pool of ten.
 pub fn broker(url: &str) -> Result<Broker, Failure> {
-    Ok(Broker::builder()
-        .url(url)
-        .pool_size(2)
-        .application_name("pgbroker-cli")
-        .build()?)
+    Ok(builder(url).pool_size(2).build()?)
 }

@@ -33,14 +33,27 @@ use crate::failure::Failure;
     version,
     about,
     propagate_version = true,
-    after_help = "The database comes from --url or $DATABASE_URL. \
+    after_help = "The database comes from --url, $DATABASE_URL, or libpq's PG* variables \
+                  (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, ...) and ~/.pgpass. \
                   Exit codes: 0 ok, 1 the operation failed, 2 usage or configuration error."
 )]
 struct Cli {
-    /// Connection URL (postgres://user@host/db); defaults to $DATABASE_URL (not for bench,
-    /// which runs on a private cluster unless --url is given; not for demo).
+    /// Connection URL (postgres://user@host/db?sslmode=verify-full) or libpq key=value string;
+    /// defaults to $DATABASE_URL, then the PG* variables (not for bench, which runs on a
+    /// private cluster unless --url is given; not for demo).
     #[arg(long, global = true, value_name = "URL")]
     url: Option<String>,
+
+    /// The URL leads to a transaction-mode pooler (PgBouncer pool_mode=transaction): no
+    /// named prepared statements, no session state; listening needs --session-url.
+    /// Also PGBROKER_TRANSACTION_POOLING=1.
+    #[arg(long, global = true)]
+    transaction_pooling: bool,
+
+    /// With --transaction-pooling: a direct (session) connection URL for what needs a
+    /// session (LISTEN, advisory locks). Also $PGBROKER_SESSION_URL.
+    #[arg(long, global = true, value_name = "URL")]
+    session_url: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -100,6 +113,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Failure> {
     let target = Target::from_args(cli.url.as_deref());
+    connection::Pooling::init(cli.transaction_pooling, cli.session_url.clone());
     match cli.command {
         Command::Setup(o) => setup::setup(target.require()?, o.json),
         Command::Migrate(o) => setup::migrate(target.require()?, o.json),

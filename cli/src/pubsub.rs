@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use crossbeam_channel::Select;
-use pgbroker::{Broker, Event, Listener, Notification};
+use pgbroker::{Event, Listener, Notification};
 
 use crate::failure::Failure;
 
@@ -76,11 +76,9 @@ pub fn listen(url: &str, args: &ListenArgs) -> Result<(), Failure> {
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
             .map_err(|e| Failure::failed(format!("cannot handle Ctrl-C: {e}")))?;
     }
-    let broker = Broker::builder()
-        .url(url)
+    let broker = crate::connection::builder(url)
         .pool_size(1)
         .listener_poll(Duration::from_millis(100))
-        .application_name("pgbroker-cli")
         .build()?;
     let listeners = args
         .channels

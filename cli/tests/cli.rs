@@ -9,9 +9,23 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// libpq's variables that name a server: cleared so that only what a test sets counts.
+const PG_VARIABLES: [&str; 7] = [
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGDATABASE",
+    "PGUSER",
+    "PGSERVICE",
+    "PGPASSWORD",
+];
+
 fn pgbroker() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pgbroker"));
     c.env_remove("DATABASE_URL");
+    for v in PG_VARIABLES {
+        c.env_remove(v);
+    }
     c
 }
 
@@ -406,6 +420,90 @@ fn no_database_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn without_a_url_the_pg_variables_name_the_database() {
+    let db = support::db();
+    let pg: pgbroker::postgres::Config = db.url.parse().unwrap();
+    let host = match &pg.get_hosts()[0] {
+        pgbroker::postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("{other:?}"),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432).to_string();
+    let o = pgbroker()
+        .args(["enqueue", "from_env", "{}"])
+        .env("PGHOST", &host)
+        .env("PGPORT", &port)
+        .env("PGUSER", pg.get_user().unwrap())
+        .env("PGDATABASE", &db.name)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pgbroker.jobs WHERE queue = 'from_env'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    // A port where nothing listens: the error names it, in one line.
+    let o = pgbroker()
+        .args(["setup"])
+        .env("PGHOST", "127.0.0.1")
+        .env("PGPORT", "1")
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &o,
+        1,
+        "pgbroker: error: connection failed: connection refused by 127.0.0.1:1: no PostgreSQL is listening there",
+    );
+}
+
+#[test]
+fn transaction_pooling_needs_a_session_url_to_listen() {
+    let db = support::db();
+    let o = run(&[
+        "listen",
+        "c",
+        "--count",
+        "1",
+        "--transaction-pooling",
+        "--url",
+        &db.url,
+    ]);
+    assert_one_line_error(
+        &o,
+        2,
+        "pgbroker: error: configuration error: this needs a session connection",
+    );
+    assert!(stderr(&o).contains("--session-url"), "{}", stderr(&o));
+    // With one, listening works; notify goes through the (here: same) pooled URL.
+    let (child, _err) = spawn_listen(&[
+        "c",
+        "--count",
+        "1",
+        "--transaction-pooling",
+        "--session-url",
+        &db.url,
+        "--url",
+        &db.url,
+    ]);
+    let o = run(&[
+        "notify",
+        "c",
+        "hi",
+        "--transaction-pooling",
+        "--url",
+        &db.url,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"hi\""));
 }
 
 #[test]

@@ -752,6 +752,7 @@ fn finish(shared: &Shared, ctx: &JobContext<'_>, res: std::result::Result<(), Er
     let broker = &shared.broker;
     let job = ctx.claimed();
     let outcome = ctx.take_outcome();
+    let succeeded = res.is_ok();
     let recorded = match (res, outcome) {
         (_, Some(Outcome::Done)) => Ok(()),
         (Ok(()), None) if shared.opts.keep_completed.is_none() => {
@@ -760,6 +761,7 @@ fn finish(shared: &Shared, ctx: &JobContext<'_>, res: std::result::Result<(), Er
                 job.attempt,
                 |ids, attempts| with_retries(|| broker.delete_completed(ids, attempts).map(drop)),
                 |ids, e| {
+                    shared.stats.count_unrecorded(ids.len() as u64);
                     log::error!(
                         "pgbroker: completing jobs {ids:?} failed (they run again when their \
                          leases expire): {e}"
@@ -804,6 +806,9 @@ fn finish(shared: &Shared, ctx: &JobContext<'_>, res: std::result::Result<(), Er
         }
     };
     if let Err(e) = recorded {
+        if succeeded {
+            shared.stats.count_unrecorded(1);
+        }
         log::error!(
             "pgbroker: recording the outcome of job {} failed (it runs again when its lease \
              expires): {e}",
@@ -821,10 +826,11 @@ pub(super) fn error_text(e: &Error) -> String {
     }
 }
 
-/// Runs `f`, retrying transient failures (connection lost, pool timeout) a few times.
+/// Runs `f`, retrying transient failures (connection lost, pool timeout) with a doubling
+/// delay for about 6 s in all: long enough to ride out a server restart or a failover.
 fn with_retries(mut f: impl FnMut() -> Result<()>) -> Result<()> {
     let mut delay = Duration::from_millis(50);
-    for _ in 0..4 {
+    for _ in 0..7 {
         match f() {
             Err(e) if e.is_transient() => {
                 std::thread::sleep(delay);

@@ -387,8 +387,8 @@ impl<'a> JobContext<'a> {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let keep = self.keep.map(super::secs);
-        let row = tx.query_one(
-            &stmt,
+        let row = stmt.query_one(
+            &mut tx,
             &[&vec![self.job.id], &vec![self.job.attempt], &result, &keep],
         )?;
         if row.get::<_, i32>(0) != 1 {

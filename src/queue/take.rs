@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use postgres::types::{ToSql, Type};
-use postgres::{Row, Statement, Transaction};
+use postgres::{Row, Transaction};
 use serde_json::Value;
 
 use super::claim::{by_size_class, next_jobs_sql, size_class};
 use super::{secs, typed, validate_queue, ClaimedJob, JobState};
+use crate::statement::Stmt;
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
 
 /// What writing a taken job back needs besides the [`ClaimedJob`] fields: the deleted row's
@@ -191,7 +192,7 @@ fn in_claim_order(mut jobs: Vec<ClaimedJob>) -> Vec<ClaimedJob> {
 /// lease, it also sets the transaction's `idle_in_transaction_session_timeout` to it.
 pub(crate) fn take_prepared(
     tx: &mut Transaction<'_>,
-    stmt: &Statement,
+    stmt: &Stmt,
     queue: &str,
     max: i32,
     lease: Option<Duration>,
@@ -200,8 +201,8 @@ pub(crate) fn take_prepared(
         return Ok(Vec::new());
     }
     let rows = match lease {
-        None => tx.query(stmt, &[&queue, &max]),
-        Some(lease) => tx.query(stmt, &[&queue, &max, &timeout_ms(lease)]),
+        None => stmt.query(tx, &[&queue, &max]),
+        Some(lease) => stmt.query(tx, &[&queue, &max, &timeout_ms(lease)]),
     }
     .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
     Ok(in_claim_order(

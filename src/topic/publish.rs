@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::{EventId, NewEvent};
 use crate::id_blocks::{reserve_ids, NEXT_EVENT_IDS_SQL};
+use crate::statement::Stmt;
 use crate::{Broker, Error, ErrorKind, Result, ToPayload};
 
 /// The most events one [`Broker::publish_batch`] call accepts.
@@ -228,7 +229,15 @@ impl Broker {
         // connection: four round trips instead of eight (three when nobody waited lately).
         let next = conn.statement(NEXT_EVENT_IDS_SQL)?;
         let copy = conn.statement(COPY_SQL)?;
-        let ids = copy_batch(&mut **conn, &next, &copy, &events)?;
+        let ids = if conn.transaction_pooling() {
+            // COPY by SQL text prepares a named statement: keep it on one server connection.
+            let mut tx = conn.transaction()?;
+            let ids = copy_batch(&mut tx, &next, &copy, &events)?;
+            tx.commit()?;
+            ids
+        } else {
+            copy_batch(&mut **conn, &next, &copy, &events)?
+        };
         // The events are written: from here on the call succeeds. A failed wake-up only
         // delays consumers to their next poll; it is logged, never reported as a failure of
         // the batch (the caller would publish it again).
@@ -273,11 +282,11 @@ impl Broker {
             return Ok(Vec::new());
         }
         if events.len() <= COPY_THRESHOLD {
-            let stmt = tx.prepare(INSERT_MANY_LOOK_SQL)?;
+            let stmt = Stmt::Named(tx.prepare(INSERT_MANY_LOOK_SQL)?);
             return Ok(insert_many(tx, &stmt, &events)?.0);
         }
-        let next = tx.prepare(NEXT_EVENT_IDS_SQL)?;
-        let copy = tx.prepare(COPY_SQL)?;
+        let next = Stmt::Named(tx.prepare(NEXT_EVENT_IDS_SQL)?);
+        let copy = Stmt::Named(tx.prepare(COPY_SQL)?);
         let ids = copy_batch(tx, &next, &copy, &events)?;
         tx.execute(WAKE_SQL, &[])?;
         Ok(ids)
@@ -310,14 +319,14 @@ fn checked_batch<I: IntoIterator<Item = NewEvent>>(events: I) -> Result<Vec<NewE
 /// whether the statement found a waiting consumer (false when it did not look).
 fn insert_many(
     client: &mut impl GenericClient,
-    stmt: &postgres::Statement,
+    stmt: &Stmt,
     events: &[NewEvent],
 ) -> Result<(Vec<EventId>, bool)> {
     let topics: Vec<&str> = events.iter().map(|e| e.topic.as_str()).collect();
     let payloads: Vec<&Value> = events.iter().map(|e| &e.payload).collect();
     let headers: Vec<Option<&Value>> = events.iter().map(|e| e.headers.as_ref()).collect();
     let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
-    let rows = client.query(stmt, &[&topics, &payloads, &headers, &keys])?;
+    let rows = stmt.query(client, &[&topics, &payloads, &headers, &keys])?;
     let mut ids: Vec<EventId> = rows.iter().map(|r| EventId(r.get(0))).collect();
     // Ids come from the sequence in row order; sort in case RETURNING reorders.
     ids.sort();
@@ -330,12 +339,16 @@ fn insert_many(
 
 fn copy_batch(
     client: &mut impl GenericClient,
-    next_ids: &postgres::Statement,
-    copy: &postgres::Statement,
+    next_ids: &Stmt,
+    copy: &Stmt,
     events: &[NewEvent],
 ) -> Result<Vec<EventId>> {
     let ids = reserve_ids(client, next_ids, events.len() as i32, "event")?;
-    let writer = client.copy_in(copy)?;
+    let writer = match copy {
+        Stmt::Named(s) => client.copy_in(s)?,
+        // Behind a transaction-mode pooler: the caller runs this in a transaction.
+        Stmt::Unnamed(sql, _) => client.copy_in(&**sql)?,
+    };
     let types = [Type::INT8, Type::TEXT, Type::JSONB, Type::JSONB, Type::TEXT];
     let mut writer = BinaryCopyInWriter::new(writer, &types);
     for (id, e) in ids.iter().zip(events) {

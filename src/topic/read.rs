@@ -7,6 +7,7 @@ use postgres::GenericClient;
 use super::json_text::Xid8;
 use super::subscription::{not_found, sql_error};
 use super::{validate_subscription, LogEvent, Position};
+use crate::statement::Stmt;
 use crate::statements::{self, statement};
 use crate::{Broker, Error, ErrorKind, Result};
 
@@ -360,23 +361,23 @@ impl Broker {
         partition: u32,
         position: Position,
     ) -> Result<()> {
-        let stmt = tx.prepare(ACK_SQL)?;
+        let stmt = Stmt::Named(tx.prepare(ACK_SQL)?);
         ack_with(tx, &stmt, subscription, partition, position)
     }
 }
 
 pub(crate) fn ack_with(
     client: &mut impl GenericClient,
-    stmt: &postgres::Statement,
+    stmt: &Stmt,
     subscription: &str,
     partition: u32,
     position: Position,
 ) -> Result<()> {
     validate_subscription(subscription)?;
     let part = partition as i32;
-    let n = client
+    let n = stmt
         .execute(
-            stmt,
+            client,
             &[&subscription, &part, &Xid8(position.tx()), &position.id()],
         )
         .map_err(sql_error)?;

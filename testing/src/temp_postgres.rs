@@ -32,6 +32,20 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct TempPostgresBuilder {
     settings: Vec<(String, String)>,
     durable: bool,
+    /// Streaming replication allowed (see `standby.rs`).
+    pub(crate) replication: bool,
+    access: Access,
+}
+
+/// Who may connect and how: for tests of TLS, passwords and client certificates.
+#[derive(Debug, Clone, Default)]
+struct Access {
+    /// Replaces pg_hba.conf when set.
+    hba: Option<Vec<String>>,
+    /// The superuser's password (scram-sha-256), set by initdb.
+    password: Option<String>,
+    /// Files written into the data directory, readable only by the server (name, contents).
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl TempPostgresBuilder {
@@ -64,6 +78,86 @@ impl TempPostgresBuilder {
         self
     }
 
+    // --- Access: pg_hba.conf, a superuser password, files for TLS (certificates, keys). ---
+
+    /// Replaces `pg_hba.conf` with `lines` (initdb's default trusts every local connection).
+    /// The server listens on `127.0.0.1` only.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use pgbroker_testing::TempPostgres;
+    /// let pg = TempPostgres::builder()
+    ///     .superuser_password("secret")
+    ///     .hba(["hostssl all all 127.0.0.1/32 scram-sha-256"])
+    ///     .start()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn hba<I, S>(mut self, lines: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.access.hba = Some(lines.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Gives the superuser (`postgres`) a password, stored as scram-sha-256. It matters only
+    /// with [`hba`](Self::hba) lines that ask for a password.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use pgbroker_testing::TempPostgres;
+    /// let pg = TempPostgres::builder().superuser_password("secret").start()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn superuser_password(mut self, password: impl Into<String>) -> Self {
+        self.access.password = Some(password.into());
+        self
+    }
+
+    /// Writes `contents` to `name` in the data directory before the server starts, readable
+    /// only by the server's user (as PostgreSQL requires of a private key). Settings take such
+    /// files by relative name: `.setting("ssl_cert_file", "server.crt")`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use pgbroker_testing::TempPostgres;
+    /// # let (cert, key) = (Vec::new(), Vec::new());
+    /// let pg = TempPostgres::builder()
+    ///     .data_file("server.crt", cert)
+    ///     .data_file("server.key", key)
+    ///     .setting("ssl", "on")
+    ///     .start()?;
+    /// # Ok::<(), pgbroker_testing::Error>(())
+    /// ```
+    pub fn data_file(mut self, name: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.access.files.push((name.into(), contents.into()));
+        self
+    }
+
+    /// Writes the access files after initdb.
+    fn write_access(&self, pg: &TempPostgres) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = self.access.files.clone();
+        if let Some(lines) = &self.access.hba {
+            files.push(("pg_hba.conf".into(), (lines.join("\n") + "\n").into_bytes()));
+        }
+        for (name, contents) in files {
+            let path = pg.data_dir.join(&name);
+            std::fs::write(&path, contents)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            if let Some(u) = &pg.run_as {
+                std::os::unix::fs::chown(&path, Some(u.uid), Some(u.gid))?;
+            }
+        }
+        Ok(())
+    }
+
+    // --- End of access. ---
+
     /// Creates the cluster and starts the server; see [`TempPostgres::start`].
     ///
     /// # Examples
@@ -74,6 +168,32 @@ impl TempPostgresBuilder {
     /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn start(self) -> Result<TempPostgres> {
+        let mut pg = self.new_cluster_dir()?;
+        let mut initdb = pg.command("initdb");
+        initdb.arg("-D").arg(&pg.data_dir);
+        initdb.args(["-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
+        initdb.arg(format!("--username={DB_USER}"));
+        if let Some(password) = &self.access.password {
+            let file = pg.root.join("pwfile");
+            std::fs::write(&file, password)?;
+            if let Some(u) = &pg.run_as {
+                std::os::unix::fs::chown(&file, Some(u.uid), Some(u.gid))?;
+            }
+            initdb.arg(format!("--pwfile={}", file.display()));
+        }
+        pg.run(initdb, "initdb")?;
+        let _ = std::fs::remove_file(pg.root.join("pwfile"));
+        self.write_access(&pg)?;
+        if self.replication {
+            crate::standby::allow_replication(&pg)?;
+        }
+        self.launch(&mut pg)?;
+        Ok(pg)
+    }
+
+    /// A fresh directory (owned by the unprivileged user when we are root) with an empty
+    /// `data` directory in it, for `initdb` or `pg_basebackup`.
+    pub(crate) fn new_cluster_dir(&self) -> Result<TempPostgres> {
         let bin_dir = find_bin_dir()?;
         let run_as = if is_root() {
             Some(unprivileged_user()?)
@@ -87,13 +207,14 @@ impl TempPostgresBuilder {
         let name = format!("pgbroker-pg-{}-{n}-{nanos}", std::process::id());
         let root = std::env::temp_dir().join(name);
         std::fs::create_dir(&root)?;
-        let mut pg = TempPostgres {
+        let pg = TempPostgres {
             data_dir: root.join("data"),
             root,
             bin_dir,
             run_as,
             port: 0,
             options: String::new(),
+            builder: self.clone(),
             guardian: None,
         };
         std::fs::create_dir(&pg.data_dir)?;
@@ -101,21 +222,19 @@ impl TempPostgresBuilder {
             std::os::unix::fs::chown(&pg.root, Some(u.uid), Some(u.gid))?;
             std::os::unix::fs::chown(&pg.data_dir, Some(u.uid), Some(u.gid))?;
         }
-        let mut initdb = pg.command("initdb");
-        initdb.arg("-D").arg(&pg.data_dir);
-        initdb.args(["-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
-        initdb.arg(format!("--username={DB_USER}"));
-        pg.run(initdb, "initdb")?;
+        Ok(pg)
+    }
+
+    /// Starts the server of a ready data directory on a free port (retrying when another
+    /// process took the port meanwhile) and arms the cleanup guardian.
+    pub(crate) fn launch(&self, pg: &mut TempPostgres) -> Result<()> {
         let mut attempt = 0;
         loop {
             pg.port = free_port()?;
             pg.options = self.options(pg.port);
             let _ = std::fs::remove_file(pg.log_file());
             match pg.resume() {
-                Ok(()) => {
-                    pg.spawn_guardian()?;
-                    return Ok(pg);
-                }
+                Ok(()) => return pg.spawn_guardian(),
                 Err(_) if attempt < 4 && port_taken(&pg.log_tail()) => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -132,6 +251,9 @@ impl TempPostgresBuilder {
         }
         s.push(("max_connections".into(), "200".into()));
         s.push(("shared_buffers".into(), "128MB".into()));
+        if self.replication {
+            s.extend(crate::standby::replication_settings());
+        }
         s.extend(self.settings.iter().cloned());
         s.push(("listen_addresses".into(), "127.0.0.1".into()));
         s.push(("port".into(), port.to_string()));
@@ -144,7 +266,7 @@ impl TempPostgresBuilder {
 }
 
 #[derive(Debug, Clone)]
-struct RunAs {
+pub(crate) struct RunAs {
     name: String,
     uid: u32,
     gid: u32,
@@ -169,6 +291,8 @@ pub struct TempPostgres {
     run_as: Option<RunAs>,
     port: u16,
     options: String,
+    /// The options it was started with (a standby starts with the same).
+    pub(crate) builder: TempPostgresBuilder,
     /// Stops the cluster and deletes its directory when this process ends without dropping us
     /// (a `static`, a panic that aborts, SIGKILL): see `spawn_guardian`.
     guardian: Option<(std::process::Child, std::process::ChildStdin)>,
@@ -378,7 +502,7 @@ impl TempPostgres {
     }
 
     /// A command for one of the binaries, run as the unprivileged user when we are root.
-    fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         self.command_at(&self.bin_dir.join(program))
     }
 
@@ -432,7 +556,7 @@ impl TempPostgres {
         cmd
     }
 
-    fn run(&self, mut cmd: Command, what: &str) -> Result<()> {
+    pub(crate) fn run(&self, mut cmd: Command, what: &str) -> Result<()> {
         let out = cmd
             .output()
             .map_err(|e| Error::with_cause(ErrorKind::Io, Some(format!("running {what}")), e))?;

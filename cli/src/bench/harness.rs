@@ -6,7 +6,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use pgbroker::postgres::{Client, NoTls};
+use pgbroker::postgres::Client;
 use pgbroker::Broker;
 
 use super::cpu::CpuMeter;
@@ -14,9 +14,8 @@ use super::{tables, Result};
 
 /// What every workload runs against.
 pub struct Ctx {
-    /// The database: raw sides open plain connections to it.
-    pub pg: pgbroker::postgres::Config,
-    /// A broker on the same database, for pgbroker sides.
+    /// A broker on the database: pgbroker sides use it, raw sides open plain `postgres`
+    /// connections with its settings and TLS connector.
     pub broker: Broker,
     /// Whether progress bars are drawn (stderr is a terminal and output is not JSON).
     pub progress: bool,
@@ -25,9 +24,9 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// A plain `postgres` connection, outside any pool.
+    /// A plain `postgres` connection, outside any pool (same server, same TLS as the broker).
     pub fn client(&self) -> Result<Client> {
-        Ok(self.pg.connect(NoTls)?)
+        Ok(self.broker.new_client()?)
     }
 }
 

@@ -240,11 +240,9 @@ pub fn run(url: Option<&str>, o: &Options, on_row: &mut dyn FnMut(&Row)) -> Resu
         .application_name("pgbroker-bench")
         .build()?;
     broker.install()?;
-    let pg = broker.pg_config().clone();
-    let mut probe = pg.connect(pgbroker::postgres::NoTls)?;
+    let mut probe = broker.new_client()?;
     let server_version: String = probe.query_one("SHOW server_version", &[])?.get(0);
     let ctx = Ctx {
-        pg,
         broker,
         progress: o.progress,
         cpu: cpu::CpuMeter::for_server(&mut probe),

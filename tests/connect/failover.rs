@@ -1,0 +1,130 @@
+//! Failover: a primary with a synchronous streaming standby, a broker on the multi-host URL
+//! `host1,host2 ... target_session_attrs=read-write`; the primary crashes, the standby is
+//! promoted, and publishers, enqueuers, workers and subscription consumers carry on against
+//! it without a restart of the application; nothing acknowledged is lost.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgbroker::topic::StartAt;
+use pgbroker::Broker;
+use pgbroker_testing::TempPostgres;
+
+use crate::support;
+
+const N: i64 = 40; // jobs and events before, and again after, the failover
+
+/// Retries a transient failure (the failover itself) until it is done: what an application
+/// does with an error that `is_transient()`.
+fn until_done<T>(what: &str, mut f: impl FnMut() -> pgbroker::Result<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Ok(v) => return v,
+            Err(e) if e.is_transient() && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn failover_to_a_promoted_standby_loses_nothing() {
+    if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        eprintln!("skipped: needs private clusters for a primary and its standby");
+        return;
+    }
+    let primary = TempPostgres::builder()
+        .replication(true)
+        .setting("synchronous_commit", "on")
+        .start()
+        .unwrap();
+    let db = support::TestDb::create_on(&primary.url(), |n| primary.url_for(n));
+    db.client()
+        .batch_execute("CREATE TABLE done (job bigint NOT NULL)")
+        .unwrap();
+    let standby = primary.start_standby(true).unwrap();
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/{}?target_session_attrs=read-write&connect_timeout=2",
+        primary.port(),
+        standby.port(),
+        db.name
+    );
+    let broker = Broker::builder()
+        .url(&url)
+        .pool_size(4)
+        .listener_poll(Duration::from_millis(50))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .build()
+        .unwrap();
+    broker.install().unwrap();
+    broker
+        .subscription("failover")
+        .pattern("failover")
+        .start_at(StartAt::Beginning)
+        .save()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let (worker, events) = (broker.clone(), seen.clone());
+    let pool = broker
+        .worker_pool()
+        .queue("failover", 2, move |job| {
+            let mut conn = worker.conn()?;
+            let mut tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO done (job) VALUES ($1)",
+                &[&job.payload()["i"].as_i64()],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .subscription("failover", move |batch| {
+            let mut seen = events.lock().unwrap();
+            seen.extend(
+                batch
+                    .events()
+                    .iter()
+                    .filter_map(|e| e.payload()["i"].as_i64()),
+            );
+            Ok(())
+        })
+        .start()
+        .unwrap();
+
+    let send = |range: std::ops::Range<i64>| {
+        for i in range {
+            let payload = serde_json::json!({ "i": i });
+            until_done("enqueue", || broker.enqueue("failover", &payload));
+            until_done("publish", || broker.publish("failover", &payload));
+        }
+    };
+    send(0..N);
+    // The primary crashes; the synchronous standby has every acknowledged commit.
+    primary.stop_immediate().unwrap();
+    standby.promote().unwrap();
+    send(N..2 * N);
+
+    let all = support::wait_until(Duration::from_secs(30), || {
+        let jobs: i64 = Broker::connect(&standby.url_for(&db.name))
+            .and_then(|b| {
+                let mut c = b.conn()?;
+                Ok(c.query_one("SELECT count(DISTINCT job) FROM done", &[])?
+                    .get(0))
+            })
+            .unwrap_or(0);
+        jobs == 2 * N && seen.lock().unwrap().len() == 2 * N as usize
+    });
+    let events = seen.lock().unwrap().len();
+    assert!(all, "after the failover: events seen {events} of {}", 2 * N);
+    pool.shutdown().unwrap();
+    let mut c =
+        pgbroker::postgres::Client::connect(&standby.url_for(&db.name), pgbroker::postgres::NoTls)
+            .unwrap();
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM pgbroker.jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "no job left behind");
+}
