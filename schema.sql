@@ -25,3 +25,4 @@ INSERT INTO pgbroker.schema_version (version) VALUES (1);
 \ir schema/functions/log.sql
 \ir schema/functions/queue.sql
 \ir schema/functions/routing.sql
+\ir schema/functions/streams.sql

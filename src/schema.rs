@@ -48,6 +48,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
         "schema/functions/routing.sql",
         include_str!("../schema/functions/routing.sql"),
     ),
+    (
+        "schema/functions/streams.sql",
+        include_str!("../schema/functions/streams.sql"),
+    ),
 ];
 
 /// The whole schema of a fresh install as one SQL script: the core, every migration and the

@@ -15,6 +15,7 @@ mod input;
 mod output;
 mod pubsub;
 mod queue;
+mod serve;
 mod setup;
 mod stats;
 mod topic;
@@ -85,6 +86,10 @@ enum Command {
     Bench(bench_command::BenchArgs),
     /// Start a private throwaway PostgreSQL and show pub/sub at work.
     Demo,
+    /// Serve pgbroker over HTTP until Ctrl-C: Server-Sent Events (GET /events?topic=...),
+    /// ingest (POST /topics/TOPIC, POST /queues/QUEUE/jobs), webhook delivery, GET /metrics
+    /// and GET /healthz.
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -116,5 +121,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Stats(args) => stats::stats(target.require()?, &args, json),
         Command::Bench(args) => bench_command::bench(target.url(), &args, json),
         Command::Demo => demo::demo(json),
+        Command::Serve(args) => serve::serve(target.require()?, &args),
     }
 }

@@ -1,0 +1,2 @@
+//! Webhooks (stub).
+pub(crate) mod delivery;
