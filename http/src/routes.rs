@@ -7,6 +7,7 @@
 //! | POST | `/topics/{topic}` | publish one event (an object) or a batch (an array) |
 //! | POST | `/queues/{queue}/jobs` | enqueue one job (an object) or a batch (an array) |
 //! | GET | `/events?topic=PATTERN...` | Server-Sent Events from the log |
+//! | GET, POST | `/`, `/ui/...` | the dashboard (see `dashboard`) |
 
 use std::sync::Arc;
 
@@ -31,6 +32,9 @@ impl From<Response> for Reply {
 }
 
 pub(crate) fn route(shared: &Arc<Shared>, req: &Request) -> Reply {
+    if let Some(reply) = crate::dashboard::route(shared, req) {
+        return reply;
+    }
     let segments: Vec<&str> = req.path.split('/').skip(1).collect();
     let method = req.method.as_str();
     if segments == ["healthz"] {

@@ -36,6 +36,8 @@ pub(crate) struct Settings {
     pub(crate) webhooks: bool,
     pub(crate) webhook_timeout: Duration,
     pub(crate) webhook_poll: Duration,
+    pub(crate) dashboard: bool,
+    pub(crate) read_only: bool,
 }
 
 impl Default for Settings {
@@ -54,6 +56,8 @@ impl Default for Settings {
             webhooks: true,
             webhook_timeout: Duration::from_secs(5),
             webhook_poll: Duration::from_millis(250),
+            dashboard: true,
+            read_only: false,
         }
     }
 }
@@ -251,6 +255,36 @@ impl ServerBuilder {
     /// How often idle webhook endpoints look for new events (default 250 ms).
     pub fn webhook_poll(mut self, every: Duration) -> Self {
         self.settings.webhook_poll = every;
+        self
+    }
+
+    /// Serves the dashboard under `/ui/` (default: on). It needs a grant of every topic and
+    /// every queue, like an operator's token.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let server = pgbroker_http::Server::builder(broker).dashboard(false).start()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn dashboard(mut self, serve: bool) -> Self {
+        self.settings.dashboard = serve;
+        self
+    }
+
+    /// A read-only dashboard: it shows no actions (retry, cancel, delete, run now, re-drive,
+    /// seek) and refuses them (default: off).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let server = pgbroker_http::Server::builder(broker).read_only(true).start()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.settings.read_only = read_only;
         self
     }
 
