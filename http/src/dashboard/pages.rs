@@ -264,7 +264,10 @@ pub(crate) fn job(data: &mut Data, view: &View<'_>, id: i64) -> DataResult<Optio
         ("priority", j.priority.to_string()),
         ("run at", time(j.run_at)),
         ("lease until", time(j.lease_until)),
-        ("lease holder", esc(j.worker.as_deref().unwrap_or("—"))),
+        (
+            "worker (lease holder)",
+            esc(j.worker.as_deref().unwrap_or("—")),
+        ),
         ("unique key", esc(j.unique_key.as_deref().unwrap_or("—"))),
         ("created", time(j.created_at)),
         ("finished", time(j.finished_at)),
