@@ -1,4 +1,5 @@
-//! `pgbroker serve`: the HTTP server (SSE, webhooks, ingest, /metrics) until Ctrl-C or SIGTERM.
+//! `pgbroker serve`: the HTTP server (SSE, webhooks, ingest, /metrics, the dashboard) until
+//! Ctrl-C or SIGTERM.
 
 use std::time::Duration;
 
@@ -40,6 +41,14 @@ pub struct ServeArgs {
     /// Do not deliver webhooks from this process.
     #[arg(long)]
     pub no_webhooks: bool,
+
+    /// Do not serve the dashboard (under /ui/).
+    #[arg(long)]
+    pub no_dashboard: bool,
+
+    /// A read-only dashboard: no retry, cancel, delete, run-now, re-drive or seek.
+    #[arg(long)]
+    pub read_only: bool,
 }
 
 pub fn serve(url: &str, args: &ServeArgs) -> Result<(), Failure> {
@@ -51,7 +60,9 @@ pub fn serve(url: &str, args: &ServeArgs) -> Result<(), Failure> {
         .listen(&args.listen)
         .body_limit(args.body_limit)
         .replay_limits(args.replay_events, Duration::from_secs(args.replay_seconds))
-        .webhooks(!args.no_webhooks);
+        .webhooks(!args.no_webhooks)
+        .dashboard(!args.no_dashboard)
+        .read_only(args.read_only);
     let mut tokens = BearerTokens::default();
     if let Some(path) = &args.tokens_file {
         tokens = BearerTokens::from_file(path).map_err(Failure::usage)?;
