@@ -45,9 +45,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     c.batch_execute(
         "SELECT pgbroker.subscribe('billing', ARRAY['orders.*'], 4, 'beginning');
-         SELECT pgbroker.subscribe('audit', ARRAY['orders.paid'], 1, 'end');
-         VACUUM ANALYZE pgbroker.jobs; VACUUM ANALYZE pgbroker.events;",
+         SELECT pgbroker.subscribe('audit', ARRAY['orders.paid'], 1, 'end');",
     )?;
+    // VACUUM runs outside a transaction block: one statement per call.
+    c.batch_execute("VACUUM ANALYZE pgbroker.jobs")?;
+    c.batch_execute("VACUUM ANALYZE pgbroker.events")?;
     println!(
         "seeded {jobs} jobs and {events} events in {:.1} s",
         t.elapsed().as_secs_f64()
