@@ -87,7 +87,7 @@ function liveOverview() {
         const row = subs.querySelector('tr[data-subscription="' + CSS.escape(s.name) + '"]');
         if (!row) continue;
         setCell(row, "members", String(s.members));
-        setCell(row, "events_behind", String(s.events_behind));
+        setCell(row, "events_behind", (s.behind_capped ? "≥ " : "") + s.events_behind);
         setCell(row, "oldest_secs", secs(s.oldest_secs));
         setCell(row, "retrying", String(s.retrying));
         setCell(row, "dead", String(s.dead));

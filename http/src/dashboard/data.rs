@@ -27,10 +27,16 @@ mod sql {
         include_str!("../../../schema/dashboard/subscription_members.sql");
     pub(super) const SUBSCRIPTION_DEAD: &str =
         include_str!("../../../schema/dashboard/subscription_dead.sql");
+    pub(super) const HORIZON_HOLDER: &str =
+        include_str!("../../../schema/dashboard/horizon_holder.sql");
     pub(super) const SEEK_TIME: &str = include_str!("../../../schema/dashboard/seek_time.sql");
     pub(super) const EVENTS: &str = include_str!("../../../schema/dashboard/events.sql");
     pub(super) const EVENT: &str = include_str!("../../../schema/dashboard/event.sql");
 }
+
+/// Events behind are counted up to this many per partition (then shown as "at least"): the
+/// count walks the log after the cursor, so a subscription far behind costs a bounded scan.
+pub(crate) const LAG_CAP: i64 = 10_000;
 
 /// What a dashboard read or action failed with, shown to the operator.
 pub(crate) type DataResult<T> = Result<T, String>;
@@ -72,6 +78,8 @@ pub(crate) struct SubscriptionRow {
     pub(crate) partitions: i32,
     pub(crate) members: i64,
     pub(crate) events_behind: i64,
+    /// Some partition has at least [`LAG_CAP`] events behind (the count is a lower bound).
+    pub(crate) behind_capped: bool,
     pub(crate) oldest_secs: Option<f64>,
     pub(crate) beyond_horizon: i64,
     pub(crate) horizon_pid: Option<i32>,
@@ -130,8 +138,6 @@ pub(crate) struct PartitionRow {
     pub(crate) events_behind: i64,
     pub(crate) oldest_secs: Option<f64>,
     pub(crate) beyond_horizon: i64,
-    pub(crate) horizon_pid: Option<i32>,
-    pub(crate) horizon_secs: Option<f64>,
     pub(crate) holder: Option<String>,
 }
 
@@ -209,22 +215,34 @@ impl Data {
 
     pub(crate) fn subscriptions(&mut self) -> DataResult<Vec<SubscriptionRow>> {
         let rows = db(self.conn.query(sql::SUBSCRIPTIONS, &[]))?;
-        Ok(rows
-            .iter()
-            .map(|r| SubscriptionRow {
-                name: r.get(0),
+        let holder = self.horizon_holder()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let name: String = r.get(0);
+            let parts = self.partitions(&name)?;
+            let beyond_horizon: i64 = parts.iter().map(|p| p.beyond_horizon).sum();
+            out.push(SubscriptionRow {
+                events_behind: parts.iter().map(|p| p.events_behind).sum(),
+                behind_capped: parts.iter().any(|p| p.events_behind >= LAG_CAP),
+                oldest_secs: parts.iter().filter_map(|p| p.oldest_secs).reduce(f64::max),
+                beyond_horizon,
+                horizon_pid: holder.filter(|_| beyond_horizon > 0).map(|h| h.0),
+                horizon_secs: holder.filter(|_| beyond_horizon > 0).map(|h| h.1),
+                name,
                 patterns: r.get(1),
                 partitions: r.get(2),
                 members: r.get(3),
-                events_behind: r.get(4),
-                oldest_secs: r.get(5),
-                beyond_horizon: r.get(6),
-                horizon_pid: r.get(7),
-                horizon_secs: r.get(8),
-                dead: r.get(9),
-                retrying: r.get(10),
-            })
-            .collect())
+                dead: r.get(4),
+                retrying: r.get(5),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The transaction holding the xid8 horizon back: its pid and age in seconds.
+    pub(crate) fn horizon_holder(&mut self) -> DataResult<Option<(i32, f64)>> {
+        let row = db(self.conn.query_opt(sql::HORIZON_HOLDER, &[]))?;
+        Ok(row.map(|r| (r.get(0), r.get::<_, Option<f64>>(1).unwrap_or(0.0))))
     }
 
     /// The overview as JSON, for the page's live updates.
@@ -252,6 +270,7 @@ impl Data {
                     "name": s.name,
                     "members": s.members,
                     "events_behind": s.events_behind,
+                    "behind_capped": s.behind_capped,
                     "oldest_secs": s.oldest_secs,
                     "beyond_horizon": s.beyond_horizon,
                     "horizon_pid": s.horizon_pid,
@@ -344,7 +363,9 @@ impl Data {
     }
 
     pub(crate) fn partitions(&mut self, name: &str) -> DataResult<Vec<PartitionRow>> {
-        let rows = db(self.conn.query(sql::SUBSCRIPTION_PARTITIONS, &[&name]))?;
+        let rows = db(self
+            .conn
+            .query(sql::SUBSCRIPTION_PARTITIONS, &[&name, &LAG_CAP]))?;
         Ok(rows
             .iter()
             .map(|r| PartitionRow {
@@ -353,9 +374,7 @@ impl Data {
                 events_behind: r.get(2),
                 oldest_secs: r.get(3),
                 beyond_horizon: r.get(4),
-                horizon_pid: r.get(5),
-                horizon_secs: r.get(6),
-                holder: r.get(7),
+                holder: r.get(5),
             })
             .collect())
     }

@@ -108,6 +108,15 @@ fn horizon(beyond: i64, pid: Option<i32>, age: Option<f64>) -> String {
     }
 }
 
+/// Events behind, as "at least N" when a partition's count reached the cap.
+fn behind(n: i64, capped: bool) -> String {
+    if capped {
+        format!("≥ {n}")
+    } else {
+        n.to_string()
+    }
+}
+
 fn subscription_row(s: &SubscriptionRow) -> String {
     format!(
         "<tr data-subscription=\"{name}\"><td><a href=\"/ui/subscriptions/{url}\">{name}</a></td>\
@@ -123,7 +132,7 @@ fn subscription_row(s: &SubscriptionRow) -> String {
         patterns = esc(&s.patterns),
         parts = s.partitions,
         members = s.members,
-        behind = s.events_behind,
+        behind = behind(s.events_behind, s.behind_capped),
         oldest = secs(s.oldest_secs),
         horizon = horizon(s.beyond_horizon, s.horizon_pid, s.horizon_secs),
         retrying = s.retrying,
@@ -304,6 +313,7 @@ pub(crate) fn subscription(
         return Ok(None);
     };
     let parts = data.partitions(name)?;
+    let holder = data.horizon_holder()?;
     let members = data.members(name)?;
     let dead = data.dead_letters(name)?;
     let url = format!("/ui/subscriptions/{}", url_part(name));
@@ -330,9 +340,9 @@ pub(crate) fn subscription(
             p.part,
             esc(&p.cursor),
             esc(p.holder.as_deref().unwrap_or("—")),
-            p.events_behind,
+            behind(p.events_behind, p.events_behind >= super::data::LAG_CAP),
             secs(p.oldest_secs),
-            horizon(p.beyond_horizon, p.horizon_pid, p.horizon_secs)
+            horizon(p.beyond_horizon, holder.map(|h| h.0), holder.map(|h| h.1))
         );
     }
     body.push_str("</tbody></table></div><h2>Members</h2>");
