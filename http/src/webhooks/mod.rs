@@ -90,7 +90,7 @@ impl NewEndpoint {
     }
 
     /// The waits after each failure (default 1 min, 5 min, 15 min, 1 h, 6 h); after the last
-    /// failure the delivery is dead.
+    /// failure the delivery is dead (an empty schedule: at the first failure).
     pub fn retries(mut self, schedule: Vec<Duration>) -> Self {
         self.retries = Some(schedule);
         self
