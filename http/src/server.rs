@@ -36,6 +36,8 @@ pub(crate) struct Settings {
     pub(crate) webhooks: bool,
     pub(crate) webhook_timeout: Duration,
     pub(crate) webhook_poll: Duration,
+    /// Fixed pages served at their path (GET, no auth).
+    pub(crate) pages: Vec<(String, Arc<str>)>,
 }
 
 impl Default for Settings {
@@ -54,6 +56,7 @@ impl Default for Settings {
             webhooks: true,
             webhook_timeout: Duration::from_secs(5),
             webhook_poll: Duration::from_millis(250),
+            pages: Vec::new(),
         }
     }
 }
@@ -251,6 +254,14 @@ impl ServerBuilder {
     /// How often idle webhook endpoints look for new events (default 250 ms).
     pub fn webhook_poll(mut self, every: Duration) -> Self {
         self.settings.webhook_poll = every;
+        self
+    }
+
+    /// Serves a fixed HTML page at `path` to `GET`, without asking the auth hook: the page
+    /// holds no data, and what it fetches is authorized as usual (default: no pages).
+    pub fn page(mut self, path: impl Into<String>, html: impl Into<String>) -> Self {
+        let html: String = html.into();
+        self.settings.pages.push((path.into(), html.into()));
         self
     }
 
