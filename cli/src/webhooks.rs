@@ -35,7 +35,8 @@ pub enum WebhooksCommand {
 #[derive(Debug, Args)]
 pub struct AddArgs {
     /// Where to POST the events (http:// or https://).
-    pub url: String,
+    #[arg(value_name = "URL")]
+    pub endpoint: String,
     /// A topic pattern (repeatable): `orders.*`, `orders.#`, `#`.
     #[arg(long = "topic", value_name = "PATTERN", required = true)]
     pub topics: Vec<String>,
@@ -76,7 +77,7 @@ pub fn webhooks(url: &str, args: &WebhooksArgs, json: bool) -> Result<(), Failur
     };
     match &args.command {
         WebhooksCommand::Add(a) => {
-            let mut e = NewEndpoint::new(&a.url, a.topics.iter().cloned());
+            let mut e = NewEndpoint::new(&a.endpoint, a.topics.iter().cloned());
             if let Some(s) = &a.secret {
                 e = e.secret(s);
             }
