@@ -76,7 +76,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder(broker.clone()).start()?;
     broker.publish("orders.created", &json!({"id": 42, "total": 9.5}))?;
     done_rx.recv_timeout(Duration::from_secs(30))?;
-    for e in Webhooks::new(&broker).list()? {
+    // The server records the delivery right after the receiver answered.
+    let hooks = Webhooks::new(&broker);
+    for _ in 0..100 {
+        if hooks.list()?.iter().all(|e| e.delivered == 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for e in hooks.list()? {
         println!(
             "endpoint {}: delivered {}, failed {}, dead {}",
             e.id, e.delivered, e.failed, e.dead
