@@ -33,7 +33,11 @@ fn install_is_idempotent_and_keeps_data() {
         .query_one("SELECT count(*) FROM pgbroker.schema_version", &[])
         .unwrap()
         .get(0);
-    assert_eq!(versions, 2);
+    // Version 0 inserted above, plus one row per migration.
+    let migrations = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/migrations"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!(versions, migrations + 1);
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod serve;
 mod setup;
 mod stats;
 mod topic;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -90,6 +91,9 @@ enum Command {
     /// ingest (POST /topics/TOPIC, POST /queues/QUEUE/jobs), webhook delivery, GET /metrics
     /// and GET /healthz.
     Serve(serve::ServeArgs),
+    /// Manage webhook endpoints (delivered by `pgbroker serve`): add, list, disable, enable,
+    /// remove, redrive, dead.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 fn main() -> ExitCode {
@@ -122,5 +126,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Bench(args) => bench_command::bench(target.url(), &args, json),
         Command::Demo => demo::demo(json),
         Command::Serve(args) => serve::serve(target.require()?, &args),
+        Command::Webhooks(args) => webhooks::webhooks(target.require()?, &args, json),
     }
 }

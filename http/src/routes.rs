@@ -2,6 +2,7 @@
 //!
 //! | method | path | |
 //! |---|---|---|
+//! | GET | pages given to `ServerBuilder::page` | fixed HTML (no auth) |
 //! | GET | `/healthz` | `{"status":"ok"}` when the database answers (no auth) |
 //! | GET | `/metrics` | Prometheus text: the broker's statistics and the server's counters |
 //! | POST | `/topics/{topic}` | publish one event (an object) or a batch (an array) |
@@ -32,11 +33,18 @@ impl From<Response> for Reply {
 }
 
 pub(crate) fn route(shared: &Arc<Shared>, req: &Request) -> Reply {
+    let segments: Vec<&str> = req.path.split('/').skip(1).collect();
+    let method = req.method.as_str();
+    if let Some((_, html)) = shared.settings.pages.iter().find(|(p, _)| *p == req.path) {
+        let html = html.clone();
+        return only(method, "GET", || {
+            Response::new(200, "text/html; charset=utf-8", html.as_bytes())
+        })
+        .into();
+    }
     if let Some(reply) = crate::dashboard::route(shared, req) {
         return reply;
     }
-    let segments: Vec<&str> = req.path.split('/').skip(1).collect();
-    let method = req.method.as_str();
     if segments == ["healthz"] {
         return only(method, "GET", || health(shared)).into();
     }

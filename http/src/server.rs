@@ -38,6 +38,8 @@ pub(crate) struct Settings {
     pub(crate) webhook_poll: Duration,
     pub(crate) dashboard: bool,
     pub(crate) read_only: bool,
+    /// Fixed pages served at their path (GET, no auth).
+    pub(crate) pages: Vec<(String, Arc<str>)>,
 }
 
 impl Default for Settings {
@@ -58,6 +60,7 @@ impl Default for Settings {
             webhook_poll: Duration::from_millis(250),
             dashboard: true,
             read_only: false,
+            pages: Vec::new(),
         }
     }
 }
@@ -285,6 +288,14 @@ impl ServerBuilder {
     /// ```
     pub fn read_only(mut self, read_only: bool) -> Self {
         self.settings.read_only = read_only;
+        self
+    }
+
+    /// Serves a fixed HTML page at `path` to `GET`, without asking the auth hook: the page
+    /// holds no data, and what it fetches is authorized as usual (default: no pages).
+    pub fn page(mut self, path: impl Into<String>, html: impl Into<String>) -> Self {
+        let html: String = html.into();
+        self.settings.pages.push((path.into(), html.into()));
         self
     }
 

@@ -94,7 +94,7 @@ const COLLECTORS: &[Collector] = &[schema, notify, connections, horizon, queues,
 /// ```no_run
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-/// let metrics = pgbroker_http::stats::collect(&mut broker.conn()?)?;
+/// let metrics = pgbroker_http::stats::collect(&mut **broker.conn()?)?;
 /// print!("{}", pgbroker_http::stats::prometheus(&metrics));
 /// # Ok(()) }
 /// ```

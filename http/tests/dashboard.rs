@@ -64,6 +64,7 @@ fn server(env: &Env, read_only: bool) -> ServerHandle {
             .into_hook(),
         )
         .read_only(read_only)
+        .webhooks(false)
         .start()
         .unwrap()
 }
@@ -373,5 +374,84 @@ fn subscription_page_redrives_and_seeks() {
     assert_eq!(r.status, 400);
     let events = get(addr, "/ui/events?topic=orders.%23");
     assert!(events.body.contains("orders.created"));
+    srv.shutdown();
+}
+
+#[test]
+fn webhooks_page_shows_endpoints_and_redrives_dead_deliveries() {
+    let s = seeded();
+    let mut c = s.env.db.client().unwrap();
+    let endpoint: i64 = c
+        .query_one(
+            "SELECT endpoint_id FROM pgbroker.webhook_add('http://127.0.0.1:9/hook?a=<b>',
+                 ARRAY['orders.#'], headers => '{\"Authorization\": \"Bearer secret-value\"}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.execute(
+        "INSERT INTO pgbroker.webhook_dead_deliveries
+             (endpoint_id, event_id, tx, topic, payload, created_at, attempts, last_status, last_error)
+         VALUES ($1, 42, '7', 'orders.created', '{\"id\": 42}', now(), 6, 500, 'server <error>')",
+        &[&endpoint],
+    )
+    .unwrap();
+    let srv = server(&s.env, false);
+    let addr = srv.local_addr();
+    let page = get(addr, "/ui/webhooks");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(&format!("data-endpoint=\"{endpoint}\"")));
+    assert!(page.body.contains("hook?a=&lt;b&gt;"));
+    assert!(page.body.contains("headers: Authorization"));
+    assert!(
+        !page.body.contains("secret-value"),
+        "header values are not shown"
+    );
+    assert!(page.body.contains("500: server &lt;error&gt;"));
+    let csrf = csrf_of(&page.body);
+    let auth = format!("Bearer {TOKEN}");
+    let post = |path: &str, body: String| {
+        request(
+            addr,
+            "POST",
+            path,
+            &[("Authorization", auth.as_str()), ("Origin", "http://test")],
+            body.as_bytes(),
+        )
+    };
+    let r = post(
+        &format!("/ui/webhooks/{endpoint}/redrive"),
+        format!("csrf={csrf}&event=42"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let marked: bool = c
+        .query_one(
+            "SELECT redrive FROM pgbroker.webhook_dead_deliveries WHERE event_id = 42",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(marked);
+    let r = post(
+        &format!("/ui/webhooks/{endpoint}/disable"),
+        format!("csrf={csrf}"),
+    );
+    assert_eq!(r.status, 303);
+    let enabled: bool = c
+        .query_one(
+            "SELECT enabled FROM pgbroker.webhook_endpoints WHERE id = $1",
+            &[&endpoint],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!enabled);
+    assert_eq!(
+        post("/ui/webhooks/999999/enable", format!("csrf={csrf}")).status,
+        400
+    );
+    assert_eq!(
+        post("/ui/webhooks/x/enable", format!("csrf={csrf}")).status,
+        400
+    );
     srv.shutdown();
 }

@@ -3,8 +3,7 @@
 //! and the origin, refuses on a read-only server, and redirects back with what it did.
 
 use super::data::{Data, DataResult};
-use super::html::{esc, url_part};
-use super::pages::View;
+use super::html::url_part;
 use super::{html_response, pages, parse_position, parse_time, redirect};
 use crate::request::Request;
 use crate::response::Response;
@@ -76,6 +75,8 @@ pub(crate) fn handle(shared: &Shared, req: &Request, segments: &[&str], csrf: &s
             field("time").map(|t| (t.to_owned(), offset))
         })
         .map(|m| (format!("/ui/subscriptions/{}", url_part(name)), m)),
+        ["webhooks", endpoint, what] => webhook_action(&mut data, endpoint, what, field("event"))
+            .map(|m| ("/ui/webhooks".to_owned(), m)),
         _ => {
             return html_response(
                 404,
@@ -193,11 +194,35 @@ fn bad(message: &str) -> Response {
     html_response(400, pages::problem("Bad request", message))
 }
 
-/// The webhooks page: endpoints and their deliveries (when the webhook tables exist).
-pub(crate) fn webhooks_page(data: &mut Data, view: &View<'_>) -> DataResult<String> {
-    let _ = (data, view);
-    Ok(pages::problem(
-        "Webhooks",
-        &esc("no webhook endpoints are configured (pgbroker webhooks add <URL> --topic <PATTERN>)"),
-    ))
+fn webhook_action(
+    data: &mut Data,
+    endpoint: &str,
+    what: &str,
+    event: Option<&str>,
+) -> DataResult<String> {
+    let endpoint: i64 = endpoint
+        .parse()
+        .map_err(|_| "an endpoint id is a number".to_owned())?;
+    match what {
+        "redrive" => {
+            let event = match event.map(str::parse::<i64>) {
+                None => None,
+                Some(Ok(e)) => Some(e),
+                Some(Err(_)) => return Err("an event id is a number".into()),
+            };
+            let n = data.webhook_redrive(endpoint, event)?;
+            Ok(format!(
+                "{n} dead deliveries of endpoint {endpoint} will be sent again"
+            ))
+        }
+        "enable" | "disable" => {
+            let on = what == "enable";
+            if data.webhook_set_enabled(endpoint, on)? {
+                Ok(format!("endpoint {endpoint} {what}d"))
+            } else {
+                Err(format!("no endpoint {endpoint}"))
+            }
+        }
+        other => Err(format!("no webhook action {other:?}")),
+    }
 }

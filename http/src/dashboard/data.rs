@@ -30,6 +30,9 @@ mod sql {
     pub(super) const HORIZON_HOLDER: &str =
         include_str!("../../../schema/dashboard/horizon_holder.sql");
     pub(super) const SEEK_TIME: &str = include_str!("../../../schema/dashboard/seek_time.sql");
+    pub(super) const WEBHOOKS: &str = include_str!("../../../schema/dashboard/webhooks.sql");
+    pub(super) const WEBHOOK_DEAD: &str =
+        include_str!("../../../schema/dashboard/webhook_dead.sql");
     pub(super) const EVENTS: &str = include_str!("../../../schema/dashboard/events.sql");
     pub(super) const EVENT: &str = include_str!("../../../schema/dashboard/event.sql");
 }
@@ -171,6 +174,37 @@ pub(crate) struct EventRow {
     pub(crate) payload: String,
     pub(crate) headers: Option<String>,
     pub(crate) created_at: Option<SystemTime>,
+}
+
+/// A webhook endpoint and its delivery state.
+pub(crate) struct EndpointRow {
+    pub(crate) id: i64,
+    pub(crate) url: String,
+    pub(crate) patterns: String,
+    pub(crate) enabled: bool,
+    pub(crate) disabled_reason: Option<String>,
+    pub(crate) header_names: Option<String>,
+    pub(crate) attempt: i32,
+    pub(crate) next_attempt_at: Option<SystemTime>,
+    pub(crate) last_status: Option<i32>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) delivered: i64,
+    pub(crate) failed: i64,
+    pub(crate) dead: i64,
+}
+
+/// A webhook delivery given up.
+pub(crate) struct DeadDeliveryRow {
+    pub(crate) endpoint_id: i64,
+    pub(crate) event_id: i64,
+    pub(crate) position: String,
+    pub(crate) topic: String,
+    pub(crate) payload: String,
+    pub(crate) attempts: i32,
+    pub(crate) last_status: Option<i32>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) failed_at: Option<SystemTime>,
+    pub(crate) redrive: bool,
 }
 
 /// Filters of a queue's job listing.
@@ -476,6 +510,65 @@ impl Data {
     pub(crate) fn position_at(&mut self, t: SystemTime) -> DataResult<Option<(String, i64)>> {
         let row = self.read_opt(sql::SEEK_TIME, &[&t])?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub(crate) fn webhook_endpoints(&mut self) -> DataResult<Vec<EndpointRow>> {
+        let rows = self.read(sql::WEBHOOKS, &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| EndpointRow {
+                id: r.get(0),
+                url: r.get(1),
+                patterns: r.get(2),
+                enabled: r.get(3),
+                disabled_reason: r.get(4),
+                header_names: r.get(5),
+                attempt: r.get(6),
+                next_attempt_at: r.get(7),
+                last_status: r.get(8),
+                last_error: r.get(9),
+                delivered: r.get(10),
+                failed: r.get(11),
+                dead: r.get(12),
+            })
+            .collect())
+    }
+
+    pub(crate) fn webhook_dead(&mut self) -> DataResult<Vec<DeadDeliveryRow>> {
+        let rows = self.read(sql::WEBHOOK_DEAD, &[])?;
+        Ok(rows
+            .iter()
+            .map(|r| DeadDeliveryRow {
+                endpoint_id: r.get(0),
+                event_id: r.get(1),
+                position: r.get(2),
+                topic: r.get(3),
+                payload: r.get(4),
+                attempts: r.get(5),
+                last_status: r.get(6),
+                last_error: r.get(7),
+                failed_at: r.get(8),
+                redrive: r.get(9),
+            })
+            .collect())
+    }
+
+    /// Marks an endpoint's dead deliveries (one, or all) for another try; how many.
+    pub(crate) fn webhook_redrive(&mut self, endpoint: i64, event: Option<i64>) -> DataResult<i64> {
+        Ok(db(self.conn.query_one(
+            "SELECT pgbroker.webhook_redrive($1, $2)",
+            &[&endpoint, &event],
+        ))?
+        .get(0))
+    }
+
+    /// Enables or disables an endpoint; false when there is none.
+    pub(crate) fn webhook_set_enabled(&mut self, endpoint: i64, enabled: bool) -> DataResult<bool> {
+        Ok(db(self.conn.query_one(
+            "SELECT pgbroker.webhook_set_enabled($1, $2, 'disabled from the dashboard')",
+            &[&endpoint, &enabled],
+        ))?
+        .get(0))
     }
 
     pub(crate) fn events(&mut self, f: &EventFilter<'_>) -> DataResult<Vec<EventRow>> {

@@ -25,6 +25,7 @@ mod actions;
 mod data;
 mod html;
 mod pages;
+mod webhooks_page;
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -179,7 +180,7 @@ fn get(shared: &Shared, req: &Request, segments: &[&str], view: &View<'_>) -> Re
             Ok((tx, id)) => pages::event(&mut data, &tx, id),
             Err(e) => return bad_request(&e),
         },
-        ["webhooks"] => actions::webhooks_page(&mut data, view).map(Some),
+        ["webhooks"] => webhooks_page::render(&mut data, view).map(Some),
         _ => Ok(None),
     };
     match page {

@@ -19,7 +19,13 @@ pub(crate) struct View<'a> {
 }
 
 impl View<'_> {
-    fn action(&self, path: &str, fields: &[(&str, &str)], label: &str, confirm: &str) -> String {
+    pub(crate) fn action(
+        &self,
+        path: &str,
+        fields: &[(&str, &str)],
+        label: &str,
+        confirm: &str,
+    ) -> String {
         if self.read_only {
             String::new()
         } else {

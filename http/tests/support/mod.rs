@@ -117,3 +117,98 @@ pub fn venv_python() -> Option<std::path::PathBuf> {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/http-venv/bin/python");
     p.exists().then_some(p)
 }
+
+/// One request a [`Receiver`] got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// A local webhook receiver: answers each request with what `answer` says (status, and a
+/// delay before answering), given the request and how many requests with its webhook-id came
+/// before. Records every request.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    pub got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    pub fn start(
+        answer: impl Fn(&Received, usize) -> (u16, Duration) + Send + Sync + 'static,
+    ) -> Receiver {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+        let answer = std::sync::Arc::new(answer);
+        let recorded = got.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let got = recorded.clone();
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+                    let mut headers = Vec::new();
+                    let mut line = String::new();
+                    use std::io::BufRead;
+                    reader.read_line(&mut line).unwrap();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        if let Some((k, v)) = line.split_once(':') {
+                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                        }
+                    }
+                    let len: usize = headers
+                        .iter()
+                        .find(|(k, _)| k == "content-length")
+                        .map(|(_, v)| v.parse().unwrap())
+                        .unwrap_or(0);
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let r = Received {
+                        headers,
+                        body: String::from_utf8(body).unwrap(),
+                    };
+                    let before = {
+                        let mut g = got.lock().unwrap();
+                        let n = g
+                            .iter()
+                            .filter(|x| x.header("webhook-id") == r.header("webhook-id"))
+                            .count();
+                        g.push(r.clone());
+                        n
+                    };
+                    let (status, delay) = answer(&r, before);
+                    std::thread::sleep(delay);
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                });
+            }
+        });
+        Receiver { addr, got }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
