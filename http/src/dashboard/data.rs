@@ -14,6 +14,8 @@ mod sql {
     pub(super) const SUBSCRIPTIONS: &str =
         include_str!("../../../schema/dashboard/subscriptions.sql");
     pub(super) const QUEUE_JOBS: &str = include_str!("../../../schema/dashboard/queue_jobs.sql");
+    pub(super) const QUEUE_JOB_BY_ID: &str =
+        include_str!("../../../schema/dashboard/queue_job_by_id.sql");
     pub(super) const JOB: &str = include_str!("../../../schema/dashboard/job.sql");
     pub(super) const JOB_DELETE: &str = include_str!("../../../schema/dashboard/job_delete.sql");
     pub(super) const JOB_RUN_NOW: &str = include_str!("../../../schema/dashboard/job_run_now.sql");
@@ -357,10 +359,20 @@ impl Data {
     }
 
     pub(crate) fn queue_jobs(&mut self, queue: &str, f: &JobFilter<'_>) -> DataResult<Vec<JobRow>> {
-        let rows = self.read(
-            sql::QUEUE_JOBS,
-            &[&queue, &f.state, &f.before_id, &f.search, &f.limit],
-        )?;
+        // A number is looked up by the primary key; it may also be a unique key or payload
+        // text, so the general search follows when the id names no job of this queue.
+        let mut rows = match f.search.map(str::parse::<i64>) {
+            Some(Ok(id)) if f.before_id.is_none() => {
+                self.read(sql::QUEUE_JOB_BY_ID, &[&queue, &id])?
+            }
+            _ => Vec::new(),
+        };
+        if rows.is_empty() {
+            rows = self.read(
+                sql::QUEUE_JOBS,
+                &[&queue, &f.state, &f.before_id, &f.search, &f.limit],
+            )?;
+        }
         Ok(rows
             .iter()
             .map(|r| JobRow {
