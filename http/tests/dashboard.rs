@@ -145,7 +145,12 @@ fn overview_counts_match_the_database_and_payloads_are_escaped() {
     assert_eq!(by_id.body.matches("data-job=").count(), 1);
     assert!(by_id.body.contains(&format!("data-job=\"{}\"", s.dead_job)));
     let by_text = get(addr, "/ui/queues/mail?q=%22to%22%3A%20%22b%22");
-    assert_eq!(by_text.body.matches("data-job=").count(), 1, "{}", by_text.body);
+    assert_eq!(
+        by_text.body.matches("data-job=").count(),
+        1,
+        "{}",
+        by_text.body
+    );
     let found = get(addr, "/ui/queues/sms?q=sms-d");
     assert_eq!(found.body.matches("data-job=").count(), 1);
     let none = get(addr, "/ui/queues/sms?q=nothing-like-this");

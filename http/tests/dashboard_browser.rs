@@ -322,5 +322,19 @@ fn an_operator_watches_retries_and_redrives_in_a_browser() {
     browser.screenshot("events");
     browser.go(&format!("{base}/ui/webhooks"));
     browser.screenshot("webhooks");
+
+    // A phone-sized window: the overview still fits (tables scroll inside their box).
+    browser.call(
+        "POST",
+        "/window/rect",
+        Some(json!({"width": 390, "height": 844})),
+    );
+    browser.go(&format!("{base}/ui/"));
+    assert_eq!(
+        browser.js("return document.documentElement.scrollWidth <= window.innerWidth + 1"),
+        true,
+        "the page is wider than a phone's screen"
+    );
+    browser.screenshot("overview-phone");
     server.shutdown();
 }
