@@ -37,6 +37,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub replay_seconds: u64,
 
+    /// Serve the dashboard at / (queues, subscriptions, webhooks, live).
+    #[arg(long)]
+    pub dashboard: bool,
+
     /// Do not deliver webhooks from this process.
     #[arg(long)]
     pub no_webhooks: bool,
@@ -51,7 +55,8 @@ pub fn serve(url: &str, args: &ServeArgs) -> Result<(), Failure> {
         .listen(&args.listen)
         .body_limit(args.body_limit)
         .replay_limits(args.replay_events, Duration::from_secs(args.replay_seconds))
-        .webhooks(!args.no_webhooks);
+        .webhooks(!args.no_webhooks)
+        .dashboard(args.dashboard);
     let mut tokens = BearerTokens::default();
     if let Some(path) = &args.tokens_file {
         tokens = BearerTokens::from_file(path).map_err(Failure::usage)?;

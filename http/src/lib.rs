@@ -34,6 +34,7 @@
 #![warn(missing_docs, rust_2018_idioms, clippy::all)]
 
 mod auth;
+mod dashboard;
 mod error;
 mod ingest;
 mod log_reader;

@@ -3,6 +3,7 @@
 //! | method | path | |
 //! |---|---|---|
 //! | GET | pages given to `ServerBuilder::page` | fixed HTML (no auth) |
+//! | GET | `/`, `/api/overview` | the dashboard, when enabled (the page without auth) |
 //! | GET | `/healthz` | `{"status":"ok"}` when the database answers (no auth) |
 //! | GET | `/metrics` | Prometheus text: the broker's statistics and the server's counters |
 //! | POST | `/topics/{topic}` | publish one event (an object) or a batch (an array) |
@@ -41,13 +42,23 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Request) -> Reply {
         })
         .into();
     }
+    if shared.settings.dashboard && req.path == "/" {
+        return only(method, "GET", || {
+            Response::new(
+                200,
+                "text/html; charset=utf-8",
+                crate::dashboard::OVERVIEW_HTML,
+            )
+        })
+        .into();
+    }
     if segments == ["healthz"] {
         return only(method, "GET", || health(shared)).into();
     }
     let known = matches!(
         segments.as_slice(),
         ["metrics"] | ["topics", _] | ["queues", _, "jobs"] | ["events"]
-    );
+    ) || (shared.settings.dashboard && segments == ["api", "overview"]);
     if !known {
         return Response::error(404, "not_found", format!("no such path {:?}", req.path)).into();
     }
@@ -57,6 +68,7 @@ pub(crate) fn route(shared: &Arc<Shared>, req: &Request) -> Reply {
     };
     match segments.as_slice() {
         ["metrics"] => only(method, "GET", || metrics(shared)).into(),
+        ["api", "overview"] => only(method, "GET", || crate::dashboard::overview(shared)).into(),
         ["topics", topic] => only(method, "POST", || {
             ingest::publish(shared, &grant, topic, req)
         })

@@ -38,6 +38,7 @@ pub(crate) struct Settings {
     pub(crate) webhook_poll: Duration,
     /// Fixed pages served at their path (GET, no auth).
     pub(crate) pages: Vec<(String, Arc<str>)>,
+    pub(crate) dashboard: bool,
 }
 
 impl Default for Settings {
@@ -57,6 +58,7 @@ impl Default for Settings {
             webhook_timeout: Duration::from_secs(5),
             webhook_poll: Duration::from_millis(250),
             pages: Vec::new(),
+            dashboard: false,
         }
     }
 }
@@ -262,6 +264,13 @@ impl ServerBuilder {
     pub fn page(mut self, path: impl Into<String>, html: impl Into<String>) -> Self {
         let html: String = html.into();
         self.settings.pages.push((path.into(), html.into()));
+        self
+    }
+
+    /// Serves the dashboard's overview at `/` (queues, subscriptions, webhooks, updated live
+    /// from `GET /api/overview`, which asks the auth hook like every API call). Default off.
+    pub fn dashboard(mut self, on: bool) -> Self {
+        self.settings.dashboard = on;
         self
     }
 
