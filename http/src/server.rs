@@ -531,6 +531,16 @@ fn serve_connection(stream: TcpStream, shared: &Arc<Shared>) {
                 count_status(shared, resp.status);
                 let _ = resp.write_to(&mut out, false);
                 let _ = out.flush();
+                // Read (a little of) what the client still sends: closing a socket with
+                // unread data resets it, and the client could miss the answer.
+                let _ = out.shutdown(Shutdown::Write);
+                let _ = reader
+                    .get_ref()
+                    .set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = std::io::copy(
+                    &mut std::io::Read::take(&mut reader, 4 * 1024 * 1024),
+                    &mut std::io::sink(),
+                );
                 return;
             }
         };

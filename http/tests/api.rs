@@ -210,6 +210,10 @@ fn bad_input_is_400_or_413_and_writes_nothing() {
     let big = format!(r#"{{"payload": "{}"}}"#, "x".repeat(2000));
     let r = post_json(addr, "/topics/orders", &big);
     assert_eq!(r.status, 413, "{}", r.body);
+    // Also when the client sends a large body without waiting for an answer.
+    let huge = format!(r#"{{"payload": "{}"}}"#, "x".repeat(3_000_000));
+    let r = post_json(addr, "/topics/orders", &huge);
+    assert_eq!(r.status, 413, "{}", r.body);
     let r = request(
         addr,
         "POST",
