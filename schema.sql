@@ -34,8 +34,16 @@ SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 2) AS p
 INSERT INTO pgbroker.schema_version (version) VALUES (2);
 \endif
 
+SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 4) AS pgbroker_migration_4 \gset
+\if :pgbroker_migration_4
+\ir schema/migrations/0004_webhooks.sql
+INSERT INTO pgbroker.schema_version (version) VALUES (4);
+\endif
+
 \ir schema/functions/notify.sql
 \ir schema/functions/log.sql
 \ir schema/statements/read_after.sql
 \ir schema/functions/queue.sql
 \ir schema/functions/routing.sql
+\ir schema/functions/streams.sql
+\ir schema/functions/webhooks.sql

@@ -15,9 +15,11 @@ mod input;
 mod output;
 mod pubsub;
 mod queue;
+mod serve;
 mod setup;
 mod stats;
 mod topic;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -97,6 +99,13 @@ enum Command {
     Bench(bench_command::BenchArgs),
     /// Start a private throwaway PostgreSQL and show pub/sub at work (takes no --url).
     Demo(output::JsonFlag),
+    /// Serve pgbroker over HTTP until Ctrl-C: Server-Sent Events (GET /events?topic=...),
+    /// ingest (POST /topics/TOPIC, POST /queues/QUEUE/jobs), webhook delivery, GET /metrics,
+    /// GET /healthz and the dashboard (/ui/).
+    Serve(serve::ServeArgs),
+    /// Manage webhook endpoints (delivered by `pgbroker serve`): add, list, disable, enable,
+    /// remove, redrive, dead.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 fn main() -> ExitCode {
@@ -144,5 +153,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             demo::demo(o.json)
         }
+        Command::Serve(args) => serve::serve(target.require()?, &args),
+        Command::Webhooks(args) => webhooks::webhooks(target.require()?, &args),
     }
 }
