@@ -30,6 +30,7 @@
 
 mod dev_database;
 mod error;
+mod standby;
 mod temp_postgres;
 mod test_database;
 mod wait;

@@ -32,6 +32,8 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 pub struct TempPostgresBuilder {
     settings: Vec<(String, String)>,
     durable: bool,
+    /// Streaming replication allowed (see `standby.rs`).
+    pub(crate) replication: bool,
 }
 
 impl TempPostgresBuilder {
@@ -74,6 +76,22 @@ impl TempPostgresBuilder {
     /// # Ok::<(), pgbroker_testing::Error>(())
     /// ```
     pub fn start(self) -> Result<TempPostgres> {
+        let mut pg = self.new_cluster_dir()?;
+        let mut initdb = pg.command("initdb");
+        initdb.arg("-D").arg(&pg.data_dir);
+        initdb.args(["-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
+        initdb.arg(format!("--username={DB_USER}"));
+        pg.run(initdb, "initdb")?;
+        if self.replication {
+            crate::standby::allow_replication(&pg)?;
+        }
+        self.launch(&mut pg)?;
+        Ok(pg)
+    }
+
+    /// A fresh directory (owned by the unprivileged user when we are root) with an empty
+    /// `data` directory in it, for `initdb` or `pg_basebackup`.
+    pub(crate) fn new_cluster_dir(&self) -> Result<TempPostgres> {
         let bin_dir = find_bin_dir()?;
         let run_as = if is_root() {
             Some(unprivileged_user()?)
@@ -87,13 +105,14 @@ impl TempPostgresBuilder {
         let name = format!("pgbroker-pg-{}-{n}-{nanos}", std::process::id());
         let root = std::env::temp_dir().join(name);
         std::fs::create_dir(&root)?;
-        let mut pg = TempPostgres {
+        let pg = TempPostgres {
             data_dir: root.join("data"),
             root,
             bin_dir,
             run_as,
             port: 0,
             options: String::new(),
+            builder: self.clone(),
             guardian: None,
         };
         std::fs::create_dir(&pg.data_dir)?;
@@ -101,21 +120,19 @@ impl TempPostgresBuilder {
             std::os::unix::fs::chown(&pg.root, Some(u.uid), Some(u.gid))?;
             std::os::unix::fs::chown(&pg.data_dir, Some(u.uid), Some(u.gid))?;
         }
-        let mut initdb = pg.command("initdb");
-        initdb.arg("-D").arg(&pg.data_dir);
-        initdb.args(["-A", "trust", "-E", "UTF8", "--no-locale", "--no-sync"]);
-        initdb.arg(format!("--username={DB_USER}"));
-        pg.run(initdb, "initdb")?;
+        Ok(pg)
+    }
+
+    /// Starts the server of a ready data directory on a free port (retrying when another
+    /// process took the port meanwhile) and arms the cleanup guardian.
+    pub(crate) fn launch(&self, pg: &mut TempPostgres) -> Result<()> {
         let mut attempt = 0;
         loop {
             pg.port = free_port()?;
             pg.options = self.options(pg.port);
             let _ = std::fs::remove_file(pg.log_file());
             match pg.resume() {
-                Ok(()) => {
-                    pg.spawn_guardian()?;
-                    return Ok(pg);
-                }
+                Ok(()) => return pg.spawn_guardian(),
                 Err(_) if attempt < 4 && port_taken(&pg.log_tail()) => attempt += 1,
                 Err(e) => return Err(e),
             }
@@ -132,6 +149,9 @@ impl TempPostgresBuilder {
         }
         s.push(("max_connections".into(), "200".into()));
         s.push(("shared_buffers".into(), "128MB".into()));
+        if self.replication {
+            s.extend(crate::standby::replication_settings());
+        }
         s.extend(self.settings.iter().cloned());
         s.push(("listen_addresses".into(), "127.0.0.1".into()));
         s.push(("port".into(), port.to_string()));
@@ -144,7 +164,7 @@ impl TempPostgresBuilder {
 }
 
 #[derive(Debug, Clone)]
-struct RunAs {
+pub(crate) struct RunAs {
     name: String,
     uid: u32,
     gid: u32,
@@ -169,6 +189,8 @@ pub struct TempPostgres {
     run_as: Option<RunAs>,
     port: u16,
     options: String,
+    /// The options it was started with (a standby starts with the same).
+    pub(crate) builder: TempPostgresBuilder,
     /// Stops the cluster and deletes its directory when this process ends without dropping us
     /// (a `static`, a panic that aborts, SIGKILL): see `spawn_guardian`.
     guardian: Option<(std::process::Child, std::process::ChildStdin)>,
@@ -344,7 +366,7 @@ impl TempPostgres {
     }
 
     /// A command for one of the binaries, run as the unprivileged user when we are root.
-    fn command(&self, program: &str) -> Command {
+    pub(crate) fn command(&self, program: &str) -> Command {
         self.command_at(&self.bin_dir.join(program))
     }
 
@@ -398,7 +420,7 @@ impl TempPostgres {
         cmd
     }
 
-    fn run(&self, mut cmd: Command, what: &str) -> Result<()> {
+    pub(crate) fn run(&self, mut cmd: Command, what: &str) -> Result<()> {
         let out = cmd
             .output()
             .map_err(|e| Error::with_cause(ErrorKind::Io, Some(format!("running {what}")), e))?;
