@@ -11,7 +11,7 @@ use postgres::GenericClient;
 use crate::{Error, ErrorKind, Result};
 
 /// The schema version this library installs and expects: the number of its newest migration.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 5;
 
 const MAIN: &str = include_str!("../schema.sql");
 const CORE: &str = include_str!("../schema/core.sql");
@@ -24,11 +24,18 @@ struct Migration {
 }
 
 /// Every migration, oldest first; the last one's number is [`SCHEMA_VERSION`].
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    path: "schema/migrations/0001_baseline.sql",
-    sql: include_str!("../schema/migrations/0001_baseline.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        path: "schema/migrations/0001_baseline.sql",
+        sql: include_str!("../schema/migrations/0001_baseline.sql"),
+    },
+    Migration {
+        version: 5,
+        path: "schema/migrations/0005_log_filters.sql",
+        sql: include_str!("../schema/migrations/0005_log_filters.sql"),
+    },
+];
 
 /// The functions, re-created in this order after the migrations.
 const FUNCTIONS: &[(&str, &str)] = &[

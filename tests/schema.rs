@@ -33,7 +33,7 @@ fn install_is_idempotent_and_keeps_data() {
         .query_one("SELECT count(*) FROM pgbroker.schema_version", &[])
         .unwrap()
         .get(0);
-    assert_eq!(versions, 2);
+    assert_eq!(versions, 3); // 0 (core), 1 and 5
 }
 
 #[test]

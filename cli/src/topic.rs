@@ -43,6 +43,17 @@ pub struct TailArgs {
     /// default: only events published from now on.
     #[arg(long, value_name = "POSITION")]
     pub from: Option<String>,
+    /// With --topic: only events whose payload contains this JSON object
+    /// (`--filter '{"customer": 42}'`).
+    #[arg(long, value_name = "JSON", requires = "topic")]
+    pub filter: Option<String>,
+    /// With --topic: only events for which this SQL boolean expression over topic, key,
+    /// payload, headers and params is true (`--condition "payload->>'total' > '100'"`).
+    #[arg(long, value_name = "SQL", requires = "topic")]
+    pub condition: Option<String>,
+    /// The JSON object the --condition reads as `params` (default `{}`).
+    #[arg(long, value_name = "JSON", requires = "condition")]
+    pub params: Option<String>,
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -139,7 +150,8 @@ struct TempSubscription {
 }
 
 impl TempSubscription {
-    fn create(broker: &Broker, patterns: &[String], from: From) -> Result<Self, Failure> {
+    fn create(broker: &Broker, args: &TailArgs, from: From) -> Result<Self, Failure> {
+        let patterns = &args.topic;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
@@ -149,11 +161,18 @@ impl TempSubscription {
             From::End => StartAt::End,
             From::After(p) => StartAt::Position(p),
         };
-        let builder = patterns
+        let mut builder = patterns
             .iter()
             .fold(broker.subscription(&name), |b, p| b.pattern(p))
             .start_at(start)
             .expire_after(Duration::from_secs(3600));
+        if let Some(f) = &args.filter {
+            builder = builder.filter(json_arg(f, "--filter")?);
+        }
+        if let Some(c) = &args.condition {
+            let params = json_arg(args.params.as_deref().unwrap_or("{}"), "--params")?;
+            builder = builder.condition(c, params);
+        }
         builder.save()?;
         Ok(TempSubscription {
             broker: broker.clone(),
@@ -220,7 +239,7 @@ pub fn tail(url: &str, args: &TailArgs) -> Result<(), Failure> {
             (None, name.clone())
         }
         None => {
-            let temp = TempSubscription::create(&broker, &args.topic, from.unwrap_or(From::End))?;
+            let temp = TempSubscription::create(&broker, args, from.unwrap_or(From::End))?;
             let name = temp.name.clone();
             (Some(temp), name)
         }

@@ -173,22 +173,141 @@ BEGIN
 END
 $$;
 
+-- Conditions -----------------------------------------------------------------------------------
+
+-- Compiles a subscription condition (a SQL boolean expression over topic, key, payload, headers
+-- and params) into pgbroker.cond_<md5 of the text>(topic text, key text, payload jsonb,
+-- headers jsonb, params jsonb), once per distinct text, and returns the function's name.
+-- Conditions are written by developers (never by end users: use filters for their values), but
+-- are confined all the same, so a mistake fails here, at subscribe, and never at read:
+--   * one expression and nothing else: the text is first opened as a cursor over
+--     SELECT (<condition>)::boolean FROM (no rows) e(topic, key, payload, headers, params),
+--     which PostgreSQL refuses (before running anything) when it is more than one statement
+--     or not a query; it is planned, never run. Each wrapper puts the text between newlines,
+--     so a trailing '--' comment cannot swallow the rest, and an unterminated literal or
+--     comment is a syntax error;
+--   * the function has a SQL-standard body (RETURN <expression>): names are resolved now,
+--     under search_path pg_catalog (qualify your own functions), not at read time;
+--   * its parse tree must reference no relation (table, view, sequence...), no volatile
+--     function or operator (side effects: nextval, pg_notify, set_config, dblink...), no
+--     stable function outside pg_catalog (such a function may read tables), none of
+--     pg_current_xact_id / txid_current (they assign a transaction id, which would hold back
+--     every reader's horizon), nothing in a temporary schema.
+-- Limits: functions PostgreSQL calls implicitly (type input/output in casts, domain checks)
+-- are not inspected, and an IMMUTABLE function of another schema is trusted to be what it says.
+-- The generated function is SECURITY INVOKER and STABLE, so reads inline it into their query
+-- (an expression index can then serve it). SECURITY DEFINER here only so roles without CREATE
+-- on the schema may subscribe with a condition; the checks above bound what they can create.
+CREATE OR REPLACE FUNCTION pgbroker.compile_condition(condition text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fname text := 'cond_' || md5(condition);
+    cur   refcursor;
+    body  text;
+    bad   text;
+BEGIN
+    IF condition IS NULL OR btrim(condition) = '' THEN
+        RAISE EXCEPTION 'pgbroker: a condition must be a SQL boolean expression, got %',
+                        quote_nullable(condition) USING ERRCODE = '22023';
+    END IF;
+    -- Concurrent subscribers with one new condition, and maintenance dropping unused ones.
+    PERFORM pg_advisory_xact_lock(hashtext('pgbroker.conditions'));
+    IF EXISTS (SELECT 1 FROM pgbroker.event_conditions c WHERE c.fn = fname) THEN
+        RETURN fname;
+    END IF;
+    BEGIN
+        OPEN cur FOR EXECUTE 'SELECT (' || chr(10) || condition || chr(10)
+            || ')::boolean FROM (SELECT NULL::text AS topic, NULL::text AS key, '
+               'NULL::jsonb AS payload, NULL::jsonb AS headers, NULL::jsonb AS params '
+               'WHERE false) AS e';
+        CLOSE cur;
+        EXECUTE format('CREATE FUNCTION pgbroker.%I(topic text, key text, payload jsonb, '
+                       'headers jsonb, params jsonb) RETURNS boolean LANGUAGE sql STABLE '
+                       'RETURN (', fname) || chr(10) || condition || chr(10) || ')';
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'pgbroker: invalid condition %: %', quote_literal(condition), SQLERRM
+            USING ERRCODE = '22023';
+    END;
+    SELECT p.prosqlbody::text INTO body FROM pg_proc p
+     WHERE p.oid = format('pgbroker.%I(text, text, jsonb, jsonb, jsonb)', fname)::regprocedure;
+    WITH refs AS (
+        SELECT m[1] AS kind, m[2]::oid AS id
+          FROM regexp_matches(body, ':(funcid|opfuncid|aggfnoid|winfnoid|opno|relid) ([0-9]+)',
+                              'g') m),
+    funcs AS (
+        SELECT r.id FROM refs r WHERE r.kind NOT IN ('opno', 'relid')
+        UNION
+        SELECT o.oprcode::oid FROM refs r JOIN pg_operator o ON o.oid = r.id WHERE r.kind = 'opno')
+    SELECT string_agg(what, ', ' ORDER BY what) INTO bad FROM (
+        SELECT format('relation %s', r.id::regclass) AS what
+          FROM refs r WHERE r.kind = 'relid' AND r.id <> 0
+        UNION
+        SELECT format('function %s (%s)', p.oid::regprocedure,
+                      CASE WHEN p.provolatile = 'v' THEN 'volatile'
+                           WHEN n.nspname LIKE 'pg\_temp%' THEN 'temporary'
+                           WHEN p.proname IN ('pg_current_xact_id', 'txid_current')
+                           THEN 'assigns a transaction id'
+                           ELSE 'stable, outside pg_catalog' END)
+          FROM funcs f JOIN pg_proc p ON p.oid = f.id
+          JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.provolatile = 'v' OR n.nspname LIKE 'pg\_temp%'
+            OR (p.provolatile = 's' AND n.nspname <> 'pg_catalog')
+            OR p.proname IN ('pg_current_xact_id', 'txid_current')) x;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'pgbroker: invalid condition %: it may only use the event (topic, key, '
+                        'payload, headers), params and side-effect-free functions, not %',
+                        quote_literal(condition), bad USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO pgbroker.event_conditions (fn, condition) VALUES (fname, condition);
+    RETURN fname;
+END
+$$;
+
+-- Drops the compiled conditions no subscription uses; returns how many.
+CREATE OR REPLACE FUNCTION pgbroker.drop_unused_conditions() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c       record;
+    dropped integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pgbroker.conditions'));
+    FOR c IN SELECT ec.fn FROM pgbroker.event_conditions ec
+              WHERE NOT EXISTS (SELECT 1 FROM pgbroker.subscriptions s
+                                 WHERE s.condition_fn = ec.fn) LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS pgbroker.%I(text, text, jsonb, jsonb, jsonb)',
+                       c.fn);
+        DELETE FROM pgbroker.event_conditions ec WHERE ec.fn = c.fn;
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
 -- Subscriptions -------------------------------------------------------------------------------
 
--- Creates a subscription, or updates the patterns (and expiry) of an existing one. start_at is
--- 'end' (default: only events published from now on), 'beginning', or a position '<tx>-<id>'
--- (events after it); it applies only when the subscription is created. Returns true when created.
+-- Creates a subscription, or updates the patterns, filter (and expiry) of an existing one.
+-- start_at is 'end' (default: only events published from now on), 'beginning', or a position
+-- '<tx>-<id>' (events after it); it applies only when the subscription is created. filter is a
+-- JSON object the events' payloads must contain (payload @> filter; safe for end users'
+-- values). condition is a SQL boolean expression over topic, key, payload, headers and params
+-- (see pgbroker.compile_condition), params the JSON object it reads; both are fixed once the
+-- subscription exists. Returns true when created.
 CREATE OR REPLACE FUNCTION pgbroker.subscribe(
     name text,
     patterns text[],
     partitions integer DEFAULT 1,
     start_at text DEFAULT 'end',
-    expire_after interval DEFAULT NULL
+    expire_after interval DEFAULT NULL,
+    filter jsonb DEFAULT NULL,
+    condition text DEFAULT NULL,
+    params jsonb DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     regex    text := pgbroker.topic_regex(patterns);
     existing integer;
+    cond_fn  text;
+    old      record;
     c_tx     xid8;
     c_id     bigint;
 BEGIN
@@ -196,6 +315,21 @@ BEGIN
     IF partitions IS NULL OR partitions NOT BETWEEN 1 AND 1024 THEN
         RAISE EXCEPTION 'pgbroker: partitions must be between 1 and 1024, got %', partitions
             USING ERRCODE = '22023';
+    END IF;
+    IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'pgbroker: a subscription filter must be a JSON object, got %',
+                        jsonb_typeof(filter) USING ERRCODE = '22023';
+    END IF;
+    IF params IS NOT NULL AND jsonb_typeof(params) <> 'object' THEN
+        RAISE EXCEPTION 'pgbroker: condition params must be a JSON object, got %',
+                        jsonb_typeof(params) USING ERRCODE = '22023';
+    END IF;
+    IF params IS NOT NULL AND condition IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: params without a condition' USING ERRCODE = '22023';
+    END IF;
+    IF condition IS NOT NULL THEN
+        cond_fn := pgbroker.compile_condition(condition);
+        params := coalesce(params, '{}');
     END IF;
     IF start_at IS NULL OR start_at = 'end' THEN
         -- Everything committed now is history: start after the last visible event, or at the
@@ -219,21 +353,31 @@ BEGIN
     END IF;
     -- Insert-or-update that is safe when several processes subscribe at once (at boot).
     INSERT INTO pgbroker.subscriptions (name, patterns, topic_regex, topic_like, partitions,
-                                        expire_after)
-    VALUES (name, patterns, regex, pgbroker.topic_like(patterns), partitions, expire_after)
+                                        expire_after, filter, condition, condition_fn, params)
+    VALUES (name, patterns, regex, pgbroker.topic_like(patterns), partitions, expire_after,
+            filter, condition, cond_fn, params)
     ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
     IF NOT FOUND THEN
-        SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
+        SELECT s.partitions, s.condition, s.params INTO old FROM pgbroker.subscriptions s
          WHERE s.name = subscribe.name FOR UPDATE;
+        existing := old.partitions;
         IF existing <> partitions THEN
             RAISE EXCEPTION 'pgbroker: subscription % has % partitions, not %: unsubscribe '
                             'and subscribe again to change them', name, existing, partitions
                 USING ERRCODE = '22023';
         END IF;
+        -- Running consumers compiled the condition and its params into their statements.
+        IF old.condition IS DISTINCT FROM subscribe.condition
+           OR old.params IS DISTINCT FROM subscribe.params THEN
+            RAISE EXCEPTION 'pgbroker: subscription % has another condition or params: '
+                            'unsubscribe and subscribe again to change them', name
+                USING ERRCODE = '22023';
+        END IF;
         UPDATE pgbroker.subscriptions s
            SET patterns = subscribe.patterns, topic_regex = regex,
                topic_like = pgbroker.topic_like(subscribe.patterns),
-               expire_after = subscribe.expire_after, updated_at = now()
+               expire_after = subscribe.expire_after, filter = subscribe.filter,
+               updated_at = now()
          WHERE s.name = subscribe.name;
         RETURN false;
     END IF;
@@ -280,12 +424,17 @@ LANGUAGE plpgsql STABLE
 SET enable_sort = off SET enable_bitmapscan = off SET jit = off
 AS $$
 #variable_conflict use_column
+DECLARE
+    cond record;
 BEGIN
+    SELECT s.condition_fn, s.params INTO cond FROM pgbroker.subscriptions s
+     WHERE s.name = $1 AND s.condition_fn IS NOT NULL;
+    IF cond.condition_fn IS NULL THEN
     RETURN QUERY
     WITH c AS (SELECT c.tx, c.id FROM pgbroker.subscription_cursors c
                 WHERE c.subscription = $1 AND c.partition = $3),
-         s AS (SELECT s.topic_like, s.topic_regex, s.partitions FROM pgbroker.subscriptions s
-                WHERE s.name = $1)
+         s AS (SELECT s.topic_like, s.topic_regex, s.partitions, s.filter
+                 FROM pgbroker.subscriptions s WHERE s.name = $1)
     SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
       FROM pgbroker.events e
      WHERE (e.tx, e.id) > ((SELECT c.tx FROM c), (SELECT c.id FROM c))
@@ -295,8 +444,33 @@ BEGIN
                 ELSE e.topic LIKE ANY ((SELECT s.topic_like FROM s)::text[]) END
        AND ((SELECT s.partitions FROM s) = 1
             OR pgbroker.event_partition(e.key, e.id, (SELECT s.partitions FROM s)) = $3)
+       AND ((SELECT s.filter FROM s) IS NULL OR e.payload @> (SELECT s.filter FROM s))
      ORDER BY e.tx, e.id
      LIMIT $2;
+    RETURN;
+    END IF;
+    -- A condition: the same query calling its compiled function, planned for this call with
+    -- the params as a value, so the function is inlined (and an expression index may serve
+    -- it).
+    RETURN QUERY EXECUTE format(
+        'WITH c AS (SELECT c.tx, c.id FROM pgbroker.subscription_cursors c '
+        '            WHERE c.subscription = $1 AND c.partition = $3), '
+        '     s AS (SELECT s.topic_like, s.topic_regex, s.partitions, s.filter '
+        '             FROM pgbroker.subscriptions s WHERE s.name = $1) '
+        'SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at '
+        '  FROM pgbroker.events e '
+        ' WHERE (e.tx, e.id) > ((SELECT c.tx FROM c), (SELECT c.id FROM c)) '
+        '   AND e.tx < pg_snapshot_xmin(pg_current_snapshot()) '
+        '   AND CASE WHEN (SELECT s.topic_like FROM s) IS NULL '
+        '            THEN e.topic ~ (SELECT s.topic_regex FROM s) '
+        '            ELSE e.topic LIKE ANY ((SELECT s.topic_like FROM s)::text[]) END '
+        '   AND ((SELECT s.partitions FROM s) = 1 '
+        '        OR pgbroker.event_partition(e.key, e.id, (SELECT s.partitions FROM s)) = $3) '
+        '   AND ((SELECT s.filter FROM s) IS NULL OR e.payload @> (SELECT s.filter FROM s)) '
+        '   AND pgbroker.%I(e.topic, e.key, e.payload, e.headers, $4) '
+        ' ORDER BY e.tx, e.id '
+        ' LIMIT $2', cond.condition_fn)
+    USING $1, $2, $3, cond.params;
 END
 $$;
 
@@ -633,6 +807,7 @@ BEGIN
                < now() - s.expire_after
         RETURNING 1)
     SELECT count(*) INTO expired FROM d;
+    PERFORM pgbroker.drop_unused_conditions();
     DELETE FROM pgbroker.log_waiters w
      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid);
     RETURN NEXT;
