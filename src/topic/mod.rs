@@ -115,6 +115,7 @@ mod publish_state;
 mod publisher;
 mod read;
 mod retry;
+mod stream;
 mod subscription;
 mod table_changes;
 
@@ -133,6 +134,7 @@ pub(crate) use publish_state::PublishState;
 pub use publisher::{Publisher, PublisherBuilder};
 pub use read::{Batch, MAX_READ};
 pub use retry::{DeadLetter, RetryPolicy};
+pub use stream::{EventStream, STREAM_EXPIRY};
 pub use subscription::{StartAt, SubscriptionBuilder, SubscriptionInfo};
 
 /// The channel consumers LISTEN on for wake-ups (payload empty).

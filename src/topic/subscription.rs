@@ -179,6 +179,30 @@ impl SubscriptionBuilder {
         self
     }
 
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn expiry(&self) -> Option<Duration> {
+        self.expire_after
+    }
+
+    /// Saves with this expiry and one partition (a stream's subscription).
+    pub(crate) fn save_new(mut self, expire_after: Duration) -> Result<bool> {
+        if self.partitions != 1 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a stream reads one partition: leave partitions at 1",
+            ));
+        }
+        self.expire_after = Some(expire_after);
+        self.save()
+    }
+
     /// Creates the subscription, or updates its patterns, filter and expiry. Returns `true`
     /// when it was created. Fails with [`ErrorKind::InvalidName`] for a bad name or pattern,
     /// [`ErrorKind::InvalidInput`] for a partition count out of 1..=1024 or different from
