@@ -611,62 +611,99 @@ $$;
 
 -- Table mutation events -----------------------------------------------------------------------
 
--- Trigger function: TG_ARGV[0] is the topic prefix '<schema>.<table>', TG_ARGV[1] the join
--- condition pairing old_rows o and new_rows n on the primary key (updates only), TG_ARGV[2] the
--- primary key columns as a text[] literal ('' without one). The event key is the JSON array of
--- the row's primary key values, so a partitioned subscription keeps each row's changes in order.
+-- Trigger function: TG_ARGV[0] is the topic prefix '<schema>.<table>' (lower case),
+-- TG_ARGV[1] the join condition pairing old_rows o and new_rows n on the primary key (updates
+-- only), TG_ARGV[2] the primary key columns as a text[] literal ('' without one), TG_ARGV[3]
+-- the columns left out of the payload as a text[] literal ('' for none), TG_ARGV[4] the
+-- condition a change must meet to be published ('' for none). The event key is the JSON array
+-- of the row's primary key values (of the whole row, left-out columns included), so a
+-- partitioned subscription keeps each row's changes in order. Without columns left out or a
+-- condition, inserts and deletes run static statements (planned once per session); otherwise
+-- one statement per change statement is planned, with the condition over the aliases new and
+-- old (a row of NULLs where there is none: old for inserts, new for deletes).
 CREATE OR REPLACE FUNCTION pgbroker.table_change_publish() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    head jsonb := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME);
-    keys text[] := CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE TG_ARGV[2]::text[] END;
+    head  jsonb := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME);
+    keys  text[] := CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE TG_ARGV[2]::text[] END;
+    drops text[] := CASE WHEN coalesce(TG_ARGV[3], '') = '' THEN '{}' ELSE TG_ARGV[3]::text[] END;
+    cond  text := coalesce(nullif(TG_ARGV[4], ''), 'true');
+    nulls text := format('(SELECT (NULL::%s).*)', TG_RELID::regclass);
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO pgbroker.events (topic, payload, key)
-        SELECT TG_ARGV[0] || '.insert',
-               head || jsonb_build_object('op', 'insert', 'row', x.r),
-               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
-          FROM (SELECT to_jsonb(n) AS r FROM new_rows n) x;
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO pgbroker.events (topic, payload, key)
-        SELECT TG_ARGV[0] || '.delete',
-               head || jsonb_build_object('op', 'delete', 'old', x.r),
-               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
-          FROM (SELECT to_jsonb(o) AS r FROM old_rows o) x;
+    IF TG_OP <> 'UPDATE' AND cardinality(drops) = 0 AND cond = 'true' THEN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO pgbroker.events (topic, payload, key)
+            SELECT TG_ARGV[0] || '.insert',
+                   head || jsonb_build_object('op', 'insert', 'row', x.r),
+                   (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+              FROM (SELECT to_jsonb(n) AS r FROM new_rows n) x;
+        ELSE
+            INSERT INTO pgbroker.events (topic, payload, key)
+            SELECT TG_ARGV[0] || '.delete',
+                   head || jsonb_build_object('op', 'delete', 'old', x.r),
+                   (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+              FROM (SELECT to_jsonb(o) AS r FROM old_rows o) x;
+        END IF;
     ELSE
+        -- The condition was checked to be one expression by publish_table_changes.
         EXECUTE format(
             'INSERT INTO pgbroker.events (topic, payload, key) '
-            'SELECT $1, $2 || jsonb_build_object(''op'', ''update'', ''row'', x.r, ''old'', x.o), '
-            '       (SELECT jsonb_agg(x.r -> k)::text FROM unnest($3) k) '
-            '  FROM (SELECT to_jsonb(n) AS r, to_jsonb(o) AS o '
-            '          FROM new_rows n JOIN old_rows o ON %s) x', TG_ARGV[1])
-        USING TG_ARGV[0] || '.update', head, keys;
+            'SELECT $1, $2 || jsonb_build_object(''op'', $5::text%s%s), '
+            '       (SELECT jsonb_agg(to_jsonb(%s) -> k)::text FROM unnest($3) k) '
+            '  FROM %s '
+            ' WHERE (' || chr(10) || '%s' || chr(10) || ')',
+            CASE WHEN TG_OP <> 'DELETE' THEN ', ''row'', to_jsonb(new) - $4' ELSE '' END,
+            CASE WHEN TG_OP <> 'INSERT' THEN ', ''old'', to_jsonb(old) - $4' ELSE '' END,
+            CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END,
+            CASE TG_OP
+                WHEN 'INSERT' THEN 'new_rows AS new, ' || nulls || ' AS old'
+                WHEN 'DELETE' THEN 'old_rows AS old, ' || nulls || ' AS new'
+                ELSE format('new_rows n JOIN old_rows o ON %s, LATERAL (SELECT n.*) AS new, '
+                            'LATERAL (SELECT o.*) AS old', TG_ARGV[1]) END,
+            cond)
+        USING TG_ARGV[0] || '.' || lower(TG_OP), head, keys, drops, lower(TG_OP);
     END IF;
     PERFORM pgbroker.log_wake();
     RETURN NULL;
 END
 $$;
 
--- Publishes '<schema>.<table>.insert|update|delete' events for every changed row, in the
--- changing transaction (statement-level triggers with transition tables). Updates carry the new
--- row as "row" and the old one as "old", paired by primary key (required for 'update'); the
--- event key is the JSON array of the primary key values. Calling it again replaces the triggers.
+-- Publishes '<schema>.<table>.insert|update|delete' events (lower case) for every changed row,
+-- in the changing transaction (statement-level triggers with transition tables): a rolled back
+-- change publishes nothing. Updates carry the new row as "row" and the old one as "old",
+-- paired by primary key (required for 'update'); the event key is the JSON array of the
+-- primary key values. Shaping, per table:
+--   columns          only these columns in "row" / "old" (NULL: all)
+--   exclude_columns  every column but these (NULL: none); not with columns
+--   condition        a SQL boolean expression over the aliases new and old (the row after and
+--                    before the change; NULLs where there is none): only changes for which it
+--                    is true are published, e.g. 'new.status IS DISTINCT FROM old.status'.
+--                    Written by the table's developers (it runs in every changing transaction
+--                    with the writer's rights); it must be one expression, checked here.
+-- Calling it again replaces the triggers and the shaping.
 CREATE OR REPLACE FUNCTION pgbroker.publish_table_changes(
     tbl regclass,
-    ops text[] DEFAULT ARRAY['insert', 'update', 'delete']
+    ops text[] DEFAULT ARRAY['insert', 'update', 'delete'],
+    columns text[] DEFAULT NULL,
+    exclude_columns text[] DEFAULT NULL,
+    condition text DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    nsp    text;
-    rel    text;
-    prefix text;
-    cond   text;
-    pkey   text[];
-    op     text;
+    nsp     text;
+    rel     text;
+    prefix  text;
+    cond    text;
+    pkey    text[];
+    op      text;
+    all_col text[];
+    drops   text[] := '{}';
+    unknown text;
+    cur     refcursor;
 BEGIN
     SELECT n.nspname, c.relname INTO nsp, rel
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
-    prefix := nsp || '.' || rel;
+    prefix := lower(nsp || '.' || rel);
     IF NOT pgbroker.valid_topic(prefix || '.insert') THEN
         RAISE EXCEPTION 'pgbroker: table % cannot name a topic (use letters, digits, _ and -)',
                         tbl USING ERRCODE = '22023';
@@ -675,6 +712,37 @@ BEGIN
        OR EXISTS (SELECT 1 FROM unnest(ops) o WHERE o NOT IN ('insert', 'update', 'delete')) THEN
         RAISE EXCEPTION 'pgbroker: ops must be a non-empty subset of insert, update, delete'
             USING ERRCODE = '22023';
+    END IF;
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO all_col
+      FROM pg_attribute a WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    IF columns IS NOT NULL AND exclude_columns IS NOT NULL THEN
+        RAISE EXCEPTION 'pgbroker: give the columns to include or those to exclude, not both'
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(quote_ident(c), ', ') INTO unknown
+      FROM unnest(coalesce(columns, exclude_columns)) c WHERE c IS NULL OR c <> ALL (all_col);
+    IF unknown IS NOT NULL OR cardinality(columns) = 0 THEN
+        RAISE EXCEPTION 'pgbroker: table % has no column %', tbl, coalesce(unknown, '(none given)')
+            USING ERRCODE = '22023';
+    END IF;
+    IF columns IS NOT NULL THEN
+        SELECT coalesce(array_agg(c), '{}') INTO drops FROM unnest(all_col) c WHERE c <> ALL (columns);
+    ELSIF exclude_columns IS NOT NULL THEN
+        drops := exclude_columns;
+    END IF;
+    IF condition IS NOT NULL THEN
+        -- One expression and nothing else: a cursor refuses several statements before
+        -- running any (planned only, never run: no row).
+        BEGIN
+            OPEN cur FOR EXECUTE format('SELECT (' || chr(10) || '%s' || chr(10) || ')::boolean '
+                                        'FROM (SELECT (NULL::%s).*) AS new, '
+                                        '(SELECT (NULL::%s).*) AS old WHERE false',
+                                        condition, tbl, tbl);
+            CLOSE cur;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'pgbroker: invalid condition % for %: %', quote_literal(condition),
+                            tbl, SQLERRM USING ERRCODE = '22023';
+        END;
     END IF;
     SELECT string_agg(format('o.%1$I IS NOT DISTINCT FROM n.%1$I', a.attname), ' AND '),
            array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
@@ -690,12 +758,14 @@ BEGIN
     FOREACH op IN ARRAY ops LOOP
         EXECUTE format(
             'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L, %L)',
+            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L, %L, %L, %L)',
             'pgbroker_events_' || op, upper(op), tbl,
             CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows'
                     WHEN 'delete' THEN 'OLD TABLE AS old_rows'
                     ELSE 'OLD TABLE AS old_rows NEW TABLE AS new_rows' END,
-            prefix, coalesce(cond, ''), coalesce(pkey::text, ''));
+            prefix, coalesce(cond, ''), coalesce(pkey::text, ''),
+            CASE WHEN cardinality(drops) = 0 THEN '' ELSE drops::text END,
+            coalesce(condition, ''));
     END LOOP;
 END
 $$;

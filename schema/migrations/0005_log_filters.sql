@@ -22,3 +22,6 @@ CREATE TABLE IF NOT EXISTS pgbroker.event_conditions (
 
 -- pgbroker.subscribe gained filter, condition and params (schema/functions/log.sql).
 DROP FUNCTION IF EXISTS pgbroker.subscribe(text, text[], integer, text, interval);
+
+-- pgbroker.publish_table_changes gained columns, exclude_columns and condition.
+DROP FUNCTION IF EXISTS pgbroker.publish_table_changes(regclass, text[]);

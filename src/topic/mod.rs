@@ -136,6 +136,7 @@ pub use read::{Batch, MAX_READ};
 pub use retry::{DeadLetter, RetryPolicy};
 pub use stream::{EventStream, STREAM_EXPIRY};
 pub use subscription::{StartAt, SubscriptionBuilder, SubscriptionInfo};
+pub use table_changes::TableChangesBuilder;
 
 /// The channel consumers LISTEN on for wake-ups (payload empty).
 pub const WAKEUP_CHANNEL: &str = "pgbroker_events";
