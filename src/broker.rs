@@ -8,6 +8,7 @@ use crate::config::{BrokerBuilder, Config};
 use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
 use crate::queue::WakeChecks;
+use crate::replicas::Replicas;
 use crate::topic::PublishState;
 use crate::{schema, Error, ErrorKind, Result};
 
@@ -38,6 +39,7 @@ struct Inner {
     publish: PublishState,
     wake_checks: WakeChecks,
     job_ids: IdBlocks,
+    replicas: Replicas,
 }
 
 impl std::fmt::Debug for Broker {
@@ -81,7 +83,11 @@ impl Broker {
         BrokerBuilder::new()
     }
 
-    pub(crate) fn from_parts(pg: postgres::Config, config: Config) -> Result<Broker> {
+    pub(crate) fn from_parts(
+        pg: postgres::Config,
+        config: Config,
+        replicas: Vec<postgres::Config>,
+    ) -> Result<Broker> {
         // Connect once directly: r2d2 would only report "timed out", hiding the real cause.
         let probe = connect_with(&pg)?;
         drop(probe);
@@ -91,6 +97,12 @@ impl Broker {
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
             .build_unchecked(Manager::new(pg.clone()));
+        let replicas = Replicas::new(
+            replicas,
+            config.replica_max_lag,
+            config.pool_size,
+            config.pool_timeout,
+        );
         Ok(Broker {
             inner: Arc::new(Inner {
                 pg,
@@ -99,6 +111,7 @@ impl Broker {
                 publish: PublishState::new(),
                 wake_checks: WakeChecks::default(),
                 job_ids: IdBlocks::jobs(),
+                replicas,
             }),
         })
     }
@@ -150,6 +163,10 @@ impl Broker {
     }
 
     /// The job ids reserved for single enqueues (src/id_blocks.rs).
+    pub(crate) fn replicas(&self) -> &Replicas {
+        &self.inner.replicas
+    }
+
     pub(crate) fn job_ids(&self) -> &IdBlocks {
         &self.inner.job_ids
     }

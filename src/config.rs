@@ -21,6 +21,7 @@ pub struct Config {
     pub(crate) reconnect_max: Duration,
     pub(crate) shutdown_grace: Duration,
     pub(crate) application_name: String,
+    pub(crate) replica_max_lag: Duration,
 }
 
 impl Default for Config {
@@ -38,6 +39,7 @@ impl Default for Config {
             reconnect_max: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             application_name: "pgbroker".into(),
+            replica_max_lag: Duration::from_secs(10),
         }
     }
 }
@@ -90,6 +92,7 @@ pub struct BrokerBuilder {
     url: Option<String>,
     pg: Option<postgres::Config>,
     config: Config,
+    replicas: Vec<String>,
 }
 
 impl BrokerBuilder {
@@ -188,6 +191,53 @@ impl BrokerBuilder {
         self
     }
 
+    /// Sends the event log's reads ([`Broker::read`], [`Broker::stream`], the listing
+    /// [`Broker::subscriptions`]) to this streaming replica (a hot standby of the database);
+    /// call it again for more, used in turn. Acknowledgements and every write go to the
+    /// primary, and so do reads when no replica is usable (unreachable, promoted, or staler
+    /// than [`replica_max_lag`](Self::replica_max_lag)). Reads there stay gap-free and never
+    /// show an event the primary has not committed; see [`Broker::replica_lag`] and the
+    /// `replicas` notes in the README. Worker-pool consumers read on the primary (their
+    /// partition lock lives there). Default: none. The URL is checked in
+    /// [`build`](Self::build); the replica need not be up then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@primary/app")
+    ///     .read_replica("postgres://app@replica-1/app")
+    ///     .read_replica("postgres://app@replica-2/app")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_replica(mut self, url: &str) -> Self {
+        self.replicas.push(url.to_owned());
+        self
+    }
+
+    /// How stale a replica may be and still serve reads: staler ones are passed over until
+    /// they catch up. Staleness is measured about every second, so reads are at most this
+    /// plus a second behind the primary. Default 10 s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// use std::time::Duration;
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@primary/app")
+    ///     .read_replica("postgres://app@replica-1/app")
+    ///     .replica_max_lag(Duration::from_secs(2))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn replica_max_lag(mut self, d: Duration) -> Self {
+        self.config.replica_max_lag = d;
+        self
+    }
+
     /// Connects (once, to report a clear error now rather than later) and builds the broker.
     ///
     /// Fails with [`ErrorKind::Config`] for a bad URL or setting, and [`ErrorKind::Connect`]
@@ -212,22 +262,39 @@ impl BrokerBuilder {
                 "pool_size must be at least 1",
             ));
         }
-        if pg.get_connect_timeout().is_none() {
-            pg.connect_timeout(c.connect_timeout);
+        apply_settings(&mut pg, c);
+        let mut replicas = Vec::with_capacity(self.replicas.len());
+        for url in &self.replicas {
+            let mut replica = postgres::Config::from_str(url).map_err(|e| {
+                Error::with_cause(
+                    ErrorKind::Config,
+                    Some("invalid read replica URL".into()),
+                    e,
+                )
+            })?;
+            apply_settings(&mut replica, c);
+            replicas.push(replica);
         }
-        if pg.get_tcp_user_timeout().is_none() {
-            pg.tcp_user_timeout(c.tcp_user_timeout);
-        }
-        pg.keepalives(true).keepalives_idle(c.keepalives_idle);
-        if pg.get_keepalives_interval().is_none() {
-            pg.keepalives_interval(Duration::from_secs(5));
-        }
-        if pg.get_keepalives_retries().is_none() {
-            pg.keepalives_retries(3);
-        }
-        if pg.get_application_name().is_none() {
-            pg.application_name(&c.application_name);
-        }
-        Broker::from_parts(pg, self.config)
+        Broker::from_parts(pg, self.config, replicas)
+    }
+}
+
+/// pgbroker's timeouts, keepalives and application name, where the connection leaves them unset.
+fn apply_settings(pg: &mut postgres::Config, c: &Config) {
+    if pg.get_connect_timeout().is_none() {
+        pg.connect_timeout(c.connect_timeout);
+    }
+    if pg.get_tcp_user_timeout().is_none() {
+        pg.tcp_user_timeout(c.tcp_user_timeout);
+    }
+    pg.keepalives(true).keepalives_idle(c.keepalives_idle);
+    if pg.get_keepalives_interval().is_none() {
+        pg.keepalives_interval(Duration::from_secs(5));
+    }
+    if pg.get_keepalives_retries().is_none() {
+        pg.keepalives_retries(3);
+    }
+    if pg.get_application_name().is_none() {
+        pg.application_name(&c.application_name);
     }
 }

@@ -132,6 +132,7 @@ pub use position::Position;
 pub use publish::MAX_BATCH_EVENTS;
 pub(crate) use publish_state::PublishState;
 pub use publisher::{Publisher, PublisherBuilder};
+pub(crate) use read::{read_events, read_sql_for, stored_cursor, READ_SETTINGS, READ_SQL};
 pub use read::{Batch, MAX_READ};
 pub use retry::{DeadLetter, RetryPolicy};
 pub use stream::{EventStream, STREAM_EXPIRY};

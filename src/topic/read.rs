@@ -316,6 +316,9 @@ impl Broker {
     pub fn read_partition(&self, subscription: &str, partition: u32, max: usize) -> Result<Batch> {
         validate_subscription(subscription)?;
         check_max(max)?;
+        if let Some(batch) = self.read_on_replica(subscription, partition, max)? {
+            return Ok(batch);
+        }
         let mut conn = self.conn()?;
         let stmt = conn.statement(READ_FN_SQL)?;
         let rows = conn.query(&stmt, &[&subscription, &(max as i32), &(partition as i32)])?;

@@ -382,7 +382,8 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>> {
-        let mut conn = self.conn()?;
+        // A read replica when there is one: a listing may be a moment stale.
+        let mut conn = self.listing_conn()?;
         let rows = conn.query(
             "SELECT name, patterns, partitions, extract(epoch FROM expire_after)::float8,
                     created_at, filter, condition, coalesce(params, '{}')
