@@ -89,6 +89,9 @@ struct Replica {
 struct Health {
     checked: Option<Instant>,
     lag: Option<ReplicaLag>,
+    /// When (by the primary's clock) a check last found it caught up: its data is at most as
+    /// old as that, a bound that stays tight after the primary was idle for long.
+    caught_up_at: Option<SystemTime>,
 }
 
 /// Reads run with the settings `pgbroker.read()` sets for itself (see `READ_SETTINGS`).
@@ -164,8 +167,7 @@ impl Broker {
             let lag = {
                 let mut health = replica.health.lock().unwrap_or_else(|p| p.into_inner());
                 if health.checked.is_none_or(|t| t.elapsed() >= CHECK_INTERVAL) {
-                    health.lag = Some(self.check_replica(replica));
-                    health.checked = Some(Instant::now());
+                    self.check_replica(replica, &mut health);
                 }
                 health.lag.clone()
             };
@@ -197,16 +199,13 @@ impl Broker {
         let replicas = self.replicas();
         let mut out = Vec::with_capacity(replicas.members.len());
         for replica in &replicas.members {
-            let lag = self.check_replica(replica);
             let mut health = replica.health.lock().unwrap_or_else(|p| p.into_inner());
-            health.lag = Some(lag.clone());
-            health.checked = Some(Instant::now());
-            out.push(lag);
+            out.push(self.check_replica(replica, &mut health));
         }
         Ok(out)
     }
 
-    fn check_replica(&self, replica: &Replica) -> ReplicaLag {
+    fn check_replica(&self, replica: &Replica, health: &mut Health) -> ReplicaLag {
         let mut lag = ReplicaLag {
             replica: replica.label.clone(),
             bytes_behind: 0,
@@ -214,7 +213,7 @@ impl Broker {
             used: false,
             problem: None,
         };
-        match self.measure(replica) {
+        match self.measure(replica, &mut health.caught_up_at) {
             Ok((bytes, staleness)) => {
                 lag.bytes_behind = bytes;
                 lag.staleness = Some(staleness);
@@ -232,12 +231,18 @@ impl Broker {
         if let Some(p) = &lag.problem {
             log::debug!("pgbroker: read replica {} not used: {p}", replica.label);
         }
+        health.lag = Some(lag.clone());
+        health.checked = Some(Instant::now());
         lag
     }
 
     /// (bytes behind, staleness bound) of a replica, against the primary's WAL position taken
-    /// just before.
-    fn measure(&self, replica: &Replica) -> Result<(u64, Duration)> {
+    /// just before; records when it was found caught up.
+    fn measure(
+        &self,
+        replica: &Replica,
+        caught_up_at: &mut Option<SystemTime>,
+    ) -> Result<(u64, Duration)> {
         let mut primary = self.conn()?;
         let row = primary.query_one("SELECT pg_current_wal_lsn()::text, now()", &[])?;
         let (primary_lsn, primary_now): (String, SystemTime) = (row.get(0), row.get(1));
@@ -259,12 +264,20 @@ impl Broker {
             ));
         }
         let behind = behind.unwrap_or(0).max(0) as u64;
-        let staleness = match (behind, replayed_at) {
-            (0, _) => Duration::ZERO,
-            (_, Some(t)) => primary_now.duration_since(t).unwrap_or_default(),
-            // Behind without having replayed any transaction since it started: unknown.
-            (_, None) => Duration::MAX,
-        };
+        if behind == 0 {
+            *caught_up_at = Some(primary_now);
+            return Ok((0, Duration::ZERO));
+        }
+        // Behind: its data is no older than the last transaction it replayed, nor than the
+        // last time it was found caught up. Neither known (a replica that has replayed no
+        // transaction since it started, first seen behind): unknown, so too stale.
+        let age = |t: SystemTime| primary_now.duration_since(t).unwrap_or_default();
+        let staleness = [replayed_at, *caught_up_at]
+            .into_iter()
+            .flatten()
+            .map(age)
+            .min()
+            .unwrap_or(Duration::MAX);
         Ok((behind, staleness))
     }
 }

@@ -34,9 +34,15 @@ impl Target {
 
 /// A small broker for one command: a command needs a connection or two, not a pool of ten.
 pub fn broker(url: &str) -> Result<Broker, Failure> {
-    Ok(Broker::builder()
+    broker_with_replicas(url, &[])
+}
+
+/// [`broker`], reading the event log from these streaming replicas when they are usable.
+pub fn broker_with_replicas(url: &str, replicas: &[String]) -> Result<Broker, Failure> {
+    let builder = Broker::builder()
         .url(url)
         .pool_size(2)
-        .application_name("pgbroker-cli")
-        .build()?)
+        .application_name("pgbroker-cli");
+    let builder = replicas.iter().fold(builder, |b, r| b.read_replica(r));
+    Ok(builder.build()?)
 }

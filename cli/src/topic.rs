@@ -54,6 +54,10 @@ pub struct TailArgs {
     /// The JSON object the --condition reads as `params` (default `{}`).
     #[arg(long, value_name = "JSON", requires = "condition")]
     pub params: Option<String>,
+    /// Read the log from this streaming replica of the database (repeatable; acks still go to
+    /// --url, the primary; a replica more than 10 s behind is passed over).
+    #[arg(long, value_name = "URL")]
+    pub read_replica: Vec<String>,
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -194,7 +198,7 @@ pub fn tail(url: &str, args: &TailArgs) -> Result<(), Failure> {
     if args.count == Some(0) {
         return Ok(());
     }
-    let broker = crate::connection::broker(url)?;
+    let broker = crate::connection::broker_with_replicas(url, &args.read_replica)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

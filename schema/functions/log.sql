@@ -889,8 +889,9 @@ SELECT pgbroker.create_event_partitions((now() AT TIME ZONE 'UTC')::date - 1,
 
 -- Lag -----------------------------------------------------------------------------------------
 
--- Per partition: matching events after the cursor (read or not yet readable), the age of the
--- oldest of them, events not yet readable because the horizon is held back, and the oldest
+-- Per partition: matching events after the cursor (read or not yet readable; by topic and
+-- filter: a condition is not evaluated here, so its subscriptions count events it may drop),
+-- the age of the oldest of them, events not yet readable because the horizon is held back, and the oldest
 -- transaction holding the horizon (its pid and age) when there is one.
 CREATE OR REPLACE FUNCTION pgbroker.subscription_lag(subscription text)
 RETURNS TABLE (part integer, cursor_tx xid8, cursor_id bigint, events_behind bigint,
@@ -915,6 +916,7 @@ LANGUAGE sql STABLE AS $$
                 ELSE ev.topic LIKE ANY (s.topic_like) END
        AND (s.partitions = 1
             OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
+       AND (s.filter IS NULL OR ev.payload @> s.filter)
      WHERE c.subscription = $1
      GROUP BY c.partition, c.tx, c.id
      ORDER BY c.partition
