@@ -43,7 +43,7 @@ fn publish_orders(broker: &Broker, n: i64) {
             "orders.created"
         };
         let event = NewEvent::new(topic, json!({"n": i, "customer": i % 3, "tags": ["t", i]}))
-            .key(&format!("k{i}"));
+            .key(format!("k{i}"));
         broker.publish_event(&event).unwrap();
     }
 }

@@ -30,6 +30,16 @@ fn broker(p: &Pair, max_lag: Duration) -> Broker {
         .unwrap()
 }
 
+/// Subscription `s` to `pattern`, from the beginning of the log.
+fn subscribe_from_start(broker: &Broker, pattern: &str) {
+    broker
+        .subscription("s")
+        .pattern(pattern)
+        .start_at(StartAt::Beginning)
+        .save()
+        .unwrap();
+}
+
 fn ns(batch: &pgbroker::Batch) -> Vec<i64> {
     batch
         .events()
@@ -67,12 +77,7 @@ fn pause_replay(standby: &TempPostgres, pause: bool) {
 fn reads_go_to_the_replica_and_acks_to_the_primary() {
     let p = pair();
     let broker = broker(&p, Duration::from_secs(3600));
-    broker
-        .subscription("s")
-        .pattern("orders.#")
-        .start_at(StartAt::Beginning)
-        .save()
-        .unwrap();
+    subscribe_from_start(&broker, "orders.#");
     for n in 1..=3 {
         broker.publish("orders.created", &json!({"n": n})).unwrap();
     }
@@ -122,12 +127,7 @@ fn reads_go_to_the_replica_and_acks_to_the_primary() {
 fn a_stale_or_stopped_replica_is_passed_over_for_the_primary() {
     let p = pair();
     let broker = broker(&p, Duration::from_millis(200));
-    broker
-        .subscription("s")
-        .pattern("#")
-        .start_at(StartAt::Beginning)
-        .save()
-        .unwrap();
+    subscribe_from_start(&broker, "#");
     broker.publish("t", &json!({"n": 1})).unwrap();
     assert_eq!(read_n(&broker, "s", 1), [1]);
 
@@ -169,12 +169,7 @@ fn a_stale_or_stopped_replica_is_passed_over_for_the_primary() {
 fn replica_reads_are_gap_free_and_wait_for_open_transactions() {
     let p = pair();
     let broker = broker(&p, Duration::from_secs(3600));
-    broker
-        .subscription("s")
-        .pattern("#")
-        .start_at(StartAt::Beginning)
-        .save()
-        .unwrap();
+    subscribe_from_start(&broker, "#");
     // An event inserted first but committed last must not be skipped by a reader that saw
     // the later one: the standby's horizon stays below the open transaction.
     let mut slow = Client::connect(&p.primary.url(), NoTls).unwrap();
