@@ -21,7 +21,7 @@
 //!   for it: the read goes to the primary.
 //!
 //! Staleness: every [`CHECK_INTERVAL`] a replica's replay position is compared with the
-//! primary's WAL position. When it is behind, the age (by the primary's clock) of the last
+//! primary's WAL insert position. When it is behind, the age (by the primary's clock) of the last
 //! transaction it replayed bounds how stale it is; a replica staler than
 //! [`BrokerBuilder::replica_max_lag`](crate::BrokerBuilder::replica_max_lag), unreachable, or
 //! no longer in recovery (promoted: its history may have forked) is passed over until the next
@@ -139,7 +139,7 @@ impl Replicas {
                     pool: r2d2::Pool::builder()
                         .max_size(pool_size)
                         .min_idle(Some(0))
-                        .connection_timeout(pool_timeout.min(Duration::from_secs(2)))
+                        .connection_timeout(pool_timeout)
                         .connection_customizer(Box::new(ReadSettings))
                         .build_unchecked(Manager::new(pg)),
                     health: Mutex::new(Health::default()),
@@ -244,7 +244,9 @@ impl Broker {
         caught_up_at: &mut Option<SystemTime>,
     ) -> Result<(u64, Duration)> {
         let mut primary = self.conn()?;
-        let row = primary.query_one("SELECT pg_current_wal_lsn()::text, now()", &[])?;
+        // The insert position: with asynchronous commit a transaction is visible on the
+        // primary before its WAL is written, let alone sent.
+        let row = primary.query_one("SELECT pg_current_wal_insert_lsn()::text, now()", &[])?;
         let (primary_lsn, primary_now): (String, SystemTime) = (row.get(0), row.get(1));
         let mut conn = replica.pool.get().map_err(|e| {
             Error::with_cause(ErrorKind::Pool, Some("connecting to the replica".into()), e)

@@ -30,6 +30,14 @@ fn broker(p: &Pair, max_lag: Duration) -> Broker {
         .unwrap()
 }
 
+/// Waits until the broker uses the replica: once it has replayed a transaction or been found
+/// caught up, its staleness is known (and small).
+fn wait_used(broker: &Broker) {
+    assert!(wait_until(Duration::from_secs(10), || {
+        broker.replica_lag().unwrap()[0].used
+    }));
+}
+
 /// Subscription `s` to `pattern`, from the beginning of the log.
 fn subscribe_from_start(broker: &Broker, pattern: &str) {
     broker
@@ -63,14 +71,38 @@ fn read_n(broker: &Broker, sub: &str, n: usize) -> Vec<i64> {
     got
 }
 
-fn pause_replay(standby: &TempPostgres, pause: bool) {
-    let mut c = Client::connect(&standby.url(), NoTls).unwrap();
-    let f = if pause {
-        "pg_wal_replay_pause"
-    } else {
-        "pg_wal_replay_resume"
-    };
-    c.batch_execute(&format!("SELECT {f}()")).unwrap();
+/// Pauses (or resumes) replay on the standby; a pause is waited for: PostgreSQL takes it at
+/// the next WAL record, so records are written on the primary until it has.
+fn pause_replay(p: &Pair, pause: bool) {
+    let mut c = Client::connect(&p.standby.url(), NoTls).unwrap();
+    if !pause {
+        c.batch_execute("SELECT pg_wal_replay_resume()").unwrap();
+        return;
+    }
+    // Everything written so far is replayed first (the test's premise).
+    let probe = Broker::builder()
+        .url(&p.primary.url())
+        .read_replica(&p.standby.url())
+        .build()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(20), || {
+        probe.replica_lag().unwrap()[0].bytes_behind == 0
+    }));
+    c.batch_execute("SELECT pg_wal_replay_pause()").unwrap();
+    let mut primary = Client::connect(&p.primary.url(), NoTls).unwrap();
+    primary
+        .batch_execute("CREATE TABLE IF NOT EXISTS nudge (n int)")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        primary
+            .batch_execute("INSERT INTO nudge VALUES (1)")
+            .unwrap();
+        let state: String = c
+            .query_one("SELECT pg_get_wal_replay_pause_state()", &[])
+            .unwrap()
+            .get(0);
+        state == "paused"
+    }));
 }
 
 #[test]
@@ -97,11 +129,11 @@ fn reads_go_to_the_replica_and_acks_to_the_primary() {
 
     // With replay paused, the primary has events the replica does not show: reads come from
     // the replica, and nothing is skipped when it resumes.
-    pause_replay(&p.standby, true);
+    pause_replay(&p, true);
     for n in 4..=6 {
         broker.publish("orders.created", &json!({"n": n})).unwrap();
     }
-    std::thread::sleep(Duration::from_millis(300));
+    wait_used(&broker);
     let b = broker.read("s", 100).unwrap();
     assert!(b.is_empty(), "read on the primary? {:?}", ns(&b));
     if let Some(pos) = b.ack_position() {
@@ -116,7 +148,7 @@ fn reads_go_to_the_replica_and_acks_to_the_primary() {
         staleness.is_some_and(|s| s > Duration::ZERO),
         "{staleness:?}"
     );
-    pause_replay(&p.standby, false);
+    pause_replay(&p, false);
     assert_eq!(read_n(&broker, "s", 3), [4, 5, 6]);
     assert!(wait_until(Duration::from_secs(10), || {
         broker.replica_lag().unwrap()[0].bytes_behind == 0
@@ -132,16 +164,23 @@ fn a_stale_or_stopped_replica_is_passed_over_for_the_primary() {
     assert_eq!(read_n(&broker, "s", 1), [1]);
 
     // Paused replay: once the replica is staler than allowed, reads go to the primary.
-    pause_replay(&p.standby, true);
+    pause_replay(&p, true);
     broker.publish("t", &json!({"n": 2})).unwrap();
+    // Its data ages while replay stands still: past 200 ms it is not used.
+    assert!(wait_until(Duration::from_secs(10), || {
+        !broker.replica_lag().unwrap()[0].used
+    }));
     assert_eq!(read_n(&broker, "s", 1), [2]);
     let lag = broker.replica_lag().unwrap();
     assert!(!lag[0].used, "{lag:?}");
+    assert!(lag[0]
+        .staleness
+        .is_some_and(|s| s > Duration::from_millis(200)));
     assert!(
         lag[0].problem.as_deref().unwrap_or("").contains("behind"),
         "{lag:?}"
     );
-    pause_replay(&p.standby, false);
+    pause_replay(&p, false);
 
     // A stopped replica: reads go on, on the primary.
     p.standby.stop().unwrap();
@@ -170,6 +209,7 @@ fn replica_reads_are_gap_free_and_wait_for_open_transactions() {
     let p = pair();
     let broker = broker(&p, Duration::from_secs(3600));
     subscribe_from_start(&broker, "#");
+    wait_used(&broker);
     // An event inserted first but committed last must not be skipped by a reader that saw
     // the later one: the standby's horizon stays below the open transaction.
     let mut slow = Client::connect(&p.primary.url(), NoTls).unwrap();

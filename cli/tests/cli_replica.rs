@@ -44,6 +44,18 @@ fn tail_reads_from_the_replica_and_acks_on_the_primary() {
     on_standby
         .batch_execute("SELECT pg_wal_replay_pause()")
         .unwrap();
+    // The pause takes effect at the next WAL record: write some until it has.
+    let mut on_primary = Client::connect(&p, NoTls).unwrap();
+    on_primary
+        .batch_execute("CREATE TABLE nudge (n int)")
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || {
+        on_primary
+            .batch_execute("INSERT INTO nudge VALUES (1)")
+            .unwrap();
+        let sql = "SELECT pg_get_wal_replay_pause_state()";
+        on_standby.query_one(sql, &[]).unwrap().get::<_, String>(0) == "paused"
+    }));
     broker.publish("a", &json!(1)).unwrap();
     let args = ["audit", "--count", "1", "--url", &p, "--read-replica", &r];
     let mut waiting = args.to_vec();
