@@ -40,6 +40,12 @@ SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 4) AS p
 INSERT INTO pgbroker.schema_version (version) VALUES (4);
 \endif
 
+SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 5) AS pgbroker_migration_5 \gset
+\if :pgbroker_migration_5
+\ir schema/migrations/0005_log_filters.sql
+INSERT INTO pgbroker.schema_version (version) VALUES (5);
+\endif
+
 \ir schema/functions/notify.sql
 \ir schema/functions/log.sql
 \ir schema/statements/read_after.sql

@@ -9,6 +9,7 @@ use crate::connect::{note_database, process_env, Target};
 use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
 use crate::queue::WakeChecks;
+use crate::replicas::Replicas;
 use crate::topic::PublishState;
 use crate::{schema, Error, ErrorKind, Result};
 
@@ -42,6 +43,7 @@ struct Inner {
     publish: PublishState,
     wake_checks: WakeChecks,
     job_ids: IdBlocks,
+    replicas: Replicas,
 }
 
 impl std::fmt::Debug for Broker {
@@ -117,6 +119,7 @@ impl Broker {
         target: Target,
         session: Option<Target>,
         config: Config,
+        replicas: Vec<Target>,
     ) -> Result<Broker> {
         // Connect once directly: r2d2 would only report "timed out", hiding the real cause.
         let probe = target.connect()?;
@@ -127,6 +130,12 @@ impl Broker {
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
             .build_unchecked(Manager::new(target.clone(), config.transaction_pooling));
+        let replicas = Replicas::new(
+            replicas,
+            config.replica_max_lag,
+            config.pool_size,
+            config.pool_timeout,
+        );
         Ok(Broker {
             inner: Arc::new(Inner {
                 dbname: target.dbname().into(),
@@ -137,6 +146,7 @@ impl Broker {
                 publish: PublishState::new(),
                 wake_checks: WakeChecks::default(),
                 job_ids: IdBlocks::jobs(),
+                replicas,
             }),
         })
     }
@@ -228,6 +238,10 @@ impl Broker {
     }
 
     /// The job ids reserved for single enqueues (src/id_blocks.rs).
+    pub(crate) fn replicas(&self) -> &Replicas {
+        &self.inner.replicas
+    }
+
     pub(crate) fn job_ids(&self) -> &IdBlocks {
         &self.inner.job_ids
     }

@@ -22,6 +22,7 @@ pub struct Config {
     pub(crate) shutdown_grace: Duration,
     pub(crate) application_name: String,
     pub(crate) transaction_pooling: bool,
+    pub(crate) replica_max_lag: Duration,
 }
 
 impl Default for Config {
@@ -40,6 +41,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             application_name: "pgbroker".into(),
             transaction_pooling: false,
+            replica_max_lag: Duration::from_secs(10),
         }
     }
 }
@@ -98,6 +100,7 @@ pub struct BrokerBuilder {
     pg: Option<postgres::Config>,
     session_url: Option<String>,
     config: Config,
+    replicas: Vec<String>,
 }
 
 impl BrokerBuilder {
@@ -268,6 +271,53 @@ impl BrokerBuilder {
         self
     }
 
+    /// Sends the event log's reads ([`Broker::read`], [`Broker::stream`], the listing
+    /// [`Broker::subscriptions`]) to this streaming replica (a hot standby of the database);
+    /// call it again for more, used in turn. Acknowledgements and every write go to the
+    /// primary, and so do reads when no replica is usable (unreachable, promoted, or staler
+    /// than [`replica_max_lag`](Self::replica_max_lag)). Reads there stay gap-free and never
+    /// show an event the primary has not committed; see [`Broker::replica_lag`] and the
+    /// `replicas` notes in the README. Worker-pool consumers read on the primary (their
+    /// partition lock lives there). Default: none. The URL is checked in
+    /// [`build`](Self::build); the replica need not be up then.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@primary/app")
+    ///     .read_replica("postgres://app@replica-1/app")
+    ///     .read_replica("postgres://app@replica-2/app")
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn read_replica(mut self, url: &str) -> Self {
+        self.replicas.push(url.to_owned());
+        self
+    }
+
+    /// How stale a replica may be and still serve reads: staler ones are passed over until
+    /// they catch up. Staleness is measured about every second, so reads are at most this
+    /// plus a second behind the primary. Default 10 s.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// use std::time::Duration;
+    /// let broker = pgbroker::Broker::builder()
+    ///     .url("postgres://app@primary/app")
+    ///     .read_replica("postgres://app@replica-1/app")
+    ///     .replica_max_lag(Duration::from_secs(2))
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn replica_max_lag(mut self, d: Duration) -> Self {
+        self.config.replica_max_lag = d;
+        self
+    }
+
     /// Connects (once, to report a clear error now rather than later) and builds the broker.
     ///
     /// Fails with [`ErrorKind::Config`] for a bad URL or setting, and [`ErrorKind::Connect`]
@@ -300,7 +350,14 @@ impl BrokerBuilder {
             }
             _ => None,
         };
-        Broker::from_parts(target, session, self.config)
+        let mut replicas = Vec::with_capacity(self.replicas.len());
+        for url in &self.replicas {
+            let mut replica =
+                Target::from_string(url, &process_env).map_err(|e| e.context("read_replica"))?;
+            apply_connection_settings(replica.pg_mut(), c);
+            replicas.push(replica);
+        }
+        Broker::from_parts(target, session, self.config, replicas)
     }
 }
 

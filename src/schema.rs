@@ -12,7 +12,7 @@ use postgres::GenericClient;
 use crate::{Error, ErrorKind, Result};
 
 /// The schema version this library installs and expects: the number of its newest migration.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 const CORE: &str = include_str!("../schema/core.sql");
 
@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         path: "schema/migrations/0004_webhooks.sql",
         sql: include_str!("../schema/migrations/0004_webhooks.sql"),
+    },
+    Migration {
+        version: 5,
+        path: "schema/migrations/0005_log_filters.sql",
+        sql: include_str!("../schema/migrations/0005_log_filters.sql"),
     },
 ];
 

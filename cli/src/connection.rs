@@ -94,5 +94,12 @@ pub fn builder(url: &str) -> BrokerBuilder {
 
 /// A small broker for one command: a command needs a connection or two, not a pool of ten.
 pub fn broker(url: &str) -> Result<Broker, Failure> {
-    Ok(builder(url).pool_size(2).build()?)
+    broker_with_replicas(url, &[])
+}
+
+/// [`broker`], reading the event log from these streaming replicas when they are usable.
+pub fn broker_with_replicas(url: &str, replicas: &[String]) -> Result<Broker, Failure> {
+    let builder = builder(url).pool_size(2);
+    let builder = replicas.iter().fold(builder, |b, r| b.read_replica(r));
+    Ok(builder.build()?)
 }

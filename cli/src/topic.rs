@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use pgbroker::topic::{NewEvent, Position, StartAt};
+use pgbroker::topic::{EventStream, NewEvent, Position, StartAt};
 use pgbroker::{Broker, LogEvent};
 use serde_json::Value;
 
@@ -36,7 +36,7 @@ pub struct TailArgs {
     /// partition, each in log order.
     pub subscription: Option<String>,
     /// Read the topics matching PATTERN (`orders.*`, `orders.#`; repeatable) through a
-    /// temporary subscription, removed at exit.
+    /// throwaway subscription, removed at exit (or by maintenance a minute after a crash).
     #[arg(long, value_name = "PATTERN", conflicts_with = "subscription")]
     pub topic: Vec<String>,
     /// Start after POSITION (`<tx>-<id>`, as printed), or at `beginning`: moves a
@@ -44,6 +44,21 @@ pub struct TailArgs {
     /// default: only events published from now on.
     #[arg(long, value_name = "POSITION")]
     pub from: Option<String>,
+    /// With --topic: only events whose payload contains this JSON object
+    /// (`--filter '{"customer": 42}'`).
+    #[arg(long, value_name = "JSON", requires = "topic")]
+    pub filter: Option<String>,
+    /// With --topic: only events for which this SQL boolean expression over topic, key,
+    /// payload, headers and params is true (`--condition "payload->>'total' > '100'"`).
+    #[arg(long, value_name = "SQL", requires = "topic")]
+    pub condition: Option<String>,
+    /// The JSON object the --condition reads as `params` (default `{}`).
+    #[arg(long, value_name = "JSON", requires = "condition")]
+    pub params: Option<String>,
+    /// Read the log from this streaming replica of the database (repeatable; acks still go to
+    /// --url, the primary; a replica more than 10 s behind is passed over).
+    #[arg(long, value_name = "URL")]
+    pub read_replica: Vec<String>,
     /// Stop after this many events.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
@@ -132,46 +147,31 @@ fn parse_from(text: &str) -> Result<From, Failure> {
     }
 }
 
-/// The temporary subscription of `tail --topic`: removed when dropped, and after an hour
-/// without reads by `log_maintain` should this process die without running its drop.
-struct TempSubscription {
-    broker: Broker,
-    name: String,
-}
-
-impl TempSubscription {
-    fn create(broker: &Broker, patterns: &[String], from: From) -> Result<Self, Failure> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!("pgbroker-tail-{}-{nanos}", std::process::id());
-        let start = match from {
-            From::Beginning => StartAt::Beginning,
-            From::End => StartAt::End,
-            From::After(p) => StartAt::Position(p),
-        };
-        let builder = patterns
-            .iter()
-            .fold(broker.subscription(&name), |b, p| b.pattern(p))
-            .start_at(start)
-            .expire_after(Duration::from_secs(3600));
-        builder.save()?;
-        Ok(TempSubscription {
-            broker: broker.clone(),
-            name,
-        })
+/// The throwaway subscription of `tail --topic` ([`Broker::stream`]'s kind): removed when
+/// dropped, and by `log_maintain` a minute after this process dies without running its drop.
+fn topic_stream(broker: &Broker, args: &TailArgs, from: From) -> Result<EventStream, Failure> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let name = format!("pgbroker-tail-{}-{nanos}", std::process::id());
+    let start = match from {
+        From::Beginning => StartAt::Beginning,
+        From::End => StartAt::End,
+        From::After(p) => StartAt::Position(p),
+    };
+    let mut builder = args
+        .topic
+        .iter()
+        .fold(broker.subscription(&name), |b, p| b.pattern(p))
+        .start_at(start);
+    if let Some(f) = &args.filter {
+        builder = builder.filter(json_arg(f, "--filter")?);
     }
-}
-
-impl Drop for TempSubscription {
-    fn drop(&mut self) {
-        if let Err(e) = self.broker.unsubscribe(&self.name) {
-            crate::output::note(format!(
-                "could not remove the temporary subscription {:?}: {e}",
-                self.name
-            ));
-        }
+    if let Some(c) = &args.condition {
+        let params = json_arg(args.params.as_deref().unwrap_or("{}"), "--params")?;
+        builder = builder.condition(c, params);
     }
+    Ok(builder.into_stream()?)
 }
 
 pub fn tail(url: &str, args: &TailArgs) -> Result<(), Failure> {
@@ -199,14 +199,14 @@ pub fn tail(url: &str, args: &TailArgs) -> Result<(), Failure> {
     if args.count == Some(0) {
         return Ok(());
     }
-    let broker = crate::connection::broker(url)?;
+    let broker = crate::connection::broker_with_replicas(url, &args.read_replica)?;
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();
         ctrlc::set_handler(move || stop.store(true, Ordering::SeqCst))
             .map_err(|e| Failure::failed(format!("cannot handle Ctrl-C: {e}")))?;
     }
-    let (_temp, name) = match &args.subscription {
+    let printed = match &args.subscription {
         Some(name) => {
             let partitions = broker.subscription_partitions(name)?;
             if let Some(from) = &from {
@@ -218,19 +218,16 @@ pub fn tail(url: &str, args: &TailArgs) -> Result<(), Failure> {
                     broker.seek(name, part, to)?;
                 }
             }
-            (None, name.clone())
+            follow(&broker, name, partitions, args.count, deadline, &stop)?
         }
         None => {
-            let temp = TempSubscription::create(&broker, &args.topic, from.unwrap_or(From::End))?;
-            let name = temp.name.clone();
-            (Some(temp), name)
+            let stream = topic_stream(&broker, args, from.unwrap_or(From::End))?;
+            follow_stream(stream, args.count, deadline, &stop)?
         }
     };
-    let partitions = broker.subscription_partitions(&name)?;
-    let printed = follow(&broker, &name, partitions, args.count, deadline, &stop)?;
     if stop.load(Ordering::SeqCst) {
-        // Ctrl-C or SIGTERM: exit 130, as `listen` does (the temporary subscription, if
-        // any, is removed on the way out).
+        // Ctrl-C or SIGTERM: exit 130, as `listen` does (a stream's temporary subscription
+        // is removed on the way out).
         return Err(Failure::interrupted());
     }
     match (args.count, deadline) {
@@ -241,6 +238,36 @@ pub fn tail(url: &str, args: &TailArgs) -> Result<(), Failure> {
             )))
         }
         _ => Ok(()),
+    }
+}
+
+/// Prints the events of a stream as JSON lines until `count` events, the deadline, a signal,
+/// or a closed stdout. Returns how many events were printed.
+fn follow_stream(
+    mut stream: EventStream,
+    count: Option<u64>,
+    deadline: Option<Instant>,
+    stop: &AtomicBool,
+) -> Result<u64, Failure> {
+    let stdout = std::io::stdout();
+    let mut printed = 0u64;
+    loop {
+        if stop.load(Ordering::SeqCst) || deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(printed);
+        }
+        let Some(e) = stream.next_timeout(Duration::from_millis(50))? else {
+            continue;
+        };
+        let mut out = stdout.lock();
+        match writeln!(out, "{}", json_line(&e)).and_then(|_| out.flush()) {
+            Ok(()) => printed += 1,
+            // Whoever read our output is gone (`| head`): a normal way to stop.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(printed),
+            Err(e) => return Err(e.into()),
+        }
+        if count.is_some_and(|c| printed >= c) {
+            return Ok(printed);
+        }
     }
 }
 

@@ -402,3 +402,50 @@ fn enqueued_jobs_are_listed_cancelled_and_retried() {
          got \"sleeping\"",
     );
 }
+
+#[test]
+fn tail_topic_filters_and_conditions() {
+    let db = support::db();
+    let url = &db.url;
+    let broker = db.broker();
+    for n in 1..=6 {
+        broker
+            .publish("orders.created", &json!({"n": n, "customer": n % 2}))
+            .unwrap();
+    }
+    let tail = |extra: &[&str]| -> Vec<i64> {
+        let mut args = vec!["tail", "--topic", "orders.#", "--from", "beginning"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--timeout", "20", "--url", url]);
+        events(&run(&args))
+            .iter()
+            .map(|e| e["payload"]["n"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        tail(&["--filter", r#"{"customer": 0}"#, "--count", "3"]),
+        [2, 4, 6]
+    );
+    let cond = "(payload->>'n')::int > (params->>'min')::int";
+    let got = tail(&[
+        "--condition",
+        cond,
+        "--params",
+        r#"{"min": 4}"#,
+        "--count",
+        "2",
+    ]);
+    assert_eq!(got, [5, 6]);
+    let o = run(&[
+        "tail",
+        "--topic",
+        "orders.#",
+        "--condition",
+        "nextval('x') > 0",
+        "--url",
+        url,
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("invalid condition"), "{}", stderr(&o));
+    assert!(broker.subscriptions().unwrap().is_empty());
+}

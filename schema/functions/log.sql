@@ -173,22 +173,141 @@ BEGIN
 END
 $$;
 
+-- Conditions -----------------------------------------------------------------------------------
+
+-- Compiles a subscription condition (a SQL boolean expression over topic, key, payload, headers
+-- and params) into pgbroker.cond_<md5 of the text>(topic text, key text, payload jsonb,
+-- headers jsonb, params jsonb), once per distinct text, and returns the function's name.
+-- Conditions are written by developers (never by end users: use filters for their values), but
+-- are confined all the same, so a mistake fails here, at subscribe, and never at read:
+--   * one expression and nothing else: the text is first opened as a cursor over
+--     SELECT (<condition>)::boolean FROM (no rows) e(topic, key, payload, headers, params),
+--     which PostgreSQL refuses (before running anything) when it is more than one statement
+--     or not a query; it is planned, never run. Each wrapper puts the text between newlines,
+--     so a trailing '--' comment cannot swallow the rest, and an unterminated literal or
+--     comment is a syntax error;
+--   * the function has a SQL-standard body (RETURN <expression>): names are resolved now,
+--     under search_path pg_catalog (qualify your own functions), not at read time;
+--   * its parse tree must reference no relation (table, view, sequence...), no volatile
+--     function or operator (side effects: nextval, pg_notify, set_config, dblink...), no
+--     stable function outside pg_catalog (such a function may read tables), none of
+--     pg_current_xact_id / txid_current (they assign a transaction id, which would hold back
+--     every reader's horizon), nothing in a temporary schema.
+-- Limits: functions PostgreSQL calls implicitly (type input/output in casts, domain checks)
+-- are not inspected, and an IMMUTABLE function of another schema is trusted to be what it says.
+-- The generated function is SECURITY INVOKER and STABLE, so reads inline it into their query
+-- (an expression index can then serve it). SECURITY DEFINER here only so roles without CREATE
+-- on the schema may subscribe with a condition; the checks above bound what they can create.
+CREATE OR REPLACE FUNCTION pgbroker.compile_condition(condition text) RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    fname text := 'cond_' || md5(condition);
+    cur   refcursor;
+    body  text;
+    bad   text;
+BEGIN
+    IF condition IS NULL OR btrim(condition) = '' THEN
+        RAISE EXCEPTION 'pgbroker: a condition must be a SQL boolean expression, got %',
+                        quote_nullable(condition) USING ERRCODE = '22023';
+    END IF;
+    -- Concurrent subscribers with one new condition, and maintenance dropping unused ones.
+    PERFORM pg_advisory_xact_lock(hashtext('pgbroker.conditions'));
+    IF EXISTS (SELECT 1 FROM pgbroker.event_conditions c WHERE c.fn = fname) THEN
+        RETURN fname;
+    END IF;
+    BEGIN
+        OPEN cur FOR EXECUTE 'SELECT (' || chr(10) || condition || chr(10)
+            || ')::boolean FROM (SELECT NULL::text AS topic, NULL::text AS key, '
+               'NULL::jsonb AS payload, NULL::jsonb AS headers, NULL::jsonb AS params '
+               'WHERE false) AS e';
+        CLOSE cur;
+        EXECUTE format('CREATE FUNCTION pgbroker.%I(topic text, key text, payload jsonb, '
+                       'headers jsonb, params jsonb) RETURNS boolean LANGUAGE sql STABLE '
+                       'RETURN (', fname) || chr(10) || condition || chr(10) || ')';
+    EXCEPTION WHEN OTHERS THEN
+        RAISE EXCEPTION 'pgbroker: invalid condition %: %', quote_literal(condition), SQLERRM
+            USING ERRCODE = '22023';
+    END;
+    SELECT p.prosqlbody::text INTO body FROM pg_proc p
+     WHERE p.oid = format('pgbroker.%I(text, text, jsonb, jsonb, jsonb)', fname)::regprocedure;
+    WITH refs AS (
+        SELECT m[1] AS kind, m[2]::oid AS id
+          FROM regexp_matches(body, ':(funcid|opfuncid|aggfnoid|winfnoid|opno|relid) ([0-9]+)',
+                              'g') m),
+    funcs AS (
+        SELECT r.id FROM refs r WHERE r.kind NOT IN ('opno', 'relid')
+        UNION
+        SELECT o.oprcode::oid FROM refs r JOIN pg_operator o ON o.oid = r.id WHERE r.kind = 'opno')
+    SELECT string_agg(what, ', ' ORDER BY what) INTO bad FROM (
+        SELECT format('relation %s', r.id::regclass) AS what
+          FROM refs r WHERE r.kind = 'relid' AND r.id <> 0
+        UNION
+        SELECT format('function %s (%s)', p.oid::regprocedure,
+                      CASE WHEN p.provolatile = 'v' THEN 'volatile'
+                           WHEN n.nspname LIKE 'pg\_temp%' THEN 'temporary'
+                           WHEN p.proname IN ('pg_current_xact_id', 'txid_current')
+                           THEN 'assigns a transaction id'
+                           ELSE 'stable, outside pg_catalog' END)
+          FROM funcs f JOIN pg_proc p ON p.oid = f.id
+          JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE p.provolatile = 'v' OR n.nspname LIKE 'pg\_temp%'
+            OR (p.provolatile = 's' AND n.nspname <> 'pg_catalog')
+            OR p.proname IN ('pg_current_xact_id', 'txid_current')) x;
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION 'pgbroker: invalid condition %: it may only use the event (topic, key, '
+                        'payload, headers), params and side-effect-free functions, not %',
+                        quote_literal(condition), bad USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO pgbroker.event_conditions (fn, condition) VALUES (fname, condition);
+    RETURN fname;
+END
+$$;
+
+-- Drops the compiled conditions no subscription uses; returns how many.
+CREATE OR REPLACE FUNCTION pgbroker.drop_unused_conditions() RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    c       record;
+    dropped integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('pgbroker.conditions'));
+    FOR c IN SELECT ec.fn FROM pgbroker.event_conditions ec
+              WHERE NOT EXISTS (SELECT 1 FROM pgbroker.subscriptions s
+                                 WHERE s.condition_fn = ec.fn) LOOP
+        EXECUTE format('DROP FUNCTION IF EXISTS pgbroker.%I(text, text, jsonb, jsonb, jsonb)',
+                       c.fn);
+        DELETE FROM pgbroker.event_conditions ec WHERE ec.fn = c.fn;
+        dropped := dropped + 1;
+    END LOOP;
+    RETURN dropped;
+END
+$$;
+
 -- Subscriptions -------------------------------------------------------------------------------
 
--- Creates a subscription, or updates the patterns (and expiry) of an existing one. start_at is
--- 'end' (default: only events published from now on), 'beginning', or a position '<tx>-<id>'
--- (events after it); it applies only when the subscription is created. Returns true when created.
+-- Creates a subscription, or updates the patterns, filter (and expiry) of an existing one.
+-- start_at is 'end' (default: only events published from now on), 'beginning', or a position
+-- '<tx>-<id>' (events after it); it applies only when the subscription is created. filter is a
+-- JSON object the events' payloads must contain (payload @> filter; safe for end users'
+-- values). condition is a SQL boolean expression over topic, key, payload, headers and params
+-- (see pgbroker.compile_condition), params the JSON object it reads; both are fixed once the
+-- subscription exists. Returns true when created.
 CREATE OR REPLACE FUNCTION pgbroker.subscribe(
     name text,
     patterns text[],
     partitions integer DEFAULT 1,
     start_at text DEFAULT 'end',
-    expire_after interval DEFAULT NULL
+    expire_after interval DEFAULT NULL,
+    filter jsonb DEFAULT NULL,
+    condition text DEFAULT NULL,
+    params jsonb DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
     regex    text := pgbroker.topic_regex(patterns);
     existing integer;
+    cond_fn  text;
+    old      record;
     c_tx     xid8;
     c_id     bigint;
 BEGIN
@@ -196,6 +315,21 @@ BEGIN
     IF partitions IS NULL OR partitions NOT BETWEEN 1 AND 1024 THEN
         RAISE EXCEPTION 'pgbroker: partitions must be between 1 and 1024, got %', partitions
             USING ERRCODE = '22023';
+    END IF;
+    IF filter IS NOT NULL AND jsonb_typeof(filter) <> 'object' THEN
+        RAISE EXCEPTION 'pgbroker: a subscription filter must be a JSON object, got %',
+                        jsonb_typeof(filter) USING ERRCODE = '22023';
+    END IF;
+    IF params IS NOT NULL AND jsonb_typeof(params) <> 'object' THEN
+        RAISE EXCEPTION 'pgbroker: condition params must be a JSON object, got %',
+                        jsonb_typeof(params) USING ERRCODE = '22023';
+    END IF;
+    IF params IS NOT NULL AND condition IS NULL THEN
+        RAISE EXCEPTION 'pgbroker: params without a condition' USING ERRCODE = '22023';
+    END IF;
+    IF condition IS NOT NULL THEN
+        cond_fn := pgbroker.compile_condition(condition);
+        params := coalesce(params, '{}');
     END IF;
     IF start_at IS NULL OR start_at = 'end' THEN
         -- Everything committed now is history: start after the last visible event, or at the
@@ -219,21 +353,31 @@ BEGIN
     END IF;
     -- Insert-or-update that is safe when several processes subscribe at once (at boot).
     INSERT INTO pgbroker.subscriptions (name, patterns, topic_regex, topic_like, partitions,
-                                        expire_after)
-    VALUES (name, patterns, regex, pgbroker.topic_like(patterns), partitions, expire_after)
+                                        expire_after, filter, condition, condition_fn, params)
+    VALUES (name, patterns, regex, pgbroker.topic_like(patterns), partitions, expire_after,
+            filter, condition, cond_fn, params)
     ON CONFLICT ON CONSTRAINT subscriptions_pkey DO NOTHING;
     IF NOT FOUND THEN
-        SELECT s.partitions INTO existing FROM pgbroker.subscriptions s
+        SELECT s.partitions, s.condition, s.params INTO old FROM pgbroker.subscriptions s
          WHERE s.name = subscribe.name FOR UPDATE;
+        existing := old.partitions;
         IF existing <> partitions THEN
             RAISE EXCEPTION 'pgbroker: subscription % has % partitions, not %: unsubscribe '
                             'and subscribe again to change them', name, existing, partitions
                 USING ERRCODE = '22023';
         END IF;
+        -- Running consumers compiled the condition and its params into their statements.
+        IF old.condition IS DISTINCT FROM subscribe.condition
+           OR old.params IS DISTINCT FROM subscribe.params THEN
+            RAISE EXCEPTION 'pgbroker: subscription % has another condition or params: '
+                            'unsubscribe and subscribe again to change them', name
+                USING ERRCODE = '22023';
+        END IF;
         UPDATE pgbroker.subscriptions s
            SET patterns = subscribe.patterns, topic_regex = regex,
                topic_like = pgbroker.topic_like(subscribe.patterns),
-               expire_after = subscribe.expire_after, updated_at = now()
+               expire_after = subscribe.expire_after, filter = subscribe.filter,
+               updated_at = now()
          WHERE s.name = subscribe.name;
         RETURN false;
     END IF;
@@ -443,62 +587,99 @@ $$;
 
 -- Table mutation events -----------------------------------------------------------------------
 
--- Trigger function: TG_ARGV[0] is the topic prefix '<schema>.<table>', TG_ARGV[1] the join
--- condition pairing old_rows o and new_rows n on the primary key (updates only), TG_ARGV[2] the
--- primary key columns as a text[] literal ('' without one). The event key is the JSON array of
--- the row's primary key values, so a partitioned subscription keeps each row's changes in order.
+-- Trigger function: TG_ARGV[0] is the topic prefix '<schema>.<table>' (lower case),
+-- TG_ARGV[1] the join condition pairing old_rows o and new_rows n on the primary key (updates
+-- only), TG_ARGV[2] the primary key columns as a text[] literal ('' without one), TG_ARGV[3]
+-- the columns left out of the payload as a text[] literal ('' for none), TG_ARGV[4] the
+-- condition a change must meet to be published ('' for none). The event key is the JSON array
+-- of the row's primary key values (of the whole row, left-out columns included), so a
+-- partitioned subscription keeps each row's changes in order. Without columns left out or a
+-- condition, inserts and deletes run static statements (planned once per session); otherwise
+-- one statement per change statement is planned, with the condition over the aliases new and
+-- old (a row of NULLs where there is none: old for inserts, new for deletes).
 CREATE OR REPLACE FUNCTION pgbroker.table_change_publish() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    head jsonb := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME);
-    keys text[] := CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE TG_ARGV[2]::text[] END;
+    head  jsonb := jsonb_build_object('schema', TG_TABLE_SCHEMA, 'table', TG_TABLE_NAME);
+    keys  text[] := CASE WHEN TG_ARGV[2] = '' THEN NULL ELSE TG_ARGV[2]::text[] END;
+    drops text[] := CASE WHEN coalesce(TG_ARGV[3], '') = '' THEN '{}' ELSE TG_ARGV[3]::text[] END;
+    cond  text := coalesce(nullif(TG_ARGV[4], ''), 'true');
+    nulls text := format('(SELECT (NULL::%s).*)', TG_RELID::regclass);
 BEGIN
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO pgbroker.events (topic, payload, key)
-        SELECT TG_ARGV[0] || '.insert',
-               head || jsonb_build_object('op', 'insert', 'row', x.r),
-               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
-          FROM (SELECT to_jsonb(n) AS r FROM new_rows n) x;
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO pgbroker.events (topic, payload, key)
-        SELECT TG_ARGV[0] || '.delete',
-               head || jsonb_build_object('op', 'delete', 'old', x.r),
-               (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
-          FROM (SELECT to_jsonb(o) AS r FROM old_rows o) x;
+    IF TG_OP <> 'UPDATE' AND cardinality(drops) = 0 AND cond = 'true' THEN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO pgbroker.events (topic, payload, key)
+            SELECT TG_ARGV[0] || '.insert',
+                   head || jsonb_build_object('op', 'insert', 'row', x.r),
+                   (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+              FROM (SELECT to_jsonb(n) AS r FROM new_rows n) x;
+        ELSE
+            INSERT INTO pgbroker.events (topic, payload, key)
+            SELECT TG_ARGV[0] || '.delete',
+                   head || jsonb_build_object('op', 'delete', 'old', x.r),
+                   (SELECT jsonb_agg(x.r -> k)::text FROM unnest(keys) k)
+              FROM (SELECT to_jsonb(o) AS r FROM old_rows o) x;
+        END IF;
     ELSE
+        -- The condition was checked to be one expression by publish_table_changes.
         EXECUTE format(
             'INSERT INTO pgbroker.events (topic, payload, key) '
-            'SELECT $1, $2 || jsonb_build_object(''op'', ''update'', ''row'', x.r, ''old'', x.o), '
-            '       (SELECT jsonb_agg(x.r -> k)::text FROM unnest($3) k) '
-            '  FROM (SELECT to_jsonb(n) AS r, to_jsonb(o) AS o '
-            '          FROM new_rows n JOIN old_rows o ON %s) x', TG_ARGV[1])
-        USING TG_ARGV[0] || '.update', head, keys;
+            'SELECT $1, $2 || jsonb_build_object(''op'', $5::text%s%s), '
+            '       (SELECT jsonb_agg(to_jsonb(%s) -> k)::text FROM unnest($3) k) '
+            '  FROM %s '
+            ' WHERE (' || chr(10) || '%s' || chr(10) || ')',
+            CASE WHEN TG_OP <> 'DELETE' THEN ', ''row'', to_jsonb(new) - $4' ELSE '' END,
+            CASE WHEN TG_OP <> 'INSERT' THEN ', ''old'', to_jsonb(old) - $4' ELSE '' END,
+            CASE WHEN TG_OP = 'DELETE' THEN 'old' ELSE 'new' END,
+            CASE TG_OP
+                WHEN 'INSERT' THEN 'new_rows AS new, ' || nulls || ' AS old'
+                WHEN 'DELETE' THEN 'old_rows AS old, ' || nulls || ' AS new'
+                ELSE format('new_rows n JOIN old_rows o ON %s, LATERAL (SELECT n.*) AS new, '
+                            'LATERAL (SELECT o.*) AS old', TG_ARGV[1]) END,
+            cond)
+        USING TG_ARGV[0] || '.' || lower(TG_OP), head, keys, drops, lower(TG_OP);
     END IF;
     PERFORM pgbroker.log_wake();
     RETURN NULL;
 END
 $$;
 
--- Publishes '<schema>.<table>.insert|update|delete' events for every changed row, in the
--- changing transaction (statement-level triggers with transition tables). Updates carry the new
--- row as "row" and the old one as "old", paired by primary key (required for 'update'); the
--- event key is the JSON array of the primary key values. Calling it again replaces the triggers.
+-- Publishes '<schema>.<table>.insert|update|delete' events (lower case) for every changed row,
+-- in the changing transaction (statement-level triggers with transition tables): a rolled back
+-- change publishes nothing. Updates carry the new row as "row" and the old one as "old",
+-- paired by primary key (required for 'update'); the event key is the JSON array of the
+-- primary key values. Shaping, per table:
+--   columns          only these columns in "row" / "old" (NULL: all)
+--   exclude_columns  every column but these (NULL: none); not with columns
+--   condition        a SQL boolean expression over the aliases new and old (the row after and
+--                    before the change; NULLs where there is none): only changes for which it
+--                    is true are published, e.g. 'new.status IS DISTINCT FROM old.status'.
+--                    Written by the table's developers (it runs in every changing transaction
+--                    with the writer's rights); it must be one expression, checked here.
+-- Calling it again replaces the triggers and the shaping.
 CREATE OR REPLACE FUNCTION pgbroker.publish_table_changes(
     tbl regclass,
-    ops text[] DEFAULT ARRAY['insert', 'update', 'delete']
+    ops text[] DEFAULT ARRAY['insert', 'update', 'delete'],
+    columns text[] DEFAULT NULL,
+    exclude_columns text[] DEFAULT NULL,
+    condition text DEFAULT NULL
 ) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    nsp    text;
-    rel    text;
-    prefix text;
-    cond   text;
-    pkey   text[];
-    op     text;
+    nsp     text;
+    rel     text;
+    prefix  text;
+    cond    text;
+    pkey    text[];
+    op      text;
+    all_col text[];
+    drops   text[] := '{}';
+    unknown text;
+    cur     refcursor;
 BEGIN
     SELECT n.nspname, c.relname INTO nsp, rel
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
-    prefix := nsp || '.' || rel;
+    prefix := lower(nsp || '.' || rel);
     IF NOT pgbroker.valid_topic(prefix || '.insert') THEN
         RAISE EXCEPTION 'pgbroker: table % cannot name a topic (use letters, digits, _ and -)',
                         tbl USING ERRCODE = '22023';
@@ -507,6 +688,37 @@ BEGIN
        OR EXISTS (SELECT 1 FROM unnest(ops) o WHERE o NOT IN ('insert', 'update', 'delete')) THEN
         RAISE EXCEPTION 'pgbroker: ops must be a non-empty subset of insert, update, delete'
             USING ERRCODE = '22023';
+    END IF;
+    SELECT array_agg(a.attname::text ORDER BY a.attnum) INTO all_col
+      FROM pg_attribute a WHERE a.attrelid = tbl AND a.attnum > 0 AND NOT a.attisdropped;
+    IF columns IS NOT NULL AND exclude_columns IS NOT NULL THEN
+        RAISE EXCEPTION 'pgbroker: give the columns to include or those to exclude, not both'
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT string_agg(quote_ident(c), ', ') INTO unknown
+      FROM unnest(coalesce(columns, exclude_columns)) c WHERE c IS NULL OR c <> ALL (all_col);
+    IF unknown IS NOT NULL OR cardinality(columns) = 0 THEN
+        RAISE EXCEPTION 'pgbroker: table % has no column %', tbl, coalesce(unknown, '(none given)')
+            USING ERRCODE = '22023';
+    END IF;
+    IF columns IS NOT NULL THEN
+        SELECT coalesce(array_agg(c), '{}') INTO drops FROM unnest(all_col) c WHERE c <> ALL (columns);
+    ELSIF exclude_columns IS NOT NULL THEN
+        drops := exclude_columns;
+    END IF;
+    IF condition IS NOT NULL THEN
+        -- One expression and nothing else: a cursor refuses several statements before
+        -- running any (planned only, never run: no row).
+        BEGIN
+            OPEN cur FOR EXECUTE format('SELECT (' || chr(10) || '%s' || chr(10) || ')::boolean '
+                                        'FROM (SELECT (NULL::%s).*) AS new, '
+                                        '(SELECT (NULL::%s).*) AS old WHERE false',
+                                        condition, tbl, tbl);
+            CLOSE cur;
+        EXCEPTION WHEN OTHERS THEN
+            RAISE EXCEPTION 'pgbroker: invalid condition % for %: %', quote_literal(condition),
+                            tbl, SQLERRM USING ERRCODE = '22023';
+        END;
     END IF;
     SELECT string_agg(format('o.%1$I IS NOT DISTINCT FROM n.%1$I', a.attname), ' AND '),
            array_agg(a.attname::text ORDER BY array_position(i.indkey::int2[], a.attnum))
@@ -522,12 +734,14 @@ BEGIN
     FOREACH op IN ARRAY ops LOOP
         EXECUTE format(
             'CREATE TRIGGER %I AFTER %s ON %s REFERENCING %s FOR EACH STATEMENT '
-            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L, %L)',
+            'EXECUTE FUNCTION pgbroker.table_change_publish(%L, %L, %L, %L, %L)',
             'pgbroker_events_' || op, upper(op), tbl,
             CASE op WHEN 'insert' THEN 'NEW TABLE AS new_rows'
                     WHEN 'delete' THEN 'OLD TABLE AS old_rows'
                     ELSE 'OLD TABLE AS old_rows NEW TABLE AS new_rows' END,
-            prefix, coalesce(cond, ''), coalesce(pkey::text, ''));
+            prefix, coalesce(cond, ''), coalesce(pkey::text, ''),
+            CASE WHEN cardinality(drops) = 0 THEN '' ELSE drops::text END,
+            coalesce(condition, ''));
     END LOOP;
 END
 $$;
@@ -639,6 +853,7 @@ BEGIN
                < now() - s.expire_after
         RETURNING 1)
     SELECT count(*) INTO expired FROM d;
+    PERFORM pgbroker.drop_unused_conditions();
     DELETE FROM pgbroker.log_waiters w
      WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid);
     RETURN NEXT;
@@ -650,8 +865,9 @@ SELECT pgbroker.create_event_partitions((now() AT TIME ZONE 'UTC')::date - 1,
 
 -- Lag -----------------------------------------------------------------------------------------
 
--- Per partition: matching events after the cursor (read or not yet readable), the age of the
--- oldest of them, events not yet readable because the horizon is held back, and the oldest
+-- Per partition: matching events after the cursor (read or not yet readable; by topic and
+-- filter: a condition is not evaluated here, so its subscriptions count events it may drop),
+-- the age of the oldest of them, events not yet readable because the horizon is held back, and the oldest
 -- transaction holding the horizon (its pid and age) when there is one.
 CREATE OR REPLACE FUNCTION pgbroker.subscription_lag(subscription text)
 RETURNS TABLE (part integer, cursor_tx xid8, cursor_id bigint, events_behind bigint,
@@ -676,6 +892,7 @@ LANGUAGE sql STABLE AS $$
                 ELSE ev.topic LIKE ANY (s.topic_like) END
        AND (s.partitions = 1
             OR pgbroker.event_partition(ev.key, ev.id, s.partitions) = c.partition)
+       AND (s.filter IS NULL OR ev.payload @> s.filter)
      WHERE c.subscription = $1
      GROUP BY c.partition, c.tx, c.id
      ORDER BY c.partition

@@ -1,5 +1,7 @@
 -- Statement read_after: a subscription partition's next events after a position, below the
--- horizon, in (tx, id) order; and the functions that run it, pgbroker.read_after() and
+-- horizon, in (tx, id) order, of its topic patterns, partition and payload filter (a
+-- subscription with a condition adds a call of its compiled function: the dynamic branch of
+-- read_after() below, and read_sql_for() in src/topic/read.rs); and the functions that run it, pgbroker.read_after() and
 -- pgbroker.read() (after the stored cursor).
 --
 -- One source: the lines between `-- statement read_after` and `-- end statement read_after`
@@ -26,11 +28,16 @@ LANGUAGE plpgsql STABLE
 SET enable_sort = off SET enable_bitmapscan = off SET jit = off
 AS $$
 #variable_conflict use_column
+DECLARE
+    cond record;
 BEGIN
+    SELECT s.condition_fn, s.params INTO cond FROM pgbroker.subscriptions s
+     WHERE s.name = $1 AND s.condition_fn IS NOT NULL;
+    IF cond.condition_fn IS NULL THEN
     RETURN QUERY
 -- statement read_after
-WITH s AS (SELECT s.topic_like, s.topic_regex, s.partitions FROM pgbroker.subscriptions s
-            WHERE s.name = $1)
+WITH s AS (SELECT s.topic_like, s.topic_regex, s.partitions, s.filter
+              FROM pgbroker.subscriptions s WHERE s.name = $1)
 SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
   FROM pgbroker.events e
  WHERE (e.tx, e.id) > ($4::xid8, $5::bigint)
@@ -40,10 +47,33 @@ SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at
             ELSE e.topic LIKE ANY ((SELECT s.topic_like FROM s)::text[]) END
    AND ((SELECT s.partitions FROM s) = 1
         OR pgbroker.event_partition(e.key, e.id, (SELECT s.partitions FROM s)) = $3)
+   AND ((SELECT s.filter FROM s) IS NULL OR e.payload @> (SELECT s.filter FROM s))
  ORDER BY e.tx, e.id
  LIMIT $2
 -- end statement read_after
     ;
+    RETURN;
+    END IF;
+    -- A condition: the same query calling its compiled function (pgbroker.compile_condition),
+    -- planned for this call with the params as a value, so the function is inlined (and an
+    -- expression index may serve it).
+    RETURN QUERY EXECUTE format(
+        'WITH s AS (SELECT s.topic_like, s.topic_regex, s.partitions, s.filter '
+        '             FROM pgbroker.subscriptions s WHERE s.name = $1) '
+        'SELECT e.id, e.topic, e.payload, e.headers, e.key, e.tx, e.created_at '
+        '  FROM pgbroker.events e '
+        ' WHERE (e.tx, e.id) > ($4::xid8, $5::bigint) '
+        '   AND e.tx < pg_snapshot_xmin(pg_current_snapshot()) '
+        '   AND CASE WHEN (SELECT s.topic_like FROM s) IS NULL '
+        '            THEN e.topic ~ (SELECT s.topic_regex FROM s) '
+        '            ELSE e.topic LIKE ANY ((SELECT s.topic_like FROM s)::text[]) END '
+        '   AND ((SELECT s.partitions FROM s) = 1 '
+        '        OR pgbroker.event_partition(e.key, e.id, (SELECT s.partitions FROM s)) = $3) '
+        '   AND ((SELECT s.filter FROM s) IS NULL OR e.payload @> (SELECT s.filter FROM s)) '
+        '   AND pgbroker.%I(e.topic, e.key, e.payload, e.headers, $6) '
+        ' ORDER BY e.tx, e.id '
+        ' LIMIT $2', cond.condition_fn)
+    USING $1, $2, $3, $4, $5, cond.params;
 END
 $$;
 

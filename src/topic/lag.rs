@@ -31,6 +31,10 @@ pub struct PartitionLag {
     /// The backend pid of the oldest running writing transaction in the cluster, which holds
     /// the horizon back, and how long it has run.
     pub horizon_held_by: Option<(i32, Duration)>,
+    /// With [read replicas](crate::BrokerBuilder::read_replica): how stale the log the
+    /// reads see may be, at most (the worst of the replicas in use, measured now; zero when
+    /// reads go to the primary). `None` without replicas. Details: [`Broker::replica_lag`].
+    pub replica_staleness: Option<Duration>,
 }
 
 fn interval_secs(v: Option<f64>) -> Option<Duration> {
@@ -71,6 +75,7 @@ impl Broker {
                 format!("no subscription {subscription:?}"),
             ));
         }
+        let replica_staleness = self.replica_staleness()?;
         rows.iter()
             .map(|r| {
                 let tx: &str = r.get(1);
@@ -83,6 +88,7 @@ impl Broker {
                     beyond_horizon: r.get::<_, i64>(5) as u64,
                     horizon_held_by: holder
                         .map(|pid| (pid, interval_secs(r.get(7)).unwrap_or_default())),
+                    replica_staleness,
                 })
             })
             .collect()

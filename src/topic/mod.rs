@@ -115,6 +115,7 @@ mod publish_state;
 mod publisher;
 mod read;
 mod retry;
+mod stream;
 mod subscription;
 mod table_changes;
 
@@ -133,9 +134,12 @@ pub use position::Position;
 pub use publish::MAX_BATCH_EVENTS;
 pub(crate) use publish_state::PublishState;
 pub use publisher::{Publisher, PublisherBuilder};
+pub(crate) use read::{read_events, read_sql_for, stored_cursor, READ_SETTINGS};
 pub use read::{Batch, MAX_READ};
 pub use retry::{DeadEvent, RetryPolicy};
+pub use stream::{EventStream, STREAM_EXPIRY};
 pub use subscription::{StartAt, SubscriptionBuilder, SubscriptionInfo};
+pub use table_changes::TableChangesBuilder;
 
 /// The channel consumers LISTEN on for wake-ups (payload empty).
 pub const WAKEUP_CHANNEL: &str = "pgbroker_events";

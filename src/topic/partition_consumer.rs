@@ -14,7 +14,7 @@ use super::consumer::{ConsumerOptions, FailedEvents, Handler};
 use super::json_text::Xid8;
 use super::publish_state::WAITER_RECHECK;
 use super::read::{
-    read_events, stored_cursor, CONSUMER_ACK_SQL, EXISTS_SQL, READ_SETTINGS, READ_SQL,
+    read_events, read_sql_for, stored_cursor, CONSUMER_ACK_SQL, EXISTS_SQL, READ_SETTINGS,
 };
 use super::{Batch, LogEvent, Position};
 use crate::worker::{SourceContext, Task};
@@ -261,7 +261,8 @@ impl PartitionConsumer {
         let (read, ack, mut pos) = {
             let mut client = lock(shared);
             client.batch_execute(READ_SETTINGS)?;
-            let read = client.prepare(READ_SQL)?;
+            let read_sql = read_sql_for(&mut *client, &self.name)?;
+            let read = client.prepare(&read_sql)?;
             let ack = client.prepare(CONSUMER_ACK_SQL)?;
             let pos = stored_cursor(&mut *client, &self.name, self.partition)?;
             (read, ack, pos)

@@ -63,6 +63,12 @@ pub struct SubscriptionInfo {
     pub expire_after: Option<Duration>,
     /// When it was created.
     pub created_at: SystemTime,
+    /// The JSON object the payloads of its events contain, if set
+    /// ([`SubscriptionBuilder::filter`]).
+    pub filter: Option<serde_json::Value>,
+    /// Its SQL condition and the params it reads, if set
+    /// ([`SubscriptionBuilder::condition`]).
+    pub condition: Option<(String, serde_json::Value)>,
 }
 
 /// Creates or updates a subscription. Get one from [`Broker::subscription`].
@@ -91,6 +97,8 @@ pub struct SubscriptionBuilder {
     partitions: u32,
     start_at: StartAt,
     expire_after: Option<Duration>,
+    filter: Option<serde_json::Value>,
+    condition: Option<(String, serde_json::Value)>,
 }
 
 impl SubscriptionBuilder {
@@ -122,10 +130,85 @@ impl SubscriptionBuilder {
         self
     }
 
-    /// Creates the subscription, or updates its patterns and expiry. Returns `true` when it was
-    /// created. Fails with [`ErrorKind::InvalidName`] for a bad name or pattern,
+    /// Reads only events whose payload contains this JSON object (`payload @> filter`):
+    /// `{"customer": 42}` matches `{"customer": 42, "total": 9}`, `{"tags": ["a"]}` matches
+    /// payloads whose `tags` array holds `"a"`. The filter is a value, never SQL, so it may come
+    /// from end users (an SSE query parameter). Events filtered out are passed over: the cursor
+    /// moves past them. It may change on a later [`save`](Self::save). Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use serde_json::json;
+    /// broker.subscription("customer-42").pattern("orders.#").filter(json!({"customer": 42})).save()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn filter(mut self, filter: serde_json::Value) -> Self {
+        self.filter = Some(filter);
+        self
+    }
+
+    /// Reads only events for which `sql`, a boolean SQL expression over the event's `topic`,
+    /// `key` (text), `payload`, `headers` (jsonb) and `params` (this JSON object), is true.
+    /// Written by developers, never from end users' input (pass their values in `params`).
+    /// It is compiled once, at [`save`](Self::save), into a SQL function shared by every
+    /// subscription with the same text; a syntax error, or a reference to anything but the
+    /// event and side-effect-free functions (a table, `nextval`, a stable function of your own
+    /// schema...), fails there with [`ErrorKind::InvalidInput`], never at read. Functions of
+    /// your own must be schema-qualified. The condition and params are fixed once the
+    /// subscription exists. Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// use serde_json::json;
+    /// let big_orders = "(payload->>'total')::numeric >= (params->>'min')::numeric";
+    /// broker
+    ///     .subscription("big-orders")
+    ///     .pattern("orders.created")
+    ///     .condition(big_orders, json!({"min": 1000}))
+    ///     .save()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn condition(mut self, sql: &str, params: serde_json::Value) -> Self {
+        self.condition = Some((sql.to_owned(), params));
+        self
+    }
+
+    pub(crate) fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn expiry(&self) -> Option<Duration> {
+        self.expire_after
+    }
+
+    /// Saves with this expiry and one partition (a stream's subscription).
+    pub(crate) fn save_new(mut self, expire_after: Duration) -> Result<bool> {
+        if self.partitions != 1 {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a stream reads one partition: leave partitions at 1",
+            ));
+        }
+        self.expire_after = Some(expire_after);
+        self.save()
+    }
+
+    /// Creates the subscription, or updates its patterns, filter and expiry. Returns `true`
+    /// when it was created. Fails with [`ErrorKind::InvalidName`] for a bad name or pattern,
     /// [`ErrorKind::InvalidInput`] for a partition count out of 1..=1024 or different from
-    /// the existing subscription's.
+    /// the existing subscription's, a filter or params that is not a JSON object, a condition
+    /// that does not compile or is not confined to the event, or one (or params) different
+    /// from the existing subscription's.
     pub fn save(self) -> Result<bool> {
         validate_subscription(&self.name)?;
         if self.patterns.is_empty() {
@@ -143,17 +226,36 @@ impl SubscriptionBuilder {
                 format!("partitions must be in 1..=1024, got {}", self.partitions),
             ));
         }
+        for (what, value) in [
+            ("filter", self.filter.as_ref()),
+            ("condition params", self.condition.as_ref().map(|c| &c.1)),
+        ] {
+            if value.is_some_and(|v| !v.is_object()) {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("a subscription {what} must be a JSON object"),
+                ));
+            }
+        }
+        let (condition, params) = match &self.condition {
+            Some((sql, params)) => (Some(sql.as_str()), Some(params)),
+            None => (None, None),
+        };
         let mut conn = self.broker.conn()?;
         let expire = self.expire_after.map(|d| d.as_secs_f64());
         let row = conn
             .query_one(
-                "SELECT pgbroker.subscribe($1, $2, $3, $4, $5::float8 * interval '1 second')",
+                "SELECT pgbroker.subscribe($1, $2, $3, $4, $5::float8 * interval '1 second', \
+                                           $6, $7, $8)",
                 &[
                     &self.name,
                     &self.patterns,
                     &(self.partitions as i32),
                     &self.start_at.as_sql(),
                     &expire,
+                    &self.filter,
+                    &condition,
+                    &params,
                 ],
             )
             .map_err(sql_error)?;
@@ -212,6 +314,8 @@ impl Broker {
             partitions: 1,
             start_at: StartAt::End,
             expire_after: None,
+            filter: None,
+            condition: None,
         }
     }
 
@@ -281,10 +385,11 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn subscriptions(&self) -> Result<Vec<SubscriptionInfo>> {
-        let mut conn = self.conn()?;
+        // A read replica when there is one: a listing may be a moment stale.
+        let mut conn = self.listing_conn()?;
         let rows = conn.query(
             "SELECT name, patterns, partitions, extract(epoch FROM expire_after)::float8,
-                    created_at
+                    created_at, filter, condition, coalesce(params, '{}')
                FROM pgbroker.subscriptions ORDER BY name",
             &[],
         )?;
@@ -298,6 +403,10 @@ impl Broker {
                     .get::<_, Option<f64>>(3)
                     .map(|s| Duration::from_secs_f64(s.max(0.0))),
                 created_at: r.get(4),
+                filter: r.get(5),
+                condition: r
+                    .get::<_, Option<String>>(6)
+                    .map(|sql| (sql, r.get::<_, serde_json::Value>(7))),
             })
             .collect())
     }
