@@ -237,14 +237,35 @@ fn run_side(
     };
     let bar = progress_bar(ctx, total, &format!("{} {side}", w.name));
     let cpu_before = ctx.cpu.and_then(|m| m.now());
+    let wal_before = wal_lsn(ctx);
     let mut sample = runner(ctx, &Budget::new(total, seconds, bar.clone()))
         .map_err(|e| format!("workload {} ({side} side): {e}", w.name))?;
     let cpu_after = ctx.cpu.and_then(|m| m.now());
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         sample.cpu = Some(after.saturating_sub(before));
     }
+    // WAL bytes per unit: exact where timings on a shared machine are not (each durable
+    // commit flushes the WAL written so far).
+    if let (Some(before), Some(after)) = (wal_before, wal_lsn(ctx)) {
+        if sample.units > 0 && after > before {
+            let units = sample.units;
+            sample = sample.with("wal_bytes", (after - before) as f64 / units as f64);
+        }
+    }
     bar.finish_and_clear();
     Ok(sample)
+}
+
+/// The server's WAL insert position in bytes (`None` when it cannot be read).
+fn wal_lsn(ctx: &Ctx) -> Option<i64> {
+    let mut c = ctx.client().ok()?;
+    let row = c
+        .query_one(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text",
+            &[],
+        )
+        .ok()?;
+    row.try_get::<_, String>(0).ok()?.parse().ok()
 }
 
 fn progress_bar(ctx: &Ctx, total: u64, label: &str) -> ProgressBar {

@@ -106,7 +106,7 @@ fn watched_inserts(threads: usize) -> Runner {
 
 /// Sends `budget` notifications at `rate` per second with `send(seq)`, then waits for the
 /// receive instants; returns the latency sample.
-fn paced(
+pub(super) fn paced(
     budget: &Budget,
     rate: u32,
     mut send: impl FnMut(u64) -> Result<()>,
@@ -149,7 +149,7 @@ fn paced(
 
 /// Raw latency: `SELECT pg_notify` on one connection, a LISTENing connection drained by a
 /// thread on another.
-fn raw_latency(rate: u32) -> Runner {
+pub(super) fn raw_latency(rate: u32) -> Runner {
     Box::new(move |ctx, budget| {
         let mut sender = ctx.client()?;
         let mut receiver = ctx.client()?;
