@@ -51,25 +51,22 @@
 //! # Ok(()) }
 //! ```
 
-mod claim;
-mod completions;
-mod consumer;
 mod context;
 mod enqueue;
 mod job;
+mod protocol;
 mod stats;
-mod take;
-mod take_batch;
 mod wake_checks;
 mod watch;
+mod work;
 
-pub use claim::ClaimedJob;
-pub use consumer::QueueOptions;
 pub use context::JobContext;
 pub use job::{Job, JobPayload, DEFAULT_MAX_ATTEMPTS};
+pub use protocol::ClaimedJob;
 pub use stats::{JobInfo, QueueStats};
 pub(crate) use wake_checks::WakeChecks;
 pub use watch::{JobEvent, JobWatcher};
+pub use work::QueueOptions;
 
 use crate::{Error, ErrorKind, Result};
 
