@@ -44,8 +44,8 @@
 //!   per transaction) only while some consumer waits (rows in `pgbroker.log_waiters`), so busy
 //!   consumers cost publishers nothing and NOTIFY's commit lock does not serialise publishing.
 //!   A broker whose last look found nobody waiting publishes single events and batches without
-//!   looking for the next 50 ms (`publish_in` and `publish_batch_in` look every time); so a
-//!   consumer that registers as waiting reads again 100 ms later, and until the horizon passed
+//!   looking for the next 2 ms (`publish_in` and `publish_batch_in` look every time); so a
+//!   consumer that registers as waiting reads again 5 ms later, and until the horizon passed
 //!   every transaction begun by then: such an event comes then, not at the next poll.
 //!   Consumers also poll (`poll_interval`, 1 s) and re-read after a listener reconnects.
 //!   Every pgbroker way of publishing does this (the API, SQL `pgbroker.publish`, table change

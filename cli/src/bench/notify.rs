@@ -149,7 +149,13 @@ pub(super) fn paced(
 
 /// Raw latency: `SELECT pg_notify` on one connection, a LISTENing connection drained by a
 /// thread on another.
-pub(super) fn raw_latency(rate: u32) -> Runner {
+fn raw_latency(rate: u32) -> Runner {
+    raw_latency_of(rate, "SELECT pg_notify($1, $2)")
+}
+
+/// Raw latency of `send`, a statement sending notification `$2` on channel `$1` (and perhaps
+/// writing more), on one connection; a LISTENing connection drained by a thread on another.
+pub(super) fn raw_latency_of(rate: u32, send: &'static str) -> Runner {
     Box::new(move |ctx, budget| {
         let mut sender = ctx.client()?;
         let mut receiver = ctx.client()?;
@@ -177,7 +183,7 @@ pub(super) fn raw_latency(rate: u32) -> Runner {
         };
         ready.wait();
         let result = sender
-            .prepare("SELECT pg_notify($1, $2)")
+            .prepare(send)
             .map_err(BoxError::from)
             .and_then(|stmt| {
                 paced(

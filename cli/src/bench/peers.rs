@@ -14,7 +14,7 @@ use pgbroker::topic::{ConsumerOptions, StartAt};
 use pgbroker::WorkerPool;
 
 use super::harness::{parallel, Budget, Ctx, Ratio, Runner, Sample, Seed, Workload};
-use super::notify::{paced, raw_latency};
+use super::notify::{paced, raw_latency_of};
 use super::queue::{job, seed_jobs, seed_pgbroker_jobs};
 use super::raw;
 use super::{log, Options, Result};
@@ -25,6 +25,15 @@ const TOPIC: &str = "pgbroker_bench.one";
 const SUBSCRIPTION: &str = "pgbroker_bench-one";
 const LATENCY_TOPIC: &str = "pgbroker_bench.latency";
 const LATENCY_SUBSCRIPTION: &str = "pgbroker_bench-latency";
+
+/// The raw side of the latency workloads: a row written and a NOTIFY sent in one transaction
+/// (what a durable message with a wake-up costs at least: on a durable cluster, a commit that
+/// waits for the WAL flush), received by a LISTENing connection. `notify_latency` measures
+/// NOTIFY alone.
+const RAW_DURABLE_NOTIFY: &str = "WITH m AS (
+        INSERT INTO pgbroker_bench.jobs (queue, payload) VALUES ('pgbroker_bench', '{}')
+        RETURNING id)
+    SELECT pg_notify($1, $2) FROM m";
 
 /// The rate of the latency workloads, as in the comparison.
 const LATENCY_RATE: u32 = 200;
@@ -75,7 +84,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: None,
         seed_pgbroker: None,
         ratio: Ratio::Latency,
-        raw: raw_latency(LATENCY_RATE),
+        raw: raw_latency_of(LATENCY_RATE, RAW_DURABLE_NOTIFY),
         pgbroker,
     };
     vec![
@@ -108,13 +117,13 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         latency(
             "event_latency_200",
             "publish -> subscription handler at 200/s with one idle consumer; p50/p99/max \
-             (raw: NOTIFY -> LISTEN)",
+             (raw: INSERT + NOTIFY in one transaction -> LISTEN)",
             event_latency(),
         ),
         latency(
             "job_latency_200",
             "enqueue -> lease-mode job handler at 200/s with one idle worker; p50/p99/max \
-             (raw: NOTIFY -> LISTEN)",
+             (raw: INSERT + NOTIFY in one transaction -> LISTEN)",
             job_latency(),
         ),
     ]

@@ -10,10 +10,10 @@ use super::ClaimedJob;
 use crate::queue::{secs, validate_queue, JobId, JobState};
 use crate::{Broker, Error, ErrorKind, Result};
 
-/// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared once per
-/// connection: through the SQL function, PostgreSQL would parse and plan it on every call
-/// (0.25 ms, longer than claiming one job). The lease's type differs, and the final sort,
-/// which `claim_jobs` does itself; a test compares the two.
+/// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared
+/// once per connection: through the SQL function, PostgreSQL would parse and plan it on every
+/// call (0.25 ms, longer than claiming one job). The lease's type differs, the final sort,
+/// which `claim_jobs` does itself, and [`ASYNC_COMMIT`]; a test compares the two.
 macro_rules! claim_sql {
     ($candidates:literal,) => {
         concat!(
@@ -21,7 +21,12 @@ macro_rules! claim_sql {
        SET state = 'running', attempt = j.attempt + 1, worker = $2,
            lease_until = now() + make_interval(secs => $4)
      WHERE ",
-            next_jobs_sql!($candidates, "$3", ""),
+            next_jobs_sql!(
+                $candidates,
+                "$3",
+                "
+                      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+            ),
             "
     RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
               j.lease_until, j.created_at, j.unique_key"
@@ -29,6 +34,18 @@ macro_rules! claim_sql {
     };
 }
 const CLAIM_SQL: [&str; 12] = by_size_class!(claim_sql!());
+
+/// The claim's own condition (evaluated once, an init plan): its autocommitted transaction
+/// commits without waiting for the WAL flush. A claim lost in a server crash loses nothing
+/// at-least-once needs: the job is available again (its attempt not counted) and runs again,
+/// and every later durable commit (a completion, a failure) flushes the claim with it. It
+/// saves one fsync per claim, so a job costs one durable commit (its completion, grouped),
+/// not two. `claim_jobs` always runs on a pooled connection in autocommit, so the setting
+/// touches nothing else; the SQL function `pgbroker.claim` does not do it (it may run in the
+/// caller's transaction, whose other writes must stay durable).
+#[cfg(test)]
+const ASYNC_COMMIT: &str =
+    " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL";
 
 /// Deletes completed jobs still running under their claim's attempt (`$2[i]` fences `$1[i]`).
 ///
@@ -350,6 +367,8 @@ pub(super) mod test {
         for sql in CLAIM_SQL {
             let mut ours = parts(sql);
             ours[0] = ours[0].replace("make_interval(secs => $4)", "$4");
+            assert!(ours[1].contains(super::ASYNC_COMMIT), "{}", ours[1]);
+            ours[1] = ours[1].replace(super::ASYNC_COMMIT, "");
             assert_eq!(ours, theirs);
         }
     }

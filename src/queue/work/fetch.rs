@@ -14,7 +14,7 @@ use super::shared::Shared;
 use super::take_batch::{self, Taken};
 use super::Inflight;
 use crate::notify::{Event, Listener};
-use crate::queue::wake_checks::RECHECK;
+use crate::queue::wake_checks::RECHECKS;
 use crate::queue::ClaimedJob;
 use crate::worker::{SourceContext, Task};
 use crate::Result;
@@ -27,9 +27,10 @@ pub(super) struct Fetcher<'a> {
     permits: &'a Receiver<()>,
     /// Registered in `pgbroker.queue_waiters` (producers send a wake-up).
     waiting: bool,
-    /// When to claim once more after registering as waiting: an enqueue that skipped its
-    /// waiter check (wake_checks.rs) has committed by then.
-    recheck_at: Option<Instant>,
+    /// When it registered as waiting, and how many of the rechecks after that are done (an
+    /// enqueue that skipped its waiter check, wake_checks.rs, has committed by one of them).
+    registered_at: Instant,
+    rechecks_done: usize,
     /// Failed fetches in a row, for the back-off.
     failures: u32,
 }
@@ -61,7 +62,8 @@ impl<'a> Fetcher<'a> {
             listener,
             permits,
             waiting: false,
-            recheck_at: None,
+            registered_at: Instant::now(),
+            rechecks_done: RECHECKS.len(),
             failures: 0,
         }
     }
@@ -174,7 +176,8 @@ impl<'a> Fetcher<'a> {
             match self.set_waiting(true) {
                 Ok(()) => {
                     self.waiting = true;
-                    self.recheck_at = Some(Instant::now() + RECHECK);
+                    self.registered_at = Instant::now();
+                    self.rechecks_done = 0;
                 }
                 Err(e) => {
                     log::warn!(
@@ -197,7 +200,9 @@ impl<'a> Fetcher<'a> {
     fn wait_for_wake_up(&mut self) -> Next {
         let queue = self.shared.opts.queue.as_str();
         let poll = after(self.shared.opts.poll_interval);
-        let recheck = self.recheck_at.map_or_else(never, at);
+        let recheck = RECHECKS
+            .get(self.rechecks_done)
+            .map_or_else(never, |d| at(self.registered_at + *d));
         loop {
             select! {
                 recv(self.listener.receiver()) -> ev => match ev {
@@ -214,7 +219,7 @@ impl<'a> Fetcher<'a> {
                 },
                 recv(self.ctx.stop_signal()) -> _ => return Next::Stop,
                 recv(recheck) -> _ => {
-                    self.recheck_at = None;
+                    self.rechecks_done += 1;
                     return Next::Continue;
                 }
                 recv(poll) -> _ => {
@@ -235,7 +240,7 @@ impl<'a> Fetcher<'a> {
                 );
             }
             self.waiting = false;
-            self.recheck_at = None;
+            self.rechecks_done = RECHECKS.len();
         }
     }
 
