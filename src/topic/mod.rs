@@ -100,15 +100,13 @@
 //! # Ok(()) }
 //! ```
 
-mod balancer;
-mod consumer;
+mod consume;
 mod event;
 mod json_text;
 mod lag;
 mod maintenance;
 mod members;
 mod name;
-mod partition_consumer;
 mod position;
 mod publish;
 mod publish_state;
@@ -118,7 +116,7 @@ mod retry;
 mod subscription;
 mod table_changes;
 
-pub use consumer::{ConsumerOptions, FailedEvents};
+pub use consume::{ConsumerOptions, FailedEvents};
 pub use event::{EventId, LogEvent, NewEvent, MAX_KEY_BYTES};
 pub use lag::PartitionLag;
 pub use maintenance::MaintenanceReport;

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use postgres::{Client, GenericClient};
 
-use super::consumer::{ConsumerOptions, FailedEvents, Handler};
-use super::json_text::Xid8;
-use super::publish_state::WAITER_RECHECK;
-use super::read::{
+use super::options::{ConsumerOptions, FailedEvents, Handler};
+use crate::topic::json_text::Xid8;
+use crate::topic::publish_state::WAITER_RECHECK;
+use crate::topic::read::{
     read_events, stored_cursor, CONSUMER_ACK_SQL, EXISTS_SQL, READ_SETTINGS, READ_SQL,
 };
-use super::{Batch, LogEvent, Position};
+use crate::topic::{Batch, LogEvent, Position};
 use crate::worker::{SourceContext, Task};
 use crate::{Error, ErrorKind, Result};
 
@@ -448,7 +448,10 @@ impl PartitionConsumer {
                     &[&&*self.name, &part],
                 )?;
                 if found == 0 {
-                    return Err(super::subscription::not_found(&self.name, self.partition));
+                    return Err(crate::topic::subscription::not_found(
+                        &self.name,
+                        self.partition,
+                    ));
                 }
                 touched = Instant::now();
             }
@@ -762,7 +765,7 @@ fn cas_ack(
         return Ok(Acked::Moved);
     }
     if client.query_opt(EXISTS_SQL, &[&name, &part])?.is_none() {
-        return Err(super::subscription::not_found(name, partition));
+        return Err(crate::topic::subscription::not_found(name, partition));
     }
     Ok(Acked::Followed)
 }
