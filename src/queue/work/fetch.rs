@@ -5,7 +5,7 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{after, at, never, select, Receiver};
 
@@ -19,6 +19,16 @@ use crate::queue::ClaimedJob;
 use crate::worker::{SourceContext, Task};
 use crate::Result;
 
+/// How often a worker that stays registered registers again.
+const REFRESH: Duration = Duration::from_secs(60);
+
+/// How long a worker that went idle stays registered as waiting while it finds jobs again.
+/// Unregistering at once cost two round trips per wake-up (out, then in again at the next
+/// idle moment): at 200 jobs a second, one at a time, more than the jobs themselves. Within
+/// this time producers keep sending wake-ups (one NOTIFY per enqueue); a worker busy for
+/// longer unregisters, so a busy queue's producers send none.
+const STAY_REGISTERED: Duration = Duration::from_millis(50);
+
 /// The fetch thread's state between rounds.
 pub(super) struct Fetcher<'a> {
     shared: &'a Arc<Shared>,
@@ -27,6 +37,8 @@ pub(super) struct Fetcher<'a> {
     permits: &'a Receiver<()>,
     /// Registered in `pgbroker.queue_waiters` (producers send a wake-up).
     waiting: bool,
+    /// Since when it has found jobs in every round while registered (see [`STAY_REGISTERED`]).
+    busy_since: Option<Instant>,
     /// When it registered as waiting, and how many of the rechecks after that are done (an
     /// enqueue that skipped its waiter check, wake_checks.rs, has committed by one of them).
     registered_at: Instant,
@@ -62,6 +74,7 @@ impl<'a> Fetcher<'a> {
             listener,
             permits,
             waiting: false,
+            busy_since: None,
             registered_at: Instant::now(),
             rechecks_done: RECHECKS.len(),
             failures: 0,
@@ -172,6 +185,10 @@ impl<'a> Fetcher<'a> {
     /// sleeping (a job enqueued in between is found by that fetch or announced by a wake-up);
     /// after that, wait for a wake-up, the recheck or the poll timer.
     fn idle(&mut self) -> Next {
+        self.busy_since = None;
+        if self.registered_at.elapsed() >= REFRESH {
+            self.waiting = false; // register again: producers ignore registrations 10 min old
+        }
         if !self.waiting {
             match self.set_waiting(true) {
                 Ok(()) => {
@@ -230,9 +247,15 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    /// Jobs were found: no longer idle.
+    /// Jobs were found: no longer idle, and unregistered once busy for [`STAY_REGISTERED`].
     fn busy(&mut self) {
-        if self.waiting {
+        if !self.waiting {
+            return;
+        }
+        let since = *self.busy_since.get_or_insert_with(Instant::now);
+        self.rechecks_done = RECHECKS.len();
+        if since.elapsed() >= STAY_REGISTERED {
+            self.busy_since = None;
             if let Err(e) = self.set_waiting(false) {
                 log::debug!(
                     "pgbroker queue {:?}: unregistering as idle failed: {e}",
@@ -240,7 +263,6 @@ impl<'a> Fetcher<'a> {
                 );
             }
             self.waiting = false;
-            self.rechecks_done = RECHECKS.len();
         }
     }
 

@@ -104,6 +104,12 @@ struct Recheck {
     delay: Duration,
 }
 
+/// How long a consumer that went idle stays registered as waiting while it finds events
+/// again: unregistering at once cost two round trips per wake-up (out, then in again at the
+/// next idle moment). Within this time publishers keep sending wake-ups; a consumer busy for
+/// longer unregisters, so a busy topic's publishers send none.
+const STAY_REGISTERED: Duration = Duration::from_millis(50);
+
 /// The session setting of consumers with plain handlers (see `Consumption::start`).
 const ASYNC_ACKS: &str = "SET synchronous_commit = off";
 
@@ -504,8 +510,10 @@ struct Consumption<'a> {
     acked: Position,
     /// The batch after `pos`, read while the handler ran.
     ahead: Option<Result<Batch>>,
-    /// Registered in `pgbroker.log_waiters` (publishers send a wake-up).
+    /// Registered in `pgbroker.log_waiters` (publishers send a wake-up), and since when it
+    /// has delivered in every round while registered (see [`STAY_REGISTERED`]).
     waiting: bool,
+    busy_since: Option<Instant>,
     /// When the cursor row was last written (its `active_at` is kept fresh while idle).
     touched: Instant,
     /// When the next retry is due, if known; when retries were last looked at.
@@ -545,6 +553,7 @@ impl<'a> Consumption<'a> {
             acked: pos,
             ahead: None,
             waiting: false,
+            busy_since: None,
             touched: now,
             retry_due: Some(now),
             retry_checked: now,
@@ -640,8 +649,12 @@ impl<'a> Consumption<'a> {
         self.quick = None;
         self.recheck = None;
         if self.waiting {
-            client.execute(STOP_WAITING_SQL, &[])?;
-            self.waiting = false;
+            let since = *self.busy_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STAY_REGISTERED {
+                client.execute(STOP_WAITING_SQL, &[])?;
+                self.waiting = false;
+                self.busy_since = None;
+            }
         }
         drop(client); // a transactional handler uses it
         let batch = Arc::new(batch);
@@ -713,6 +726,7 @@ impl<'a> Consumption<'a> {
         ack_to: Option<Position>,
     ) -> Result<Step> {
         let c = self.consumer;
+        self.busy_since = None;
         // Nothing matched up to the horizon: move past what was scanned, once per change.
         if let Some(to) = ack_to {
             let done = c.ack(&mut *client, &self.ack, self.acked, to)?;
