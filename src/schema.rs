@@ -13,6 +13,7 @@ use crate::{Error, ErrorKind, Result};
 /// The schema version this library installs and expects: the number of its newest migration.
 pub const SCHEMA_VERSION: i32 = 1;
 
+#[cfg(test)]
 const MAIN: &str = include_str!("../schema.sql");
 const CORE: &str = include_str!("../schema/core.sql");
 
