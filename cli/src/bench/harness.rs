@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pgbroker::postgres::{Client, NoTls};
-use pgbroker::Broker;
+use pgbroker::{Broker, WorkerPool};
 
 use super::cpu::CpuMeter;
 use super::{tables, Result};
@@ -366,6 +366,56 @@ where
             None => Ok(Sample::new(units, start.elapsed())),
         }
     })
+}
+
+/// Starts a pool with `build`, whose handlers count into the counter it is given, and waits
+/// until the budget's units are handled; the pool's start-up is inside the clock (as a
+/// worker's is when jobs are waiting).
+pub fn until_handled(
+    budget: &Budget,
+    what: &str,
+    build: impl FnOnce(Arc<AtomicU64>) -> pgbroker::Result<WorkerPool>,
+) -> Result<Sample> {
+    let target = budget.take(u64::MAX);
+    let handled = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let pool = build(handled.clone())?;
+    let mut last = 0;
+    let elapsed = loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = handled.load(Ordering::Relaxed);
+        budget.done(now - last);
+        last = now;
+        if now >= target || budget.expired() {
+            break start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(format!("{what}: {now} of {target} handled after 10 minutes").into());
+        }
+    };
+    let stats = pool.shutdown()?;
+    if stats.failed > 0 {
+        return Err(format!("{what}: {} handler call(s) failed", stats.failed).into());
+    }
+    Ok(Sample::new(last, elapsed))
+}
+
+/// Waits up to `drain` for `n` (sequence, arrival) pairs on `rx`.
+pub fn arrivals(
+    rx: &crossbeam_channel::Receiver<(u64, Instant)>,
+    n: u64,
+    drain: Duration,
+) -> Result<Vec<(u64, Instant)>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + drain;
+    while (got.len() as u64) < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(x) => got.push(x),
+            Err(_) => return Err(format!("{} of {n} messages handled", got.len()).into()),
+        }
+    }
+    Ok(got)
 }
 
 /// Latency percentiles of `v` (sorted here) in milliseconds: p50, p99, max.

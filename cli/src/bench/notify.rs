@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use fallible_iterator::FallibleIterator;
 use pgbroker::{Event, TableOp};
 
-use super::harness::{per_s, percentiles, Budget, Ratio, Runner, Sample, Workload};
+use super::harness::{arrivals, per_s, percentiles, Budget, Ratio, Runner, Sample, Workload};
 use super::raw::insert_single_job;
 use super::tables::JOB;
 use super::{BoxError, Options, Result};
@@ -226,20 +226,7 @@ fn pgbroker_latency(rate: u32) -> Runner {
             budget,
             rate,
             |seq| Ok(ctx.broker.notify(LATENCY_CHANNEL, &seq.to_string())?),
-            |n| {
-                let mut got = Vec::new();
-                let deadline = Instant::now() + DRAIN_TIMEOUT;
-                while (got.len() as u64) < n {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(x) => got.push(x),
-                        Err(_) => {
-                            return Err(format!("{} of {n} notifications handled", got.len()).into())
-                        }
-                    }
-                }
-                Ok(got)
-            },
+            |n| arrivals(&rx, n, DRAIN_TIMEOUT),
         );
         pool.shutdown()?;
         result

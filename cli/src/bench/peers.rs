@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use pgbroker::queue::QueueOptions;
 use pgbroker::topic::{ConsumerOptions, StartAt};
-use pgbroker::WorkerPool;
 
-use super::harness::{parallel, Budget, Ctx, Ratio, Runner, Sample, Seed, Workload};
+use super::harness::{arrivals, parallel, until_handled, Ctx, Ratio, Runner, Seed, Workload};
 use super::notify::{paced, raw_latency_of};
 use super::queue::{job, seed_jobs, seed_pgbroker_jobs};
 use super::raw;
@@ -38,8 +37,8 @@ const RAW_DURABLE_NOTIFY: &str = "WITH m AS (
 /// The rate of the latency workloads, as in the comparison.
 const LATENCY_RATE: u32 = 200;
 
-/// How long a measured run may take before it is called stuck.
-const STUCK: Duration = Duration::from_secs(600);
+/// How long the latency runs wait for the last message after the last send.
+const DRAIN: Duration = Duration::from_secs(10);
 
 pub fn workloads(o: &Options) -> Vec<Workload> {
     let lease = |name, about, threads: usize, batch: u64, concurrency: usize| Workload {
@@ -127,38 +126,6 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             job_latency(),
         ),
     ]
-}
-
-/// Starts a pool with `build`, whose handlers count into the counter it is given, and waits
-/// until the budget's units are handled; the pool's start-up is inside the clock (as a
-/// worker's is when jobs are waiting).
-fn until_handled(
-    budget: &Budget,
-    what: &str,
-    build: impl FnOnce(Arc<AtomicU64>) -> pgbroker::Result<WorkerPool>,
-) -> Result<Sample> {
-    let target = budget.take(u64::MAX);
-    let handled = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let pool = build(handled.clone())?;
-    let mut last = 0;
-    let elapsed = loop {
-        std::thread::sleep(Duration::from_millis(1));
-        let now = handled.load(Ordering::Relaxed);
-        budget.done(now - last);
-        last = now;
-        if now >= target || budget.expired() {
-            break start.elapsed();
-        }
-        if start.elapsed() > STUCK {
-            return Err(format!("{what}: {now} of {target} handled after 10 minutes").into());
-        }
-    };
-    let stats = pool.shutdown()?;
-    if stats.failed > 0 {
-        return Err(format!("{what}: {} handler call(s) failed", stats.failed).into());
-    }
-    Ok(Sample::new(last, elapsed))
 }
 
 /// Lease-mode jobs: a worker pool of `threads` threads runs the queue with `concurrency`
@@ -287,26 +254,6 @@ fn raw_read_one(partitions: u32) -> Runner {
     })
 }
 
-/// How long the latency runs wait for the last message after the last send.
-const DRAIN: Duration = Duration::from_secs(10);
-
-/// Waits for `n` (sequence, arrival) pairs on `rx`.
-fn arrivals(
-    rx: &crossbeam_channel::Receiver<(u64, Instant)>,
-    n: u64,
-) -> Result<Vec<(u64, Instant)>> {
-    let mut got = Vec::new();
-    let deadline = Instant::now() + DRAIN;
-    while (got.len() as u64) < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(x) => got.push(x),
-            Err(_) => return Err(format!("{} of {n} messages handled", got.len()).into()),
-        }
-    }
-    Ok(got)
-}
-
 /// `Broker::publish` at 200/s to a topic whose one reliable consumer idles between events.
 fn event_latency() -> Runner {
     Box::new(move |ctx, budget| {
@@ -340,7 +287,7 @@ fn event_latency() -> Runner {
                     .publish(LATENCY_TOPIC, &serde_json::json!({ "seq": seq }))?;
                 Ok(())
             },
-            |n| arrivals(&rx, n),
+            |n| arrivals(&rx, n, DRAIN),
         );
         pool.shutdown()?;
         ctx.broker.unsubscribe(LATENCY_SUBSCRIPTION)?;
@@ -375,7 +322,7 @@ fn job_latency() -> Runner {
                 ctx.broker.enqueue(QUEUE, &p)?;
                 Ok(())
             },
-            |n| arrivals(&rx, n),
+            |n| arrivals(&rx, n, DRAIN),
         );
         pool.shutdown()?;
         result
