@@ -103,10 +103,12 @@ impl Shared {
             .finished(&|ids, attempts| self.delete_completed(ids, attempts));
     }
 
-    /// Deletes the completions waiting behind unfinished jobs.
+    /// Deletes the completions that waited long behind unfinished jobs.
     pub(super) fn flush_completions(&self) {
         self.completions
-            .flush(&|ids, attempts| self.delete_completed(ids, attempts));
+            .flush(super::completions::MAX_WAIT, &|ids, attempts| {
+                self.delete_completed(ids, attempts)
+            });
     }
 
     /// Flags jobs no longer held (cancelled, rescued) so their handlers can stop.
