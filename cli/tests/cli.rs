@@ -603,3 +603,49 @@ fn bench_smoke() {
         .get(0);
     assert!(!left);
 }
+
+#[test]
+fn bench_peer_workloads_smoke() {
+    let _horizon = HORIZON.lock().unwrap_or_else(|e| e.into_inner());
+    let db = support::db();
+    let only = "lease_*,subscription_one_*,event_latency_200,job_latency_200";
+    let o = run(&[
+        "bench",
+        "--messages",
+        "300",
+        "--json",
+        "--url",
+        &db.url,
+        "--only",
+        only,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let rows = j["workloads"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "lease_batched_t1",
+            "lease_batched_t4",
+            "lease_one_t1",
+            "subscription_one_p1",
+            "subscription_one_p4",
+            "event_latency_200",
+            "job_latency_200"
+        ]
+    );
+    for r in rows {
+        // Both sides handled every message, and the WAL each wrote is reported.
+        let want = if r["name"].as_str().unwrap().contains("latency") {
+            60
+        } else {
+            300
+        };
+        assert_eq!(r["messages"], want, "{r}");
+        assert_eq!(r["pgbroker_messages"], want, "{r}");
+        assert!(r["ratio"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    assert!(rows[0]["pgbroker_wal_bytes"].as_f64().unwrap() > 0.0);
+    assert!(rows[6]["pgbroker_p99_ms"].as_f64().unwrap() > 0.0);
+}

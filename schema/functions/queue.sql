@@ -17,7 +17,7 @@
 -- Wake-ups: idle workers register in pgbroker.queue_waiters; enqueue sends one NOTIFY on channel
 -- 'pgbroker.jobs' with the queue name as payload only while a waiter exists (identical
 -- notifications fold within a transaction, and busy workers cost producers nothing). A
--- Broker's single enqueues ask at most every 10 ms while nobody waits (src/queue/wake_checks.rs).
+-- Broker's single enqueues ask at most every 2 ms while nobody waits (src/queue/wake_checks.rs).
 -- Status events: after pgbroker.watch_queue(q), every state change of a job of queue q is sent
 -- as JSON on channel 'pgbroker.jobs.' || q.
 

@@ -263,9 +263,9 @@ impl Broker {
     ///
     /// Idle workers of the queue are woken (one NOTIFY) when one is registered as waiting. So
     /// that busy queues do not pay for asking, after an enqueue found no worker waiting, this
-    /// broker's enqueues of that queue skip the question for 10 ms: a worker that went idle
+    /// broker's enqueues of that queue skip the question for 2 ms: a worker that went idle
     /// just then is woken by the next enqueue after that, or finds the job when it claims
-    /// again 50 ms after registering as waiting.
+    /// again 3, 10 and 50 ms after registering as waiting.
     ///
     /// Fails before writing anything with [`ErrorKind::InvalidName`](crate::ErrorKind) for a
     /// bad queue name and [`ErrorKind::Serialize`](crate::ErrorKind) for a payload that is not

@@ -51,31 +51,28 @@
 //! # Ok(()) }
 //! ```
 
-mod claim;
-mod completions;
-mod consumer;
 mod context;
 mod enqueue;
 mod job;
 mod job_id;
+mod protocol;
 mod stats;
-mod take;
-mod take_batch;
 mod validate;
 mod wake_checks;
 mod watch;
+mod work;
 
-pub use claim::ClaimedJob;
-pub use consumer::QueueOptions;
 pub use context::JobContext;
 #[allow(deprecated)]
 pub use job::JobPayload;
 pub use job::{Job, DEFAULT_MAX_ATTEMPTS};
 pub use job_id::JobId;
+pub use protocol::ClaimedJob;
 pub use stats::{JobInfo, QueueStats};
 pub use validate::{MAX_BACKOFF, MAX_DELAY, RUN_AT_END};
 pub(crate) use wake_checks::WakeChecks;
 pub use watch::{JobEvent, JobWatcher};
+pub use work::QueueOptions;
 
 use crate::{Error, ErrorKind, Result};
 

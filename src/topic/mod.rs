@@ -44,8 +44,8 @@
 //!   per transaction) only while some consumer waits (rows in `pgbroker.log_waiters`), so busy
 //!   consumers cost publishers nothing and NOTIFY's commit lock does not serialise publishing.
 //!   A broker whose last look found nobody waiting publishes single events and batches without
-//!   looking for the next 50 ms (`publish_in` and `publish_batch_in` look every time); so a
-//!   consumer that registers as waiting reads again 100 ms later, and until the horizon passed
+//!   looking for the next 2 ms (`publish_in` and `publish_batch_in` look every time); so a
+//!   consumer that registers as waiting reads again 5 ms later, and until the horizon passed
 //!   every transaction begun by then: such an event comes then, not at the next poll.
 //!   Consumers also poll (`poll_interval`, 1 s) and re-read after a listener reconnects.
 //!   Every pgbroker way of publishing does this (the API, SQL `pgbroker.publish`, table change
@@ -100,15 +100,13 @@
 //! # Ok(()) }
 //! ```
 
-mod balancer;
-mod consumer;
+mod consume;
 mod event;
 mod json_text;
 mod lag;
 mod maintenance;
 mod members;
 mod name;
-mod partition_consumer;
 mod position;
 mod publish;
 mod publish_state;
@@ -121,7 +119,7 @@ mod table_changes;
 
 #[allow(deprecated)]
 pub use crate::deprecated::DeadLetter;
-pub use consumer::{ConsumerOptions, FailedEvents};
+pub use consume::{ConsumerOptions, FailedEvents};
 pub use event::{EventId, LogEvent, NewEvent, MAX_KEY_BYTES};
 pub use lag::PartitionLag;
 pub use maintenance::MaintenanceReport;

@@ -402,10 +402,11 @@ fn workers_survive_losing_every_connection() {
     pool.shutdown().unwrap();
 }
 
-/// An enqueue that skipped its look for waiting workers (its broker looked less than 10 ms
+/// An enqueue that skipped its look for waiting workers (its broker looked less than 2 ms
 /// earlier and found none) wakes nobody; here a plain SQL INSERT, committed 20 to 40 ms after
-/// the worker registered as waiting, stands for it. The worker claims once more 50 ms after
-/// registering and runs the job then, not at its 30 s poll. Tries again when the machine was
+/// the worker registered as waiting, stands for it. The worker claims once more 3, 10 and
+/// 50 ms after registering and runs the job then, not at its 30 s poll. Tries again when the
+/// machine was
 /// too slow to commit within that window.
 #[test]
 fn an_idle_worker_claims_again_50_ms_after_registering() {

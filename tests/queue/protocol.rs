@@ -848,7 +848,7 @@ fn every_enqueue_statement_wakes_a_waiting_worker() {
 }
 
 /// After an enqueue found nobody waiting, a worker that registers right after is woken by
-/// the first enqueue once the broker asks again (10 ms later), and every later one while it
+/// the first enqueue once the broker asks again (2 ms later), and every later one while it
 /// waits.
 #[test]
 fn a_worker_that_starts_waiting_after_a_quiet_enqueue_is_woken_soon() {

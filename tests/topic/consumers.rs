@@ -504,7 +504,7 @@ fn fire_and_forget_failures_are_not_retried() {
 }
 
 /// A one-thread pool consuming subscription "s" (topic "t") from the beginning, returned once
-/// it is idle, registered as waiting for wake-ups and past its read 100 ms after registering:
+/// it is idle, registered as waiting for wake-ups and past its read 5 ms after registering:
 /// later deliveries within much less than `poll` can only come from a wake-up.
 fn idle_consumer(
     db: &support::TestDb,
@@ -536,8 +536,9 @@ fn idle_consumer(
 
 /// Starts a one-thread pool consuming "s" (topic "t", 30 s poll) and commits a plain INSERT of
 /// one event (no wake-up) 40 to 70 ms after the consumer registered as waiting: after its first
-/// read as a waiter, before its read 100 ms after registering. Tries again when the machine was
-/// too slow for that window. Returns the pool, what it saw and when the event committed.
+/// read as a waiter (its rechecks after registering then read until the horizon passes it).
+/// Tries again when the machine was too slow for that window. Returns the pool, what it saw
+/// and when the event committed.
 fn plain_insert_just_after_registering(
     db: &support::TestDb,
     broker: &Broker,
@@ -594,9 +595,10 @@ fn plain_insert_just_after_registering(
     panic!("never committed within 70 ms of the registration");
 }
 
-/// A publisher whose look found no waiting consumer skips looking for 50 ms, so an event it
+/// A publisher whose look found no waiting consumer skips looking for 2 ms, so an event it
 /// publishes then sends no wake-up to a consumer that registered meanwhile. That consumer reads
-/// once more 100 ms after registering and finds the event then, not at its (30 s) poll.
+/// again from 5 ms after registering until its horizon passes the event, not at its (30 s)
+/// poll.
 #[test]
 fn a_consumer_reads_again_100_ms_after_registering_as_waiting() {
     let db = support::db();

@@ -2,13 +2,11 @@
 //! runs (dedicated connection, advisory lock, handler on a pool thread, ack after success),
 //! reading the seeded log in batches of 100 (raw: a plain cursor read loop, no acks).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
 
 use pgbroker::topic::{ConsumerOptions, StartAt};
 
-use super::harness::{Ctx, Ratio, Runner, Sample, Workload};
+use super::harness::{until_handled, Ctx, Ratio, Runner, Workload};
 use super::log;
 use super::raw::{self, READ_BATCH};
 use super::{Options, Result};
@@ -51,37 +49,19 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
 /// budget's events are handled.
 fn consume() -> Runner {
     Box::new(move |ctx, budget| {
-        let target = budget.take(u64::MAX);
-        let handled = Arc::new(AtomicU64::new(0));
-        let counter = handled.clone();
-        let start = Instant::now();
-        let pool = ctx
-            .broker
-            .worker_pool()
-            .threads(2)
-            .subscription_with(
-                SUBSCRIPTION,
-                ConsumerOptions::new().batch_size(READ_BATCH as usize),
-                move |batch| {
-                    counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    Ok(())
-                },
-            )
-            .start()?;
-        let mut last = 0;
-        let elapsed = loop {
-            std::thread::sleep(Duration::from_millis(1));
-            let now = handled.load(Ordering::Relaxed);
-            budget.done(now - last);
-            last = now;
-            if now >= target || budget.expired() {
-                break start.elapsed();
-            }
-            if start.elapsed() > Duration::from_secs(600) {
-                return Err("log_consume_sub1: not done after 10 minutes".into());
-            }
-        };
-        pool.shutdown()?;
-        Ok(Sample::new(last, elapsed))
+        until_handled(budget, "log_consume_sub1", |handled| {
+            ctx.broker
+                .worker_pool()
+                .threads(2)
+                .subscription_with(
+                    SUBSCRIPTION,
+                    ConsumerOptions::new().batch_size(READ_BATCH as usize),
+                    move |batch| {
+                        handled.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        Ok(())
+                    },
+                )
+                .start()
+        })
     })
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pgbroker::postgres::Client;
-use pgbroker::Broker;
+use pgbroker::{Broker, WorkerPool};
 
 use super::cpu::CpuMeter;
 use super::{tables, Result};
@@ -236,14 +236,35 @@ fn run_side(
     };
     let bar = progress_bar(ctx, total, &format!("{} {side}", w.name));
     let cpu_before = ctx.cpu.and_then(|m| m.now());
+    let wal_before = wal_lsn(ctx);
     let mut sample = runner(ctx, &Budget::new(total, seconds, bar.clone()))
         .map_err(|e| format!("workload {} ({side} side): {e}", w.name))?;
     let cpu_after = ctx.cpu.and_then(|m| m.now());
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         sample.cpu = Some(after.saturating_sub(before));
     }
+    // WAL bytes per unit: exact where timings on a shared machine are not (each durable
+    // commit flushes the WAL written so far).
+    if let (Some(before), Some(after)) = (wal_before, wal_lsn(ctx)) {
+        if sample.units > 0 && after > before {
+            let units = sample.units;
+            sample = sample.with("wal_bytes", (after - before) as f64 / units as f64);
+        }
+    }
     bar.finish_and_clear();
     Ok(sample)
+}
+
+/// The server's WAL insert position in bytes (`None` when it cannot be read).
+fn wal_lsn(ctx: &Ctx) -> Option<i64> {
+    let mut c = ctx.client().ok()?;
+    let row = c
+        .query_one(
+            "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text",
+            &[],
+        )
+        .ok()?;
+    row.try_get::<_, String>(0).ok()?.parse().ok()
 }
 
 fn progress_bar(ctx: &Ctx, total: u64, label: &str) -> ProgressBar {
@@ -344,6 +365,56 @@ where
             None => Ok(Sample::new(units, start.elapsed())),
         }
     })
+}
+
+/// Starts a pool with `build`, whose handlers count into the counter it is given, and waits
+/// until the budget's units are handled; the pool's start-up is inside the clock (as a
+/// worker's is when jobs are waiting).
+pub fn until_handled(
+    budget: &Budget,
+    what: &str,
+    build: impl FnOnce(Arc<AtomicU64>) -> pgbroker::Result<WorkerPool>,
+) -> Result<Sample> {
+    let target = budget.take(u64::MAX);
+    let handled = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let pool = build(handled.clone())?;
+    let mut last = 0;
+    let elapsed = loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = handled.load(Ordering::Relaxed);
+        budget.done(now - last);
+        last = now;
+        if now >= target || budget.expired() {
+            break start.elapsed();
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            return Err(format!("{what}: {now} of {target} handled after 10 minutes").into());
+        }
+    };
+    let stats = pool.shutdown()?;
+    if stats.failed > 0 {
+        return Err(format!("{what}: {} handler call(s) failed", stats.failed).into());
+    }
+    Ok(Sample::new(last, elapsed))
+}
+
+/// Waits up to `drain` for `n` (sequence, arrival) pairs on `rx`.
+pub fn arrivals(
+    rx: &crossbeam_channel::Receiver<(u64, Instant)>,
+    n: u64,
+    drain: Duration,
+) -> Result<Vec<(u64, Instant)>> {
+    let mut got = Vec::new();
+    let deadline = Instant::now() + drain;
+    while (got.len() as u64) < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(x) => got.push(x),
+            Err(_) => return Err(format!("{} of {n} messages handled", got.len()).into()),
+        }
+    }
+    Ok(got)
 }
 
 /// Latency percentiles of `v` (sorted here) in milliseconds: p50, p99, max.

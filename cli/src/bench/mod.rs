@@ -12,6 +12,7 @@ mod cpu;
 mod harness;
 mod log;
 mod notify;
+mod peers;
 mod queue;
 mod raw;
 mod tables;
@@ -91,6 +92,7 @@ fn all_workloads(o: &Options) -> Vec<Workload> {
     w.extend(consume::workloads(o));
     w.extend(queue::workloads(o));
     w.extend(backlog::workloads(o));
+    w.extend(peers::workloads(o));
     w
 }
 

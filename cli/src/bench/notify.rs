@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use fallible_iterator::FallibleIterator;
 use pgbroker::{Event, TableOp};
 
-use super::harness::{per_s, percentiles, Budget, Ratio, Runner, Sample, Workload};
+use super::harness::{arrivals, per_s, percentiles, Budget, Ratio, Runner, Sample, Workload};
 use super::raw::insert_single_job;
 use super::tables::JOB;
 use super::{BoxError, Options, Result};
@@ -106,7 +106,7 @@ fn watched_inserts(threads: usize) -> Runner {
 
 /// Sends `budget` notifications at `rate` per second with `send(seq)`, then waits for the
 /// receive instants; returns the latency sample.
-fn paced(
+pub(super) fn paced(
     budget: &Budget,
     rate: u32,
     mut send: impl FnMut(u64) -> Result<()>,
@@ -150,6 +150,12 @@ fn paced(
 /// Raw latency: `SELECT pg_notify` on one connection, a LISTENing connection drained by a
 /// thread on another.
 fn raw_latency(rate: u32) -> Runner {
+    raw_latency_of(rate, "SELECT pg_notify($1, $2)")
+}
+
+/// Raw latency of `send`, a statement sending notification `$2` on channel `$1` (and perhaps
+/// writing more), on one connection; a LISTENing connection drained by a thread on another.
+pub(super) fn raw_latency_of(rate: u32, send: &'static str) -> Runner {
     Box::new(move |ctx, budget| {
         let mut sender = ctx.client()?;
         let mut receiver = ctx.client()?;
@@ -177,7 +183,7 @@ fn raw_latency(rate: u32) -> Runner {
         };
         ready.wait();
         let result = sender
-            .prepare("SELECT pg_notify($1, $2)")
+            .prepare(send)
             .map_err(BoxError::from)
             .and_then(|stmt| {
                 paced(
@@ -220,20 +226,7 @@ fn pgbroker_latency(rate: u32) -> Runner {
             budget,
             rate,
             |seq| Ok(ctx.broker.notify(LATENCY_CHANNEL, &seq.to_string())?),
-            |n| {
-                let mut got = Vec::new();
-                let deadline = Instant::now() + DRAIN_TIMEOUT;
-                while (got.len() as u64) < n {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(left) {
-                        Ok(x) => got.push(x),
-                        Err(_) => {
-                            return Err(format!("{} of {n} notifications handled", got.len()).into())
-                        }
-                    }
-                }
-                Ok(got)
-            },
+            |n| arrivals(&rx, n, DRAIN_TIMEOUT),
         );
         pool.shutdown()?;
         result

@@ -19,10 +19,10 @@ use crossbeam_channel::{select, Sender};
 use postgres::error::SqlState;
 use postgres::Transaction;
 
-use super::consumer::{error_text, Shared};
-use super::context::{JobContext, JobTransaction, Outcome};
-use super::take::{take_prepared, take_sql};
-use super::ClaimedJob;
+use super::shared::{error_text, Shared};
+use crate::queue::context::{JobContext, JobTransaction, Outcome};
+use crate::queue::protocol::{take_prepared, take_sql};
+use crate::queue::ClaimedJob;
 use crate::worker::{SourceContext, Task};
 use crate::{Error, ErrorKind, Result};
 

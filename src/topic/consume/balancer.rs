@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use postgres::Client;
 
-use super::consumer::{ConsumerOptions, Handler};
+use super::options::{ConsumerOptions, Handler};
 use super::partition_consumer::PartitionConsumer;
 use crate::worker::SourceContext;
 use crate::{Error, ErrorKind, Result};

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, TryRecvError};
 use postgres::{Client, GenericClient};
 
-use super::consumer::{ConsumerOptions, FailedEvents, Handler};
-use super::json_text::Xid8;
-use super::publish_state::WAITER_RECHECK;
-use super::read::{
+use super::options::{ConsumerOptions, FailedEvents, Handler};
+use crate::topic::json_text::Xid8;
+use crate::topic::publish_state::WAITER_RECHECK;
+use crate::topic::read::{
     read_events, read_sql_for, stored_cursor, CONSUMER_ACK_SQL, EXISTS_SQL, READ_SETTINGS,
 };
-use super::{Batch, LogEvent, Position};
+use crate::topic::{Batch, LogEvent, Position};
 use crate::worker::{SourceContext, Task};
 use crate::{Error, ErrorKind, Result};
 
@@ -104,6 +104,17 @@ struct Recheck {
     delay: Duration,
 }
 
+/// How long a consumer that went idle stays registered as waiting while it finds events
+/// again: unregistering at once cost two round trips per wake-up (out, then in again at the
+/// next idle moment). Within this time publishers keep sending wake-ups; a consumer busy for
+/// longer unregisters, so a busy topic's publishers send none.
+const STAY_REGISTERED: Duration = Duration::from_millis(50);
+
+/// The session setting of consumers with plain handlers (see `Consumption::start`).
+const ASYNC_ACKS: &str = "SET synchronous_commit = off";
+
+const STOP_WAITING_SQL: &str = "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()";
+
 const NEXT_XID_SQL: &str = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text";
 
 const DELETE_RETRY_SQL: &str = "DELETE FROM pgbroker.event_retries \
@@ -171,10 +182,7 @@ impl PartitionConsumer {
     /// Stops waiting for wake-ups and hands the partition back at once, rather than when the
     /// server notices the closed connection.
     fn leave(&self, client: &mut Client) {
-        let _ = client.execute(
-            "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
-            &[],
-        );
+        let _ = client.execute(STOP_WAITING_SQL, &[]);
         let _ = client.execute(
             "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
             &[&self.lock_key()],
@@ -250,229 +258,10 @@ impl PartitionConsumer {
         }
     }
 
-    /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails.
-    ///
-    /// The consumer holds its partition alone, so it reads after the position it reached
-    /// rather than after the stored cursor: while a plain handler runs, it reads the next
-    /// batch, and a busy consumer never waits for a read. Acknowledging moves the cursor only
-    /// from where this consumer left it; when someone else moved it meanwhile (a seek), the
-    /// consumer drops the batch it read ahead and goes on from there.
+    /// Reads, dispatches and acknowledges until the pool stops (`Ok`) or the connection fails
+    /// (see [`Consumption`]).
     fn consume(&self, shared: &Shared) -> Result<()> {
-        let (read, ack, mut pos) = {
-            let mut client = lock(shared);
-            client.batch_execute(READ_SETTINGS)?;
-            let read_sql = read_sql_for(&mut *client, &self.name)?;
-            let read = client.prepare(&read_sql)?;
-            let ack = client.prepare(CONSUMER_ACK_SQL)?;
-            let pos = stored_cursor(&mut *client, &self.name, self.partition)?;
-            (read, ack, pos)
-        };
-        // `pos`: where the next read starts; `acked`: the stored cursor, as this consumer left
-        // it; `ahead`: the batch after `pos`, read while the handler ran.
-        let mut acked = pos;
-        let mut ahead: Option<Result<Batch>> = None;
-        let plain = matches!(self.handler, Handler::Plain(_));
-        let part = self.partition as i32;
-        let mut waiting = false;
-        let mut touched = Instant::now();
-        let mut retry_due: Option<Instant> = Some(Instant::now());
-        let mut retry_checked = Instant::now();
-        let mut quick: Option<Duration> = None;
-        let mut woken_at = Instant::now();
-        let mut recheck: Option<Recheck> = None;
-        loop {
-            if self.should_stop() {
-                return Ok(());
-            }
-            // Retries are looked at when one is due, and at least every poll interval (a
-            // re-drive from elsewhere makes some due at once): not on every batch.
-            if self.options.reliable
-                && (retry_due.is_some_and(|d| d <= Instant::now())
-                    || retry_checked.elapsed() >= self.options.poll_interval)
-            {
-                if !self.run_due_retries(shared, &ack)? {
-                    return Ok(());
-                }
-                retry_checked = Instant::now();
-                retry_due = None;
-            }
-            let mut client = lock(shared);
-            if let Some(r) = recheck.as_mut() {
-                if r.target.is_none() && Instant::now() >= r.at {
-                    let next: String = client.query_one(NEXT_XID_SQL, &[])?.try_get(0)?;
-                    r.target = Some(next.parse().map_err(|_| {
-                        Error::new(ErrorKind::Db, format!("not a transaction id: {next:?}"))
-                    })?);
-                }
-            }
-            let batch = match ahead.take() {
-                Some(batch) => batch?,
-                None => read_events(
-                    &mut *client,
-                    &read,
-                    &self.name,
-                    self.partition,
-                    pos,
-                    self.options.batch_size,
-                )?,
-            };
-            // Past the batch, or past what the read scanned (see `Batch::ack_position`).
-            let ack_to = batch.ack_position().filter(|p| *p > pos);
-            if let (false, Some(to)) = (batch.is_empty(), ack_to) {
-                quick = None;
-                recheck = None;
-                if waiting {
-                    client.execute(
-                        "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()",
-                        &[],
-                    )?;
-                    waiting = false;
-                }
-                drop(client); // a transactional handler uses it
-                let batch = Arc::new(batch);
-                let finish = Finish::Ack { from: acked, to };
-                let pending = self.start_handler(shared, &ack, batch.clone(), finish);
-                pos = to;
-                if plain && pending.is_some() && !self.should_stop() {
-                    let mut client = lock(shared);
-                    ahead = Some(read_events(
-                        &mut *client,
-                        &read,
-                        &self.name,
-                        self.partition,
-                        pos,
-                        self.options.batch_size,
-                    ));
-                }
-                let outcome = pending.map_or(Outcome::Abandoned, |rx| {
-                    rx.recv().unwrap_or(Outcome::Abandoned)
-                });
-                let result = match outcome {
-                    Outcome::Done {
-                        finished: true,
-                        followed,
-                        ..
-                    } => {
-                        let done = if followed {
-                            Acked::Followed
-                        } else {
-                            Acked::Moved
-                        };
-                        self.after_ack(shared, done, to, &mut pos, &mut acked, &mut ahead)?;
-                        touched = Instant::now();
-                        continue;
-                    }
-                    Outcome::Done { result, .. } => result,
-                    Outcome::Abandoned => return Ok(()),
-                    Outcome::Lost(e) => return Err(e),
-                };
-                let mut client = lock(shared);
-                let done = match result {
-                    Ok(()) => self.ack(&mut *client, &ack, acked, to)?,
-                    Err(e) if self.options.reliable => {
-                        let mut tx = client.transaction()?;
-                        self.record_failure(&mut tx, &batch, &e)?;
-                        let done = self.ack(&mut tx, &ack, acked, to)?;
-                        tx.commit()?;
-                        let first = self.options.retry.delay(1).unwrap_or_default();
-                        let due = Instant::now() + first;
-                        retry_due = Some(retry_due.map_or(due, |d| d.min(due)));
-                        done
-                    }
-                    Err(_) => {
-                        log::warn!(
-                            "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
-                            self.name,
-                            batch.len()
-                        );
-                        self.ack(&mut *client, &ack, acked, to)?
-                    }
-                };
-                drop(client);
-                self.after_ack(shared, done, to, &mut pos, &mut acked, &mut ahead)?;
-                touched = Instant::now();
-                continue;
-            }
-            // Nothing matched up to the horizon: move past what was scanned, once per change.
-            if let Some(to) = ack_to {
-                let done = self.ack(&mut *client, &ack, acked, to)?;
-                drop(client);
-                self.after_ack(shared, done, to, &mut pos, &mut acked, &mut ahead)?;
-                touched = Instant::now();
-                client = lock(shared);
-            }
-            if !waiting {
-                // Register as waiting, then read once more: an event committed in between
-                // is seen by that read, and a later one sends a wake-up, except from a
-                // publisher that skipped looking for waiters because it found none shortly
-                // before: the read at `recheck` finds those.
-                client.execute(
-                    "INSERT INTO pgbroker.log_waiters (pid) VALUES (pg_backend_pid()) \
-                     ON CONFLICT DO NOTHING",
-                    &[],
-                )?;
-                waiting = true;
-                recheck = Some(Recheck {
-                    at: Instant::now() + WAITER_RECHECK,
-                    target: None,
-                    delay: QUICK_FIRST,
-                });
-                continue;
-            }
-            if let Some(r) = recheck.as_mut() {
-                if let Some(target) = r.target {
-                    if batch.horizon.is_some_and(|h| h >= target) {
-                        recheck = None;
-                    } else {
-                        // A transaction begun by then is still open: read again once it ended.
-                        r.at = Instant::now() + r.delay;
-                        r.delay = (r.delay * 2).min(QUICK_MAX);
-                    }
-                }
-            }
-            if touched.elapsed() > Duration::from_secs(10) {
-                let found = client.execute(
-                    "UPDATE pgbroker.subscription_cursors SET active_at = now() \
-                     WHERE subscription = $1 AND partition = $2",
-                    &[&&*self.name, &part],
-                )?;
-                if found == 0 {
-                    return Err(super::subscription::not_found(&self.name, self.partition));
-                }
-                touched = Instant::now();
-            }
-            let mut wait = self.options.poll_interval;
-            if self.options.reliable {
-                let next: Option<f64> = client
-                    .query_one(NEXT_RETRY_SQL, &[&&*self.name, &part])?
-                    .get(0);
-                if let Some(secs) = next {
-                    let due = Duration::from_secs_f64(secs.max(0.0));
-                    retry_due = Some(Instant::now() + due);
-                    wait = wait.min(due);
-                }
-            }
-            drop(client);
-            // Woken but nothing readable: the event is behind the horizon (an older
-            // transaction is still open), and its end sends no wake-up. Re-read soon, backing
-            // off, rather than after a whole poll interval.
-            if let Some(q) = quick {
-                wait = wait.min(q);
-                quick = (woken_at.elapsed() < QUICK_WINDOW).then(|| (q * 2).min(QUICK_MAX));
-            }
-            if let Some(r) = &recheck {
-                wait = wait.min(r.at.saturating_duration_since(Instant::now()));
-            }
-            select! {
-                recv(self.wake) -> _ => {
-                    quick = Some(QUICK_FIRST);
-                    woken_at = Instant::now();
-                }
-                recv(self.ctx.stop_signal()) -> _ => return Ok(()),
-                recv(self.release) -> _ => return Ok(()),
-                default(wait) => {}
-            }
-        }
+        Consumption::start(self, shared)?.run()
     }
 
     /// Moves the cursor from `from` (where this consumer left it) to `to`. Fails with
@@ -485,35 +274,6 @@ impl PartitionConsumer {
         to: Position,
     ) -> Result<Acked> {
         cas_ack(client, ack, &self.name, self.partition, from, to)
-    }
-
-    /// After an acknowledgement up to `to`: on from there, or, when someone else moved the
-    /// cursor, from where they put it (dropping the batch read ahead).
-    fn after_ack(
-        &self,
-        shared: &Shared,
-        done: Acked,
-        to: Position,
-        pos: &mut Position,
-        acked: &mut Position,
-        ahead: &mut Option<Result<Batch>>,
-    ) -> Result<()> {
-        match done {
-            Acked::Moved => *acked = to,
-            Acked::Followed => {
-                *ahead = None;
-                *pos = stored_cursor(&mut *lock(shared), &self.name, self.partition)?;
-                *acked = *pos;
-                log::info!(
-                    "pgbroker consumer of {:?} partition {}: the cursor was moved elsewhere; \
-                     reading on from {}",
-                    self.name,
-                    self.partition,
-                    pos
-                );
-            }
-        }
-        Ok(())
     }
 
     /// Runs the handler on a worker and waits for it. A transactional handler runs in a
@@ -725,6 +485,380 @@ impl PartitionConsumer {
     }
 }
 
+/// Whether consuming goes on.
+enum Step {
+    Next,
+    Stop,
+}
+
+/// One session of consuming a partition (from connecting to an error or the stop): the state
+/// its phases share, one method per phase.
+///
+/// The consumer holds its partition alone, so it reads after the position it reached rather
+/// than after the stored cursor: while a plain handler runs, it reads the next batch, and a
+/// busy consumer never waits for a read. Acknowledging moves the cursor only from where this
+/// consumer left it; when someone else moved it meanwhile (a seek), the consumer drops the
+/// batch it read ahead and goes on from there.
+struct Consumption<'a> {
+    consumer: &'a PartitionConsumer,
+    shared: &'a Shared,
+    read: postgres::Statement,
+    ack: postgres::Statement,
+    /// Where the next read starts.
+    pos: Position,
+    /// The stored cursor, as this consumer left it.
+    acked: Position,
+    /// The batch after `pos`, read while the handler ran.
+    ahead: Option<Result<Batch>>,
+    /// Registered in `pgbroker.log_waiters` (publishers send a wake-up), and since when it
+    /// has delivered in every round while registered (see [`STAY_REGISTERED`]).
+    waiting: bool,
+    busy_since: Option<Instant>,
+    /// When the cursor row was last written (its `active_at` is kept fresh while idle).
+    touched: Instant,
+    /// When the next retry is due, if known; when retries were last looked at.
+    retry_due: Option<Instant>,
+    retry_checked: Instant,
+    /// After a wake-up that found nothing readable: the next re-read delay, and the wake-up.
+    quick: Option<Duration>,
+    woken_at: Instant,
+    recheck: Option<Recheck>,
+}
+
+impl<'a> Consumption<'a> {
+    /// Sets the session up and reads the stored cursor.
+    fn start(consumer: &'a PartitionConsumer, shared: &'a Shared) -> Result<Self> {
+        let mut client = lock(shared);
+        client.batch_execute(READ_SETTINGS)?;
+        if matches!(consumer.handler, Handler::Plain(_)) {
+            // A plain handler's acknowledgements commit without waiting for the WAL flush:
+            // one lost in a server crash only delivers its events again (at least once, as
+            // after a consumer crash), and the next durable commit anywhere flushes it. A
+            // transactional handler's acknowledgement is its transaction's, as durable as its
+            // writes. (batch_size(1) at 200 events a second: an fsync per event kept the
+            // consumer busy longer than the gap between events.)
+            client.batch_execute(ASYNC_ACKS)?;
+        }
+        let read_sql = read_sql_for(&mut *client, &consumer.name)?;
+        let read = client.prepare(&read_sql)?;
+        let ack = client.prepare(CONSUMER_ACK_SQL)?;
+        let pos = stored_cursor(&mut *client, &consumer.name, consumer.partition)?;
+        drop(client);
+        let now = Instant::now();
+        Ok(Consumption {
+            consumer,
+            shared,
+            read,
+            ack,
+            pos,
+            acked: pos,
+            ahead: None,
+            waiting: false,
+            busy_since: None,
+            touched: now,
+            retry_due: Some(now),
+            retry_checked: now,
+            quick: None,
+            woken_at: now,
+            recheck: None,
+        })
+    }
+
+    fn run(mut self) -> Result<()> {
+        loop {
+            if self.consumer.should_stop() {
+                return Ok(());
+            }
+            if let Step::Stop = self.due_retries()? {
+                return Ok(());
+            }
+            let shared = self.shared;
+            let mut client = lock(shared);
+            self.recheck_target(&mut client)?;
+            let batch = self.next_batch(&mut client)?;
+            // Past the batch, or past what the read scanned (see `Batch::ack_position`).
+            let ack_to = batch.ack_position().filter(|p| *p > self.pos);
+            let step = match ack_to {
+                Some(to) if !batch.is_empty() => self.deliver(client, batch, to)?,
+                _ => self.idle(client, &batch, ack_to)?,
+            };
+            if let Step::Stop = step {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Retries are looked at when one is due, and at least every poll interval (a re-drive
+    /// from elsewhere makes some due at once): not on every batch.
+    fn due_retries(&mut self) -> Result<Step> {
+        let c = self.consumer;
+        if c.options.reliable
+            && (self.retry_due.is_some_and(|d| d <= Instant::now())
+                || self.retry_checked.elapsed() >= c.options.poll_interval)
+        {
+            if !c.run_due_retries(self.shared, &self.ack)? {
+                return Ok(Step::Stop);
+            }
+            self.retry_checked = Instant::now();
+            self.retry_due = None;
+        }
+        Ok(Step::Next)
+    }
+
+    /// A recheck after registering as waiting takes the next transaction id when it is due.
+    fn recheck_target(&mut self, client: &mut Client) -> Result<()> {
+        if let Some(r) = self.recheck.as_mut() {
+            if r.target.is_none() && Instant::now() >= r.at {
+                let next: String = client.query_one(NEXT_XID_SQL, &[])?.try_get(0)?;
+                r.target = Some(next.parse().map_err(|_| {
+                    Error::new(ErrorKind::Db, format!("not a transaction id: {next:?}"))
+                })?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch read ahead, or a fresh read after `pos`.
+    fn next_batch(&mut self, client: &mut Client) -> Result<Batch> {
+        match self.ahead.take() {
+            Some(batch) => batch,
+            None => self.read_after_pos(client),
+        }
+    }
+
+    fn read_after_pos(&self, client: &mut Client) -> Result<Batch> {
+        let c = self.consumer;
+        read_events(
+            client,
+            &self.read,
+            &c.name,
+            c.partition,
+            self.pos,
+            c.options.batch_size,
+        )
+    }
+
+    /// Hands a batch to the handler (reading the next one meanwhile for a plain handler) and
+    /// records the outcome: the acknowledgement up to `to`, and the failed events' retries.
+    fn deliver(
+        &mut self,
+        mut client: MutexGuard<'a, Client>,
+        batch: Batch,
+        to: Position,
+    ) -> Result<Step> {
+        let c = self.consumer;
+        self.quick = None;
+        self.recheck = None;
+        if self.waiting {
+            let since = *self.busy_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= STAY_REGISTERED {
+                client.execute(STOP_WAITING_SQL, &[])?;
+                self.waiting = false;
+                self.busy_since = None;
+            }
+        }
+        drop(client); // a transactional handler uses it
+        let batch = Arc::new(batch);
+        let finish = Finish::Ack {
+            from: self.acked,
+            to,
+        };
+        let pending = c.start_handler(self.shared, &self.ack, batch.clone(), finish);
+        self.pos = to;
+        let plain = matches!(c.handler, Handler::Plain(_));
+        if plain && pending.is_some() && !c.should_stop() {
+            let mut client = lock(self.shared);
+            self.ahead = Some(self.read_after_pos(&mut client));
+        }
+        let outcome = pending.map_or(Outcome::Abandoned, |rx| {
+            rx.recv().unwrap_or(Outcome::Abandoned)
+        });
+        let result = match outcome {
+            Outcome::Done {
+                finished: true,
+                followed,
+                ..
+            } => {
+                let done = if followed {
+                    Acked::Followed
+                } else {
+                    Acked::Moved
+                };
+                self.after_ack(done, to)?;
+                return Ok(Step::Next);
+            }
+            Outcome::Done { result, .. } => result,
+            Outcome::Abandoned => return Ok(Step::Stop),
+            Outcome::Lost(e) => return Err(e),
+        };
+        let mut client = lock(self.shared);
+        let done = match result {
+            Ok(()) => c.ack(&mut *client, &self.ack, self.acked, to)?,
+            Err(e) if c.options.reliable => {
+                let mut tx = client.transaction()?;
+                c.record_failure(&mut tx, &batch, &e)?;
+                let done = c.ack(&mut tx, &self.ack, self.acked, to)?;
+                tx.commit()?;
+                let first = c.options.retry.delay(1).unwrap_or_default();
+                let due = Instant::now() + first;
+                self.retry_due = Some(self.retry_due.map_or(due, |d| d.min(due)));
+                done
+            }
+            Err(_) => {
+                log::warn!(
+                    "pgbroker fire-and-forget handler of {:?} failed; {} events skipped",
+                    c.name,
+                    batch.len()
+                );
+                c.ack(&mut *client, &self.ack, self.acked, to)?
+            }
+        };
+        drop(client);
+        self.after_ack(done, to)?;
+        Ok(Step::Next)
+    }
+
+    /// Nothing to deliver: move past what was scanned, register as waiting (then read once
+    /// more), or wait for a wake-up, a recheck, a due retry or the poll interval.
+    fn idle(
+        &mut self,
+        mut client: MutexGuard<'a, Client>,
+        batch: &Batch,
+        ack_to: Option<Position>,
+    ) -> Result<Step> {
+        let c = self.consumer;
+        self.busy_since = None;
+        // Nothing matched up to the horizon: move past what was scanned, once per change.
+        if let Some(to) = ack_to {
+            let done = c.ack(&mut *client, &self.ack, self.acked, to)?;
+            drop(client);
+            self.after_ack(done, to)?;
+            client = lock(self.shared);
+        }
+        if !self.waiting {
+            // Register as waiting, then read once more: an event committed in between is seen
+            // by that read, and a later one sends a wake-up, except from a publisher that
+            // skipped looking for waiters because it found none shortly before: the read at
+            // `recheck` finds those.
+            client.execute(
+                "INSERT INTO pgbroker.log_waiters (pid) VALUES (pg_backend_pid()) \
+                 ON CONFLICT DO NOTHING",
+                &[],
+            )?;
+            self.waiting = true;
+            self.recheck = Some(Recheck {
+                at: Instant::now() + WAITER_RECHECK,
+                target: None,
+                delay: QUICK_FIRST,
+            });
+            return Ok(Step::Next);
+        }
+        self.recheck_passed(batch);
+        self.touch(&mut client)?;
+        let wait = self.wait_time(&mut client)?;
+        drop(client);
+        Ok(self.wait(wait))
+    }
+
+    /// After a recheck read: done once its horizon passed the target, else read again later.
+    fn recheck_passed(&mut self, batch: &Batch) {
+        if let Some(r) = self.recheck.as_mut() {
+            if let Some(target) = r.target {
+                if batch.horizon.is_some_and(|h| h >= target) {
+                    self.recheck = None;
+                } else {
+                    // A transaction begun by then is still open: read again once it ended.
+                    r.at = Instant::now() + r.delay;
+                    r.delay = (r.delay * 2).min(QUICK_MAX);
+                }
+            }
+        }
+    }
+
+    /// Keeps the cursor's `active_at` fresh while idle; fails with `NotFound` when the
+    /// subscription partition is gone.
+    fn touch(&mut self, client: &mut Client) -> Result<()> {
+        let c = self.consumer;
+        if self.touched.elapsed() > Duration::from_secs(10) {
+            let found = client.execute(
+                "UPDATE pgbroker.subscription_cursors SET active_at = now() \
+                 WHERE subscription = $1 AND partition = $2",
+                &[&&*c.name, &(c.partition as i32)],
+            )?;
+            if found == 0 {
+                return Err(crate::topic::subscription::not_found(&c.name, c.partition));
+            }
+            self.touched = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// How long to wait: the poll interval, or less until a retry is due, a re-read after a
+    /// wake-up that found nothing readable, or a recheck.
+    fn wait_time(&mut self, client: &mut Client) -> Result<Duration> {
+        let c = self.consumer;
+        let mut wait = c.options.poll_interval;
+        if c.options.reliable {
+            let next: Option<f64> = client
+                .query_one(NEXT_RETRY_SQL, &[&&*c.name, &(c.partition as i32)])?
+                .get(0);
+            if let Some(secs) = next {
+                let due = Duration::from_secs_f64(secs.max(0.0));
+                self.retry_due = Some(Instant::now() + due);
+                wait = wait.min(due);
+            }
+        }
+        // Woken but nothing readable: the event is behind the horizon (an older transaction
+        // is still open), and its end sends no wake-up. Re-read soon, backing off, rather than
+        // after a whole poll interval.
+        if let Some(q) = self.quick {
+            wait = wait.min(q);
+            self.quick = (self.woken_at.elapsed() < QUICK_WINDOW).then(|| (q * 2).min(QUICK_MAX));
+        }
+        if let Some(r) = &self.recheck {
+            wait = wait.min(r.at.saturating_duration_since(Instant::now()));
+        }
+        Ok(wait)
+    }
+
+    fn wait(&mut self, wait: Duration) -> Step {
+        let c = self.consumer;
+        select! {
+            recv(c.wake) -> _ => {
+                self.quick = Some(QUICK_FIRST);
+                self.woken_at = Instant::now();
+                Step::Next
+            }
+            recv(c.ctx.stop_signal()) -> _ => Step::Stop,
+            recv(c.release) -> _ => Step::Stop,
+            default(wait) => Step::Next,
+        }
+    }
+
+    /// After an acknowledgement up to `to`: on from there, or, when someone else moved the
+    /// cursor, from where they put it (dropping the batch read ahead).
+    fn after_ack(&mut self, done: Acked, to: Position) -> Result<()> {
+        let c = self.consumer;
+        match done {
+            Acked::Moved => self.acked = to,
+            Acked::Followed => {
+                self.ahead = None;
+                self.pos = stored_cursor(&mut *lock(self.shared), &c.name, c.partition)?;
+                self.acked = self.pos;
+                log::info!(
+                    "pgbroker consumer of {:?} partition {}: the cursor was moved elsewhere; \
+                     reading on from {}",
+                    c.name,
+                    c.partition,
+                    self.pos
+                );
+            }
+        }
+        self.touched = Instant::now();
+        Ok(())
+    }
+}
+
 /// Moves a partition's cursor from `from` to `to` (`CONSUMER_ACK_SQL`): [`Acked::Followed`]
 /// when it was elsewhere, `NotFound` when it is gone.
 fn cas_ack(
@@ -751,7 +885,7 @@ fn cas_ack(
         return Ok(Acked::Moved);
     }
     if client.query_opt(EXISTS_SQL, &[&name, &part])?.is_none() {
-        return Err(super::subscription::not_found(name, partition));
+        return Err(crate::topic::subscription::not_found(name, partition));
     }
     Ok(Acked::Followed)
 }

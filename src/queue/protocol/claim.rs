@@ -1,140 +1,19 @@
 //! The worker side of the protocol, one call per SQL function: claim a batch, extend leases,
 //! complete (a batch in one statement), fail, snooze, release; cancel, retry and rescue.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use postgres::Row;
 use serde_json::Value;
 
-use super::{secs, validate_queue, JobId, JobState};
+use super::next_jobs::{by_size_class, next_jobs_sql, size_class};
+use super::ClaimedJob;
+use crate::queue::{secs, validate_queue, JobId, JobState};
 use crate::{Broker, Error, ErrorKind, Result};
 
-/// A job claimed by [`Broker::claim_jobs`]: it is `running` and leased to the claimer until
-/// `lease_until`.
-///
-/// # Examples
-///
-/// ```no_run
-/// # fn main() -> pgbroker::Result<()> {
-/// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-/// for job in broker.claim_jobs("emails", "worker-1", 10, std::time::Duration::from_secs(60))? {
-///     println!("job {} attempt {}/{}: {}", job.id, job.attempt, job.max_attempts, job.payload);
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct ClaimedJob {
-    /// The job's id.
-    pub id: JobId,
-    /// Its queue.
-    pub queue: String,
-    /// Its payload.
-    pub payload: Value,
-    /// This attempt's number, from 1. Also the fencing token of later calls.
-    pub attempt: i32,
-    /// How many attempts it may have.
-    pub max_attempts: i32,
-    /// Its priority (smaller runs first).
-    pub priority: i32,
-    /// When it became runnable.
-    pub run_at: SystemTime,
-    /// When the lease ends unless extended; `None` for a job
-    /// [taken](crate::Broker::take_jobs) by a transaction, which holds it without a lease.
-    pub lease_until: Option<SystemTime>,
-    /// When it was enqueued.
-    pub created_at: SystemTime,
-    /// Its unique key, if any.
-    pub unique_key: Option<String>,
-    /// For a taken job, what writing it back needs.
-    pub(crate) taken: Option<Box<super::take::TakenRow>>,
-}
-
-impl ClaimedJob {
-    pub(crate) fn from_row(row: &Row) -> ClaimedJob {
-        ClaimedJob {
-            id: row.get(0),
-            queue: row.get(1),
-            payload: row.get(2),
-            attempt: row.get(3),
-            max_attempts: row.get(4),
-            priority: row.get(5),
-            run_at: row.get(6),
-            lease_until: row.get(7),
-            created_at: row.get(8),
-            unique_key: row.get(9),
-            taken: None,
-        }
-    }
-}
-
-/// The condition choosing the jobs of a claim or a take: `j.id = ANY (ARRAY(...))` of at
-/// most `$limit` (a parameter, as `"$2"`) available jobs of queue `$1`, in claim order, locked
-/// with `SKIP LOCKED`. `$extra`: a further condition, evaluated once (`""` for none).
-///
-/// `id = ANY (ARRAY(...))`, not a join: see `pgbroker.claim` in schema/functions/queue.sql. Two LIMITs
-/// because a prepared statement gets a generic plan (planned once per connection) only when
-/// that plan looks no dearer than the plans made for its parameters' values, and `LIMIT $n`
-/// alone is costed at 10% of the queue's rows: PostgreSQL planned every claim and take again
-/// (callgrind: 0.4 million of the server's 3.7 million instructions per take of 100). A
-/// literal inner limit `$candidates`, ten times the batch's size class, brings the generic
-/// estimate down to that class (10% of it), so the plan is reused after five calls. The inner
-/// limit never binds: the outer one stops pulling rows, and so locking them, first.
-macro_rules! next_jobs_sql {
-    ($candidates:literal, $limit:literal, $extra:literal) => {
-        concat!(
-            "j.id = ANY (ARRAY(
-               SELECT c.id FROM (
-                   SELECT p.id FROM pgbroker.jobs p
-                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()",
-            $extra,
-            "
-                    ORDER BY p.priority, p.run_at, p.id
-                    LIMIT ",
-            $candidates,
-            "
-                    FOR UPDATE SKIP LOCKED) c
-                LIMIT ",
-            $limit,
-            "::integer))"
-        )
-    };
-}
-pub(super) use next_jobs_sql;
-
-/// `[$m!(candidates, args...); 12]`: a statement per size class of a batch, see
-/// [`size_class`].
-macro_rules! by_size_class {
-    ($m:ident!($($args:tt)*)) => {
-        [
-            $m!("10", $($args)*),
-            $m!("20", $($args)*),
-            $m!("40", $($args)*),
-            $m!("80", $($args)*),
-            $m!("160", $($args)*),
-            $m!("320", $($args)*),
-            $m!("640", $($args)*),
-            $m!("1280", $($args)*),
-            $m!("2560", $($args)*),
-            $m!("5120", $($args)*),
-            $m!("10240", $($args)*),
-            $m!("ALL", $($args)*),
-        ]
-    };
-}
-pub(super) use by_size_class;
-
-/// The index in [`by_size_class`]'s array of a batch of at most `max` jobs: the smallest class
-/// (1, 2, 4, ... 1024 jobs, then unbounded) that holds it.
-pub(super) fn size_class(max: i32) -> usize {
-    let class = (max.max(1) as u32).next_power_of_two().trailing_zeros() as usize;
-    class.min(11)
-}
-
-/// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared once per
-/// connection: through the SQL function, PostgreSQL would parse and plan it on every call
-/// (0.25 ms, longer than claiming one job). The lease's type differs, and the final sort,
-/// which `claim_jobs` does itself; a test compares the two.
+/// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared
+/// once per connection: through the SQL function, PostgreSQL would parse and plan it on every
+/// call (0.25 ms, longer than claiming one job). The lease's type differs, the final sort,
+/// which `claim_jobs` does itself, and [`ASYNC_COMMIT`]; a test compares the two.
 macro_rules! claim_sql {
     ($candidates:literal,) => {
         concat!(
@@ -142,7 +21,12 @@ macro_rules! claim_sql {
        SET state = 'running', attempt = j.attempt + 1, worker = $2,
            lease_until = now() + make_interval(secs => $4)
      WHERE ",
-            next_jobs_sql!($candidates, "$3", ""),
+            next_jobs_sql!(
+                $candidates,
+                "$3",
+                "
+                      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+            ),
             "
     RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
               j.lease_until, j.created_at, j.unique_key"
@@ -150,6 +34,18 @@ macro_rules! claim_sql {
     };
 }
 const CLAIM_SQL: [&str; 12] = by_size_class!(claim_sql!());
+
+/// The claim's own condition (evaluated once, an init plan): its autocommitted transaction
+/// commits without waiting for the WAL flush. A claim lost in a server crash loses nothing
+/// at-least-once needs: the job is available again (its attempt not counted) and runs again,
+/// and every later durable commit (a completion, a failure) flushes the claim with it. It
+/// saves one fsync per claim, so a job costs one durable commit (its completion, grouped),
+/// not two. `claim_jobs` always runs on a pooled connection in autocommit, so the setting
+/// touches nothing else; the SQL function `pgbroker.claim` does not do it (it may run in the
+/// caller's transaction, whose other writes must stay durable).
+#[cfg(test)]
+const ASYNC_COMMIT: &str =
+    " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL";
 
 /// Deletes completed jobs still running under their claim's attempt (`$2[i]` fences `$1[i]`).
 ///
@@ -162,7 +58,7 @@ const CLAIM_SQL: [&str; 12] = by_size_class!(claim_sql!());
 /// come through `ARRAY(SELECT unnest(...))`, whose length the planner cannot see, so that the
 /// plan for a few ids looks no cheaper than the generic one and is reused (the worker pool
 /// completes one to a few jobs per statement; planning each cost 0.3 million instructions).
-pub(super) const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
+pub(crate) const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
      WHERE j.id = ANY (ARRAY(SELECT unnest($1::bigint[])))
        AND coalesce(j.state = 'running'
                     AND j.attempt = ($2::integer[])[array_position($1::bigint[], j.id)], false)";
@@ -425,7 +321,8 @@ impl Broker {
 
 #[cfg(test)]
 pub(super) mod test {
-    use super::{size_class, CLAIM_SQL};
+    use super::super::next_jobs::size_class;
+    use super::CLAIM_SQL;
 
     fn words(s: &str) -> String {
         s.split_whitespace().collect::<Vec<_>>().join(" ")
@@ -434,7 +331,7 @@ pub(super) mod test {
     /// The statement of the SQL function `name` in schema/functions/queue.sql (a CTE, after the
     /// comments), whitespace folded.
     pub(in crate::queue) fn function_statement(name: &str) -> String {
-        let schema = include_str!("../../schema/functions/queue.sql");
+        let schema = include_str!("../../../schema/functions/queue.sql");
         let start = schema
             .find(&format!("CREATE OR REPLACE FUNCTION pgbroker.{name}("))
             .unwrap();
@@ -470,6 +367,8 @@ pub(super) mod test {
         for sql in CLAIM_SQL {
             let mut ours = parts(sql);
             ours[0] = ours[0].replace("make_interval(secs => $4)", "$4");
+            assert!(ours[1].contains(super::ASYNC_COMMIT), "{}", ours[1]);
+            ours[1] = ours[1].replace(super::ASYNC_COMMIT, "");
             assert_eq!(ours, theirs);
         }
     }

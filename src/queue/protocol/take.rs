@@ -6,19 +6,13 @@ use std::time::Duration;
 
 use postgres::types::{ToSql, Type};
 use postgres::{Row, Transaction};
-use serde_json::Value;
 
-use super::claim::{by_size_class, next_jobs_sql, size_class};
-use super::{secs, typed, validate_queue, ClaimedJob, JobState};
+use super::claimed_job::TakenRow;
+use super::next_jobs::{by_size_class, next_jobs_sql, size_class};
+use super::ClaimedJob;
+use crate::queue::{secs, typed, validate_queue, JobState};
 use crate::statement::Stmt;
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
-
-/// What writing a taken job back needs besides the [`ClaimedJob`] fields: the deleted row's
-/// `details` (backoff, error history), as PostgreSQL sent them.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct TakenRow {
-    details: Option<Value>,
-}
 
 /// The statement of `pgbroker.take()` (schema/functions/queue.sql) by size class (see
 /// `next_jobs_sql!`), prepared once per connection (through the SQL function PostgreSQL would
