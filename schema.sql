@@ -21,7 +21,14 @@ SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 1) AS p
 INSERT INTO pgbroker.schema_version (version) VALUES (1);
 \endif
 
+SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 6) AS pgbroker_migration_6 \gset
+\if :pgbroker_migration_6
+\ir schema/migrations/0006_job_features.sql
+INSERT INTO pgbroker.schema_version (version) VALUES (6);
+\endif
+
 \ir schema/functions/notify.sql
 \ir schema/functions/log.sql
 \ir schema/functions/queue.sql
+\ir schema/functions/queue_controls.sql
 \ir schema/functions/routing.sql

@@ -347,7 +347,7 @@ fn shutdown_gives_unstarted_jobs_back_untouched() {
             (info.state, info.attempt, info.run_at),
             (JobState::Available, 0, *run_at)
         );
-        assert!(info.errors.as_array().map_or(true, |e| e.is_empty()));
+        assert!(info.errors.as_array().is_none_or(|e| e.is_empty()));
     }
 }
 

@@ -9,6 +9,7 @@
 mod bench;
 mod bench_command;
 mod connection;
+mod controls;
 mod demo;
 mod failure;
 mod input;
@@ -74,6 +75,11 @@ enum Command {
     Retry(queue::JobIdArgs),
     /// Cancel an available or running job.
     Cancel(queue::JobIdArgs),
+    /// Pause a queue: no worker claims its jobs until `resume`; enqueues go on, running jobs
+    /// finish.
+    Pause(controls::QueueArgs),
+    /// Resume a paused queue; its idle workers start at once.
+    Resume(controls::QueueArgs),
     /// Broker health: notification queue, schema, connections, horizon hold-back.
     Stats(stats::StatsArgs),
     /// Measure pgbroker against the raw PostgreSQL limit for the same work.
@@ -113,6 +119,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Jobs(args) => queue::jobs(target.require()?, &args, json),
         Command::Retry(args) => queue::retry(target.require()?, &args, json),
         Command::Cancel(args) => queue::cancel(target.require()?, &args, json),
+        Command::Pause(args) => controls::pause(target.require()?, &args, json),
+        Command::Resume(args) => controls::resume(target.require()?, &args, json),
         Command::Stats(args) => stats::stats(target.require()?, &args, json),
         Command::Bench(args) => bench_command::bench(target.url(), &args, json),
         Command::Demo => demo::demo(json),

@@ -184,6 +184,7 @@ LANGUAGE sql AS $$
          WHERE j.id = ANY (ARRAY(
                    SELECT p.id FROM pgbroker.jobs p
                     WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                      AND NOT EXISTS (SELECT FROM pgbroker.queue_controls c WHERE c.queue = $1)
                     ORDER BY p.priority, p.run_at, p.id
                     LIMIT $3
                     FOR UPDATE SKIP LOCKED))
@@ -230,6 +231,7 @@ LANGUAGE sql AS $$
          WHERE j.id = ANY (ARRAY(
                    SELECT p.id FROM pgbroker.jobs p
                     WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                      AND NOT EXISTS (SELECT FROM pgbroker.queue_controls c WHERE c.queue = $1)
                     ORDER BY p.priority, p.run_at, p.id
                     LIMIT $2
                     FOR UPDATE SKIP LOCKED))

@@ -656,7 +656,7 @@ fn heartbeat_loop(shared: &Shared, ctx: &SourceContext) {
             if shared.inflight().is_empty() || since.elapsed() > give_up {
                 return;
             }
-        } else if last_rescue.map_or(true, |t| t.elapsed() >= shared.opts.rescue_interval) {
+        } else if last_rescue.is_none_or(|t| t.elapsed() >= shared.opts.rescue_interval) {
             match shared.broker.rescue_jobs() {
                 Ok(0) => {}
                 Ok(n) => log::info!("pgbroker: rescued {n} job(s) whose lease expired"),

@@ -55,6 +55,7 @@ mod claim;
 mod completions;
 mod consumer;
 mod context;
+mod controls;
 mod enqueue;
 mod job;
 mod stats;

@@ -1,0 +1,24 @@
+-- Migration 6: the job features of issue 19 — paused and limited queues, periodic jobs
+-- (schedules), dependencies between jobs. Per-job options (timeout, group key, progress, the
+-- rule for a failed parent) live in pgbroker.jobs.details, so jobs gain no column.
+
+-- Queues whose claims are gated: paused, rate limited or group limited. A queue has a row only
+-- while one of these applies, so the claim's one look at this table (pgbroker.claim, an
+-- uncorrelated NOT EXISTS planned as a one-time filter) finds nothing for every other queue.
+-- Claims of a limited queue go through pgbroker.claim_limited, which locks its row: limited
+-- claims of one queue run one after another, which is what makes the limits exact across
+-- processes.
+--   paused_at     set while paused (nothing is claimed or taken)
+--   rate_limit    at most this many jobs started per rate_period (a fixed window that starts
+--   rate_period   at the first claim after the previous one ended: window_start, window_count)
+--   group_limit   at most this many running jobs per group key (Job::group, details ->> 'group')
+CREATE TABLE IF NOT EXISTS pgbroker.queue_controls (
+    queue        text        PRIMARY KEY,
+    paused_at    timestamptz,
+    rate_limit   integer,
+    rate_period  interval,
+    group_limit  integer,
+    window_start timestamptz,
+    window_count integer     NOT NULL DEFAULT 0,
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
