@@ -31,4 +31,5 @@ INSERT INTO pgbroker.schema_version (version) VALUES (6);
 \ir schema/functions/log.sql
 \ir schema/functions/queue.sql
 \ir schema/functions/queue_controls.sql
+\ir schema/functions/schedule.sql
 \ir schema/functions/routing.sql

@@ -58,6 +58,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
         include_str!("../schema/functions/queue_controls.sql"),
     ),
     (
+        "schema/functions/schedule.sql",
+        include_str!("../schema/functions/schedule.sql"),
+    ),
+    (
         "schema/functions/routing.sql",
         include_str!("../schema/functions/routing.sql"),
     ),

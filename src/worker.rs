@@ -122,6 +122,11 @@ fn abandon(task: Task) {
 pub(crate) trait Source: Send {
     /// Starts the source's threads; they must return soon after `ctx.is_stopping()`.
     fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>>;
+
+    /// True for a queue's source: its pool also runs the scheduler.
+    fn runs_jobs(&self) -> bool {
+        false
+    }
 }
 
 /// Counters of a [`WorkerPool`], read with [`WorkerPool::stats`].
@@ -244,6 +249,8 @@ pub struct WorkerPoolBuilder {
     notify: Vec<(String, NotifyHandler)>,
     reconnect: HashMap<String, ReconnectHandler>,
     sources: Vec<Box<dyn Source>>,
+    /// How often the scheduler runs (`src/queue/schedule.rs`); `None`: not in this pool.
+    pub(crate) scheduler: Option<Duration>,
 }
 
 impl Broker {
@@ -256,6 +263,7 @@ impl Broker {
             notify: Vec::new(),
             reconnect: HashMap::new(),
             sources: Vec::new(),
+            scheduler: Some(crate::queue::DEFAULT_SCHEDULE_INTERVAL),
         }
     }
 }
@@ -384,8 +392,17 @@ impl WorkerPoolBuilder {
             pool.source_threads
                 .extend(Box::new(source).start(ctx.clone())?);
         }
+        // Pools that run jobs also run the schedules that enqueue them.
+        let scheduler = self
+            .scheduler
+            .filter(|_| self.sources.iter().any(|s| s.runs_jobs()));
         for source in self.sources {
             pool.source_threads.extend(source.start(ctx.clone())?);
+        }
+        if let Some(every) = scheduler {
+            let source = crate::queue::SchedulerSource { every };
+            pool.source_threads
+                .extend(Box::new(source).start(ctx.clone())?);
         }
         Ok(pool)
     }

@@ -33,13 +33,18 @@ fn child_worker_process() {
             |job| {
                 let mut conn = job.broker().conn()?;
                 conn.execute(
-                    "INSERT INTO ran (job_id, pid, payload) VALUES ($1, $2, $3)",
-                    &[&job.id(), &(std::process::id() as i32), job.payload()],
+                    "INSERT INTO ran (job_id, pid, payload, unique_key) VALUES ($1, $2, $3, $4)",
+                    &[
+                        &job.id(),
+                        &(std::process::id() as i32),
+                        job.payload(),
+                        &job.claimed().unique_key,
+                    ],
                 )?;
                 Ok(())
             },
         )
-        //SCHEDULE
+        .schedule_interval(Duration::from_millis(100))
         .start()
         .unwrap();
     std::thread::sleep(Duration::from_secs(60));
@@ -77,7 +82,7 @@ impl Drop for Children {
 
 fn ran_table(db: &support::TestDb) {
     db.client()
-        .batch_execute("CREATE TABLE ran (job_id bigint, pid int, payload jsonb)")
+        .batch_execute("CREATE TABLE ran (job_id bigint, pid int, payload jsonb, unique_key text)")
         .unwrap();
 }
 
@@ -224,4 +229,346 @@ fn several_worker_processes_respect_a_pause() {
     ) == 50));
     assert_eq!(count(&db, "SELECT count(DISTINCT job_id) FROM ran"), 50);
     assert_eq!(count(&db, "SELECT count(*) FROM pgbroker.jobs"), 0);
+}
+
+// Periodic jobs ---------------------------------------------------------------------------------
+
+use pgbroker::queue::Schedule;
+use std::time::SystemTime;
+
+fn at(db: &support::TestDb, rfc3339: &str) -> SystemTime {
+    db.client()
+        .query_one("SELECT $1::text::timestamptz", &[&rfc3339])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn cron_expressions_name_the_right_times() {
+    let db = support::db();
+    let broker = db.broker();
+    let next =
+        |cron: &str, after: &str, tz: &str| broker.cron_next(cron, at(&db, after), tz).unwrap();
+    let cases = [
+        (
+            "*/15 * * * *",
+            "2026-01-01 10:07:30Z",
+            "UTC",
+            "2026-01-01 10:15:00Z",
+        ),
+        (
+            "*/10 * * * * *",
+            "2026-01-01 10:07:35Z",
+            "UTC",
+            "2026-01-01 10:07:40Z",
+        ),
+        (
+            "0 3 * * *",
+            "2026-01-01 10:07:30Z",
+            "Europe/Paris",
+            "2026-01-02 02:00:00Z",
+        ),
+        // 02:30 does not exist in Paris that night: it runs at 03:30 summer time.
+        (
+            "30 2 * * *",
+            "2026-03-29 00:00:00Z",
+            "Europe/Paris",
+            "2026-03-29 01:30:00Z",
+        ),
+        (
+            "0 0 29 2 *",
+            "2026-01-01 00:00:00Z",
+            "UTC",
+            "2028-02-29 00:00:00Z",
+        ),
+        (
+            "0 9 * * MON-FRI",
+            "2026-12-05 10:00:00Z",
+            "UTC",
+            "2026-12-07 09:00:00Z",
+        ),
+        // Both day fields restricted: the 13th or a Friday.
+        (
+            "0 0 13 * FRI",
+            "2026-01-01 00:00:00Z",
+            "UTC",
+            "2026-01-02 00:00:00Z",
+        ),
+        (
+            "0 0 * * 7",
+            "2026-12-05 10:00:00Z",
+            "UTC",
+            "2026-12-06 00:00:00Z",
+        ),
+        (
+            "@hourly",
+            "2026-01-01 10:00:00Z",
+            "UTC",
+            "2026-01-01 11:00:00Z",
+        ),
+        (
+            "0 12 1 jan,jul *",
+            "2026-02-01 00:00:00Z",
+            "UTC",
+            "2026-07-01 12:00:00Z",
+        ),
+    ];
+    for (cron, after, tz, want) in cases {
+        assert_eq!(
+            next(cron, after, tz),
+            at(&db, want),
+            "{cron} after {after} in {tz}"
+        );
+    }
+    for (bad, says) in [
+        ("* * *", "has 3 fields"),
+        ("61 * * * *", "minute: 61 is outside 0 to 59"),
+        ("*/0 * * * *", "bad step"),
+        ("5-1 * * * *", "bad range"),
+        ("* * * * FOO", "weekday: 'FOO' is not a number or a name"),
+        ("0 0 30 2 *", "names no time in the next five years"),
+    ] {
+        let e = broker.cron_next(bad, SystemTime::now(), "UTC").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{bad}");
+        assert!(e.to_string().contains(says), "{bad}: {e}");
+    }
+    let e = broker
+        .cron_next("@daily", SystemTime::now(), "Mars/Olympus")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(
+        e.to_string().contains("unknown time zone 'Mars/Olympus'"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_schedules_are_refused_with_what_is_wrong() {
+    let db = support::db();
+    let broker = db.broker();
+    let kind = |s: Schedule| broker.schedule(&s).unwrap_err().kind();
+    assert_eq!(
+        kind(Schedule::new("s", "* * * * * * *", "q", "{}")),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Schedule::new("s", "@daily", "q", "{}").time_zone("Nowhere/Land")),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Schedule::new("", "@daily", "q", "{}")),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Schedule::new("s", "@daily", "q", "{}").max_attempts(0)),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        kind(Schedule::new("s", "@daily", "bad queue", "{}")),
+        ErrorKind::InvalidName
+    );
+    assert_eq!(
+        kind(Schedule::new("s", "@daily", "q", "not json")),
+        ErrorKind::Serialize
+    );
+    assert!(broker.schedules().unwrap().is_empty());
+    // The same checks in SQL.
+    let e = db
+        .client()
+        .query_one("SELECT pgbroker.schedule('s', '99 * * * *', 'q')", &[])
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "22023");
+    assert!(!broker.unschedule("s").unwrap());
+}
+
+#[test]
+fn schedules_are_listed_with_their_next_run_and_replaced_by_name() {
+    let db = support::db();
+    let broker = db.broker();
+    let next = broker
+        .schedule(&Schedule::new(
+            "report",
+            "0 3 * * *",
+            "reports",
+            r#"{"kind": 1}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        next,
+        broker
+            .cron_next("0 3 * * *", SystemTime::now(), "UTC")
+            .unwrap()
+    );
+    let next2 = broker
+        .schedule(
+            &Schedule::new("report", "30 4 * * *", "reports", r#"{"kind": 2}"#)
+                .time_zone("Asia/Tokyo")
+                .priority(3)
+                .max_attempts(2)
+                .skip_missed(true),
+        )
+        .unwrap();
+    let list = broker.schedules().unwrap();
+    assert_eq!(list.len(), 1);
+    let s = &list[0];
+    assert_eq!(
+        (
+            s.name.as_str(),
+            s.cron.as_str(),
+            s.time_zone.as_str(),
+            s.queue.as_str()
+        ),
+        ("report", "30 4 * * *", "Asia/Tokyo", "reports")
+    );
+    assert_eq!(s.payload, serde_json::json!({"kind": 2}));
+    assert_eq!((s.priority, s.max_attempts, s.skip_missed), (3, 2, true));
+    assert_eq!(s.next_run_at, next2);
+    assert_eq!((s.last_run_at, s.last_job_id), (None, None));
+    assert!(broker.unschedule("report").unwrap());
+    assert!(broker.schedules().unwrap().is_empty());
+}
+
+/// Moves a schedule's next run into the past, as if nothing ran the scheduler since.
+fn miss(db: &support::TestDb, name: &str, ago: &str) -> SystemTime {
+    db.client()
+        .query_one(
+            "UPDATE pgbroker.schedules SET next_run_at = date_trunc('minute', now()) - $2::text::interval
+              WHERE name = $1 RETURNING next_run_at",
+            &[&name, &ago],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn missed_ticks_are_enqueued_once_or_skipped() {
+    let db = support::db();
+    let broker = db.broker();
+    broker
+        .schedule(&Schedule::new("sync", "*/5 * * * *", "sync", "{}").max_attempts(4))
+        .unwrap();
+    broker
+        .schedule(&Schedule::new("ping", "*/5 * * * *", "ping", "{}").skip_missed(true))
+        .unwrap();
+    assert_eq!(broker.run_schedules().unwrap(), 0, "nothing due yet");
+    let missed = miss(&db, "sync", "3 hours");
+    miss(&db, "ping", "3 hours");
+    // 36 ticks of each were missed: one job for sync, none for ping.
+    assert_eq!(broker.run_schedules().unwrap(), 1);
+    assert_eq!(broker.run_schedules().unwrap(), 0);
+    let jobs = broker
+        .claim_jobs("sync", "w", 10, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].max_attempts, 4);
+    let key = jobs[0].unique_key.clone().unwrap();
+    assert!(key.starts_with("schedule:sync:"), "{key}");
+    let tick: SystemTime = db
+        .client()
+        .query_one("SELECT split_part($1, 'sync:', 2)::timestamptz", &[&key])
+        .unwrap()
+        .get(0);
+    assert_eq!(tick, missed);
+    assert!(broker
+        .claim_jobs("ping", "w", 10, Duration::from_secs(30))
+        .unwrap()
+        .is_empty());
+    for s in broker.schedules().unwrap() {
+        assert!(s.next_run_at > SystemTime::now(), "{}", s.name);
+        assert_eq!(s.last_run_at, Some(missed));
+        assert_eq!(s.last_job_id.is_some(), s.name == "sync");
+    }
+    assert_eq!(
+        broker
+            .schedules()
+            .unwrap()
+            .iter()
+            .find(|s| s.name == "sync")
+            .unwrap()
+            .last_job_id,
+        Some(jobs[0].id)
+    );
+}
+
+#[test]
+fn worker_pools_run_the_scheduler_unless_told_not_to() {
+    let db = support::db();
+    let broker = db.broker();
+    broker
+        .schedule(&Schedule::new(
+            "tick",
+            "* * * * * *",
+            "ticks",
+            r#"{"n": 1}"#,
+        ))
+        .unwrap();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let r = ran.clone();
+    let quiet = broker
+        .worker_pool()
+        .threads(1)
+        .queue("other", 1, |_| Ok(()))
+        .run_schedules(false)
+        .start()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(count(&db, "SELECT count(*) FROM pgbroker.jobs"), 0);
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .queue("ticks", 1, move |job| {
+            r.lock().unwrap().push(job.payload().clone());
+            Ok(())
+        })
+        .schedule_interval(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || ran
+        .lock()
+        .unwrap()
+        .len()
+        >= 2));
+    pool.shutdown().unwrap();
+    quiet.shutdown().unwrap();
+    assert!(ran
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|p| *p == serde_json::json!({"n": 1})));
+}
+
+#[test]
+fn one_job_per_tick_across_processes_that_are_killed_and_restarted() {
+    let db = support::db();
+    let broker = db.broker();
+    ran_table(&db);
+    broker
+        .schedule(&Schedule::new("tick", "* * * * * *", "ticks", "{}"))
+        .unwrap();
+    {
+        let _first = Children::start(3, &db.url, "ticks");
+        assert!(support::wait_until(Duration::from_secs(20), || count(
+            &db,
+            "SELECT count(*) FROM ran"
+        ) >= 3));
+    } // killed (SIGKILL), mid-whatever
+    let _second = Children::start(3, &db.url, "ticks");
+    let before = count(&db, "SELECT count(*) FROM ran");
+    assert!(support::wait_until(Duration::from_secs(20), || count(
+        &db,
+        "SELECT count(*) FROM ran"
+    ) >= before
+        + 3));
+    drop(_second);
+    let (jobs, ticks, pids): (i64, i64, i64) = db
+        .client()
+        .query_one(
+            "SELECT count(*), count(DISTINCT unique_key), count(DISTINCT pid) FROM ran",
+            &[],
+        )
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .unwrap();
+    assert_eq!(jobs, ticks, "a tick ran twice");
+    assert!(ticks >= 6);
+    assert!(pids >= 2, "the ticks were spread over the processes");
 }

@@ -16,6 +16,7 @@ mod input;
 mod output;
 mod pubsub;
 mod queue;
+mod schedule;
 mod setup;
 mod stats;
 mod topic;
@@ -80,6 +81,8 @@ enum Command {
     Pause(controls::QueueArgs),
     /// Resume a paused queue; its idle workers start at once.
     Resume(controls::QueueArgs),
+    /// Periodic jobs: add, list or remove schedules (cron expressions with time zones).
+    Schedule(schedule::ScheduleArgs),
     /// Broker health: notification queue, schema, connections, horizon hold-back.
     Stats(stats::StatsArgs),
     /// Measure pgbroker against the raw PostgreSQL limit for the same work.
@@ -121,6 +124,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cancel(args) => queue::cancel(target.require()?, &args, json),
         Command::Pause(args) => controls::pause(target.require()?, &args, json),
         Command::Resume(args) => controls::resume(target.require()?, &args, json),
+        Command::Schedule(args) => schedule::schedule(target.require()?, &args, json),
         Command::Stats(args) => stats::stats(target.require()?, &args, json),
         Command::Bench(args) => bench_command::bench(target.url(), &args, json),
         Command::Demo => demo::demo(json),

@@ -55,3 +55,62 @@ fn pause_and_resume_a_queue() {
     let o = run(&["pause", "bad name", "--url", url]);
     assert_eq!(o.status.code(), Some(2), "{o:?}");
 }
+
+#[test]
+fn schedule_add_list_remove() {
+    let db = support::db();
+    let url = db.url.as_str();
+    let out = ok(&[
+        "schedule",
+        "add",
+        "nightly",
+        "0 3 * * *",
+        "reports",
+        r#"{"k":1}"#,
+        "--tz",
+        "Europe/Paris",
+        "--url",
+        url,
+    ]);
+    assert!(out.starts_with("schedule nightly next runs at 20"), "{out}");
+    let j: Value = serde_json::from_str(&ok(&[
+        "schedule",
+        "add",
+        "ping",
+        "*/10 * * * * *",
+        "pings",
+        "--skip-missed",
+        "--json",
+        "--url",
+        url,
+    ]))
+    .unwrap();
+    assert_eq!(j["name"], "ping");
+    let list = ok(&["schedule", "list", "--json", "--url", url]);
+    let rows: Vec<Value> = list
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["name"], "ping"); // soonest first
+    assert_eq!(rows[0]["skip_missed"], true);
+    assert_eq!(rows[0]["next_run_at"], j["next_run_at"]);
+    assert_eq!(rows[1]["name"], "nightly");
+    assert_eq!(rows[1]["time_zone"], "Europe/Paris");
+    assert_eq!(rows[1]["payload"], serde_json::json!({"k": 1}));
+    let table = ok(&["schedule", "list", "--url", url]);
+    assert_eq!(table.lines().count(), 4, "{table}"); // header, rule, two schedules
+    assert!(table.lines().next().unwrap().contains("next_run_at"));
+
+    let o = run(&["schedule", "add", "bad", "0 25 * * *", "q", "--url", url]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("hour: 25 is outside 0 to 23"), "{err}");
+
+    assert_eq!(
+        ok(&["schedule", "remove", "nightly", "--url", url]),
+        "schedule nightly removed\n"
+    );
+    let o = run(&["schedule", "remove", "nightly", "--url", url]);
+    assert_eq!(o.status.code(), Some(1));
+}

@@ -22,3 +22,24 @@ CREATE TABLE IF NOT EXISTS pgbroker.queue_controls (
     window_count integer     NOT NULL DEFAULT 0,
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
+
+-- Periodic jobs (schema/functions/schedule.sql): one row per schedule. Whoever runs
+-- pgbroker.run_schedules() (every worker pool, once a second) locks the due rows with SKIP
+-- LOCKED, enqueues one job per row and moves next_run_at past now() in the same transaction:
+-- one job per tick however many processes run it.
+CREATE TABLE IF NOT EXISTS pgbroker.schedules (
+    name         text        PRIMARY KEY,
+    cron         text        NOT NULL,
+    time_zone    text        NOT NULL DEFAULT 'UTC',
+    queue        text        NOT NULL,
+    payload      jsonb       NOT NULL DEFAULT '{}',
+    priority     integer     NOT NULL DEFAULT 0,
+    max_attempts integer     NOT NULL DEFAULT 25,
+    skip_missed  boolean     NOT NULL DEFAULT false,
+    next_run_at  timestamptz NOT NULL,
+    last_run_at  timestamptz,
+    last_job_id  bigint,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS schedules_due ON pgbroker.schedules (next_run_at);

@@ -434,6 +434,10 @@ fn default_worker_name(queue: &str) -> String {
 }
 
 impl Source for QueueSource {
+    fn runs_jobs(&self) -> bool {
+        true
+    }
+
     fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>> {
         let opts = self.options;
         opts.check()?;
