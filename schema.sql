@@ -31,5 +31,6 @@ INSERT INTO pgbroker.schema_version (version) VALUES (6);
 \ir schema/functions/log.sql
 \ir schema/functions/queue.sql
 \ir schema/functions/queue_controls.sql
+\ir schema/functions/job_options.sql
 \ir schema/functions/schedule.sql
 \ir schema/functions/routing.sql

@@ -58,6 +58,10 @@ const FUNCTIONS: &[(&str, &str)] = &[
         include_str!("../schema/functions/queue_controls.sql"),
     ),
     (
+        "schema/functions/job_options.sql",
+        include_str!("../schema/functions/job_options.sql"),
+    ),
+    (
         "schema/functions/schedule.sql",
         include_str!("../schema/functions/schedule.sql"),
     ),

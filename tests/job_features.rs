@@ -82,7 +82,10 @@ impl Drop for Children {
 
 fn ran_table(db: &support::TestDb) {
     db.client()
-        .batch_execute("CREATE TABLE ran (job_id bigint, pid int, payload jsonb, unique_key text)")
+        .batch_execute(
+            "CREATE TABLE ran (job_id bigint, pid int, payload jsonb, unique_key text,
+                           at timestamptz DEFAULT clock_timestamp())",
+        )
         .unwrap();
 }
 
@@ -571,4 +574,212 @@ fn one_job_per_tick_across_processes_that_are_killed_and_restarted() {
     assert_eq!(jobs, ticks, "a tick ran twice");
     assert!(ticks >= 6);
     assert!(pids >= 2, "the ticks were spread over the processes");
+}
+
+// Dependencies ----------------------------------------------------------------------------------
+
+use pgbroker::queue::JobState;
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn claim_one(broker: &pgbroker::Broker, queue: &str) -> Vec<pgbroker::queue::ClaimedJob> {
+    broker.claim_jobs(queue, "w", 10, LEASE).unwrap()
+}
+
+#[test]
+fn a_job_runs_after_all_its_parents_completed() {
+    let db = support::db();
+    let broker = db.broker();
+    let a = broker.enqueue("parts", "1").unwrap();
+    let b = broker.enqueue("parts", "2").unwrap();
+    let c = broker.enqueue("parts", "3").unwrap();
+    let child = broker
+        .enqueue_job(&Job::new("whole", "{}").after(&[a, b, c]))
+        .unwrap();
+    let info = broker.job(child).unwrap().unwrap();
+    assert_eq!(info.state, JobState::Available);
+    assert_eq!(info.parents, vec![a, b, c]);
+    assert!(claim_one(&broker, "whole").is_empty());
+
+    // a: claimed and completed (deleted).
+    let mut jobs = claim_one(&broker, "parts");
+    assert_eq!(jobs.len(), 3);
+    assert_eq!(broker.complete_jobs(&jobs[..1]).unwrap(), 1);
+    assert_eq!(broker.job(child).unwrap().unwrap().parents, vec![b, c]);
+    // b: completed and kept (a state change, not a deletion).
+    let mut conn = broker.conn().unwrap();
+    conn.execute(
+        "SELECT pgbroker.complete($1, '{\"ok\": 1}', interval '1 hour')",
+        &[&b],
+    )
+    .unwrap();
+    assert_eq!(broker.job(child).unwrap().unwrap().parents, vec![c]);
+    assert!(claim_one(&broker, "whole").is_empty());
+    // c: failed once (retried), then completed in a transaction that took it.
+    let c_job = jobs.pop().unwrap();
+    broker
+        .fail_job(&c_job, "flaky", Some(Duration::ZERO))
+        .unwrap();
+    assert_eq!(broker.job(child).unwrap().unwrap().parents, vec![c]);
+    let (tx, taken) = conn.take_jobs("parts", 10).unwrap();
+    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), vec![c]);
+    tx.commit().unwrap();
+    let info = broker.job(child).unwrap().unwrap();
+    assert!(info.parents.is_empty());
+    assert!(info.run_at <= SystemTime::now());
+    let ids: Vec<i64> = claim_one(&broker, "whole").iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![child]);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgbroker.job_dependencies"),
+        0
+    );
+}
+
+#[test]
+fn a_dependent_dies_with_its_parent_unless_told_to_run() {
+    let db = support::db();
+    let broker = db.broker();
+    let doomed = broker
+        .enqueue_job(&Job::new("parts", "1").max_attempts(1))
+        .unwrap();
+    let cancelled = broker.enqueue("parts", "2").unwrap();
+    let strict = broker
+        .enqueue_job(&Job::new("whole", "1").after(&[doomed]))
+        .unwrap();
+    let grandchild = broker
+        .enqueue_job(&Job::new("whole", "2").after(&[strict]))
+        .unwrap();
+    let lenient = broker
+        .enqueue_job(
+            &Job::new("whole", "3")
+                .after(&[doomed, cancelled])
+                .run_if_parent_fails(true),
+        )
+        .unwrap();
+    let strict2 = broker
+        .enqueue_job(&Job::new("whole", "4").after(&[cancelled]))
+        .unwrap();
+    let jobs = broker.claim_jobs("parts", "w", 1, LEASE).unwrap();
+    assert_eq!(
+        broker.fail_job(&jobs[0], "boom", None).unwrap(),
+        Some(JobState::Dead)
+    );
+    assert!(broker.cancel_job(cancelled).unwrap());
+
+    let strict_info = broker.job(strict).unwrap().unwrap();
+    assert_eq!(strict_info.state, JobState::Dead);
+    assert_eq!(
+        strict_info.last_error.as_deref(),
+        Some(format!("parent job {doomed} died").as_str())
+    );
+    // Its own dependent follows it.
+    let g = broker.job(grandchild).unwrap().unwrap();
+    assert_eq!(g.state, JobState::Dead);
+    assert_eq!(
+        g.last_error.as_deref(),
+        Some(format!("parent job {strict} died").as_str())
+    );
+    let s2 = broker.job(strict2).unwrap().unwrap();
+    assert_eq!(
+        (s2.state, s2.last_error.as_deref()),
+        (
+            JobState::Dead,
+            Some(format!("parent job {cancelled} was cancelled").as_str())
+        )
+    );
+    let ids: Vec<i64> = claim_one(&broker, "whole").iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![lenient]);
+
+    // A parent dead before the dependent is enqueued; an unknown (completed) parent.
+    let late = broker
+        .enqueue_job(&Job::new("whole", "5").after(&[doomed]))
+        .unwrap();
+    assert_eq!(broker.job(late).unwrap().unwrap().state, JobState::Dead);
+    let free = broker
+        .enqueue_job(&Job::new("whole", "6").after(&[987_654_321]))
+        .unwrap();
+    let info = broker.job(free).unwrap().unwrap();
+    assert_eq!((info.state, info.parents.len()), (JobState::Available, 0));
+    assert!(info.run_at <= SystemTime::now());
+}
+
+#[test]
+fn bad_job_options_are_refused() {
+    let db = support::db();
+    let broker = db.broker();
+    let kind = |j: Job| broker.enqueue_job(&j).unwrap_err().kind();
+    assert_eq!(
+        kind(Job::new("q", "{}").timeout(Duration::ZERO)),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(kind(Job::new("q", "{}").group("")), ErrorKind::InvalidInput);
+    assert_eq!(
+        kind(Job::new("q", "{}").group("a\nb")),
+        ErrorKind::InvalidInput
+    );
+    let e = broker
+        .enqueue_batch(&[Job::new("q", "{}"), Job::new("q", "{}").after(&[1])])
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
+    assert!(e.to_string().contains("job 1 of the batch"), "{e}");
+    assert_eq!(count(&db, "SELECT count(*) FROM pgbroker.jobs"), 0);
+    let mut c = db.client();
+    let id: i64 = c
+        .query_one("SELECT pgbroker.enqueue('q', '{}')", &[])
+        .unwrap()
+        .get(0);
+    let e = c
+        .query_one(
+            "SELECT pgbroker.set_job_options($1::bigint, ARRAY[$1::bigint])",
+            &[&id],
+        )
+        .unwrap_err();
+    let msg = e.as_db_error().unwrap().message().to_owned();
+    assert!(msg.contains("cannot wait for itself"), "{msg}");
+    let e = c
+        .query_one(
+            "SELECT pgbroker.set_job_options(-5, timeout => interval '1s')",
+            &[],
+        )
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "P0002");
+}
+
+#[test]
+fn fan_in_of_a_thousand_parents_across_worker_processes() {
+    let db = support::db();
+    let broker = db.broker();
+    ran_table(&db);
+    broker.pause_queue("fan").unwrap(); // enqueue everything first
+    let parents: Vec<i64> = (0..1000)
+        .map(|i| {
+            broker
+                .enqueue("fan", &serde_json::json!({"part": i}))
+                .unwrap()
+        })
+        .collect();
+    let whole = broker
+        .enqueue_job(&Job::new("fan", r#"{"whole": true}"#).after(&parents))
+        .unwrap();
+    assert_eq!(broker.job(whole).unwrap().unwrap().parents.len(), 1000);
+    let _children = Children::start(3, &db.url, "fan");
+    broker.resume_queue("fan").unwrap();
+    assert!(support::wait_until(Duration::from_secs(60), || count(
+        &db,
+        "SELECT count(*) FROM ran"
+    ) == 1001));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&db, "SELECT count(*) FROM ran"), 1001);
+    assert_eq!(count(&db, "SELECT count(DISTINCT job_id) FROM ran"), 1001);
+    let last: i64 = db
+        .client()
+        .query_one("SELECT job_id FROM ran ORDER BY at DESC LIMIT 1", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(last, whole, "the fan-in job ran before a parent finished");
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM pgbroker.job_dependencies"),
+        0
+    );
+    assert!(count(&db, "SELECT count(DISTINCT pid) FROM ran") >= 2);
 }

@@ -43,3 +43,14 @@ CREATE TABLE IF NOT EXISTS pgbroker.schedules (
     updated_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS schedules_due ON pgbroker.schedules (next_run_at);
+
+-- Dependencies (schema/functions/job_options.sql): job `job_id` waits for `parent_id`. A row
+-- is deleted when its parent completes, dies or is cancelled; the job is released when its
+-- last row goes. No foreign keys: completed jobs are deleted, and a key would make every
+-- deletion of a job look here.
+CREATE TABLE IF NOT EXISTS pgbroker.job_dependencies (
+    parent_id bigint NOT NULL,
+    job_id    bigint NOT NULL,
+    PRIMARY KEY (parent_id, job_id)
+);
+CREATE INDEX IF NOT EXISTS job_dependencies_job ON pgbroker.job_dependencies (job_id);

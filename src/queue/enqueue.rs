@@ -8,6 +8,7 @@ use postgres::types::{ToSql, Type};
 use postgres::Transaction;
 
 use super::job::{check_payload, Job, DEFAULT_MAX_ATTEMPTS};
+use super::job_options;
 use super::{secs, typed, validate_queue, JobId, JobPayload};
 use crate::{Broker, Error, ErrorKind, Result};
 
@@ -356,6 +357,9 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_job(&self, job: &Job) -> Result<JobId> {
+        if job.features.is_some() {
+            return self.enqueue_with_options(job); // after, timeout, group: job_options.rs
+        }
         let params = Params::new(job)?;
         let max_attempts = job.max_attempts_i32();
         if job.is_plain() {
@@ -387,6 +391,7 @@ impl Broker {
     /// ```
     pub fn enqueue_in(&self, tx: &mut Transaction<'_>, job: &Job) -> Result<JobId> {
         let params = Params::new(job)?;
+        job_options::check(job)?;
         let max_attempts = job.max_attempts_i32();
         let values = params.values(job, &max_attempts);
         // Always asks for waiting workers: the job is announced when `tx` commits.
@@ -395,7 +400,9 @@ impl Broker {
         let rows = tx
             .query_typed(sql, &typed(&values, &ENQUEUE_TYPES))
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
-        Ok(rows[0].get(0))
+        let id = rows[0].get(0);
+        job_options::apply(tx, id, job)?;
+        Ok(id)
     }
 
     /// Enqueues many jobs atomically; returns how many were written (unique jobs that already
@@ -416,6 +423,7 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_batch(&self, jobs: &[Job]) -> Result<u64> {
+        job_options::check_batch(jobs)?;
         let mut conn = self.conn()?;
         if jobs.len() > BATCH_ARRAYS_MAX {
             let mut tx = conn.transaction()?;
@@ -447,6 +455,7 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_batch_in(&self, tx: &mut Transaction<'_>, jobs: &[Job]) -> Result<u64> {
+        job_options::check_batch(jobs)?;
         let params = jobs.iter().map(Params::new).collect::<Result<Vec<_>>>()?;
         if jobs.is_empty() {
             return Ok(0);

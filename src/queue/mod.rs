@@ -58,6 +58,7 @@ mod context;
 mod controls;
 mod enqueue;
 mod job;
+mod job_options;
 mod schedule;
 mod stats;
 mod take;
@@ -69,6 +70,7 @@ pub use claim::ClaimedJob;
 pub use consumer::QueueOptions;
 pub use context::JobContext;
 pub use job::{Job, JobPayload, DEFAULT_MAX_ATTEMPTS};
+pub use job_options::MAX_GROUP_KEY_CHARS;
 pub(crate) use schedule::SchedulerSource;
 pub use schedule::{Schedule, ScheduleInfo, DEFAULT_SCHEDULE_INTERVAL};
 pub use stats::{JobInfo, QueueStats};
@@ -196,6 +198,18 @@ pub(crate) fn typed<'a>(
     postgres::types::Type,
 )> {
     values.iter().copied().zip(types.iter().cloned()).collect()
+}
+
+/// A database error about bad input (SQLSTATE 22023, as the job-feature functions raise it)
+/// as [`ErrorKind::InvalidInput`] with the server's message; others as they are.
+pub(crate) fn input_error(e: postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == "22023" => {
+            let msg = db.message().trim_start_matches("pgbroker: ").to_owned();
+            Error::with_cause(ErrorKind::InvalidInput, Some(msg), e)
+        }
+        _ => Error::from(e),
+    }
 }
 
 pub(crate) fn secs(d: std::time::Duration) -> f64 {

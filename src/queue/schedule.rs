@@ -18,7 +18,7 @@ use postgres::Row;
 use serde_json::Value;
 
 use super::job::check_payload;
-use super::{validate_queue, JobId, JobPayload, DEFAULT_MAX_ATTEMPTS};
+use super::{input_error, validate_queue, JobId, JobPayload, DEFAULT_MAX_ATTEMPTS};
 use crate::worker::{Source, SourceContext};
 use crate::{Broker, Error, ErrorKind, Result, WorkerPoolBuilder};
 
@@ -236,18 +236,6 @@ impl ScheduleInfo {
             last_run_at: row.get(9),
             last_job_id: row.get(10),
         }
-    }
-}
-
-/// A database error about bad input (SQLSTATE 22023, raised by the schedule functions) as
-/// [`ErrorKind::InvalidInput`] with the server's message; others as they are.
-fn input_error(e: postgres::Error) -> Error {
-    match e.as_db_error() {
-        Some(db) if db.code().code() == "22023" => {
-            let msg = db.message().trim_start_matches("pgbroker: ").to_owned();
-            Error::with_cause(ErrorKind::InvalidInput, Some(msg), e)
-        }
-        _ => Error::from(e),
     }
 }
 
