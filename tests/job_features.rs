@@ -783,3 +783,90 @@ fn fan_in_of_a_thousand_parents_across_worker_processes() {
     );
     assert!(count(&db, "SELECT count(DISTINCT pid) FROM ran") >= 2);
 }
+
+// Progress ---------------------------------------------------------------------------------------
+
+#[test]
+fn progress_is_stored_shown_and_sent_to_watchers() {
+    let db = support::db();
+    let broker = db.broker();
+    let watcher = broker.watch_jobs("imports").unwrap();
+    let (reported_tx, reported) = crossbeam_channel::bounded::<()>(0);
+    let (go_on, go) = crossbeam_channel::bounded::<()>(0);
+    let results = Arc::new(Mutex::new(Vec::new()));
+    let r = results.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .queue_with(
+            QueueOptions::new("imports").keep_completed(Duration::from_secs(60)),
+            move |job| {
+                r.lock()
+                    .unwrap()
+                    .push(job.set_progress(&serde_json::json!({"rows": 5, "of": 10}))?);
+                let _ = reported_tx.send(());
+                let _ = go.recv();
+                r.lock()
+                    .unwrap()
+                    .push(job.set_progress(r#"{"rows": 10, "of": 10}"#)?);
+                let big = "x".repeat(5000);
+                let e = job
+                    .set_progress(&serde_json::json!({ "big": big }))
+                    .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap();
+    let id = broker.enqueue("imports", "{}").unwrap();
+    reported.recv_timeout(Duration::from_secs(10)).unwrap();
+    let info = broker.job(id).unwrap().unwrap();
+    assert_eq!(info.state, JobState::Running);
+    assert_eq!(
+        info.progress,
+        Some(serde_json::json!({"rows": 5, "of": 10}))
+    );
+    go_on.send(()).unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || broker
+        .job(id)
+        .unwrap()
+        .unwrap()
+        .state
+        == JobState::Completed));
+    pool.shutdown().unwrap();
+    assert_eq!(*results.lock().unwrap(), vec![true, true]);
+    let info = broker.job(id).unwrap().unwrap();
+    assert_eq!(
+        info.progress,
+        Some(serde_json::json!({"rows": 10, "of": 10}))
+    );
+
+    let mut seen = Vec::new();
+    while let Some(ev) = watcher.recv_timeout(Duration::from_millis(500)).unwrap() {
+        seen.push((ev.state, ev.progress));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (JobState::Available, None),
+            (JobState::Running, None),
+            (
+                JobState::Running,
+                Some(serde_json::json!({"rows": 5, "of": 10}))
+            ),
+            (
+                JobState::Running,
+                Some(serde_json::json!({"rows": 10, "of": 10}))
+            ),
+            (JobState::Completed, None),
+        ]
+    );
+    // Not running any more: nothing recorded.
+    let ok: bool = db
+        .client()
+        .query_one("SELECT pgbroker.set_progress($1, '1')", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(!ok);
+}

@@ -114,3 +114,37 @@ fn schedule_add_list_remove() {
     let o = run(&["schedule", "remove", "nightly", "--url", url]);
     assert_eq!(o.status.code(), Some(1));
 }
+
+#[test]
+fn jobs_shows_progress_and_jobs_waiting_for_parents() {
+    let db = support::db();
+    let url = db.url.as_str();
+    let broker = db.broker();
+    let parent = broker.enqueue("work", r#"{"n": 1}"#).unwrap();
+    let child = broker
+        .enqueue_job(&pgbroker::Job::new("work", "{}").after(&[parent]))
+        .unwrap();
+    let jobs = broker
+        .claim_jobs("work", "w", 10, std::time::Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    db.client()
+        .execute(
+            "SELECT pgbroker.set_progress($1, '{\"pct\": 40}')",
+            &[&parent],
+        )
+        .unwrap();
+    let out = ok(&["jobs", "work", "--json", "--url", url]);
+    let rows: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["id"], parent);
+    assert_eq!(rows[0]["progress"], serde_json::json!({"pct": 40}));
+    assert_eq!(rows[1]["id"], child);
+    assert_eq!(rows[1]["progress"], Value::Null);
+    let table = ok(&["jobs", "work", "--url", url]);
+    assert!(table.contains(r#"{"pct":40}"#), "{table}");
+    assert!(table.contains("after parents"), "{table}");
+}

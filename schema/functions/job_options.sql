@@ -225,3 +225,36 @@ LANGUAGE sql STABLE AS $$
     SELECT dep.parent_id FROM pgbroker.job_dependencies dep WHERE dep.job_id = $1
      ORDER BY dep.parent_id
 $$;
+
+-- Records the progress of a running job (any JSON, at most 4000 bytes as text) in its
+-- details, and sends it to watchers of its queue as a status event in state 'running' with
+-- a 'progress' field. `attempt` fences against an older claim. Returns false when the job is
+-- not running (under that attempt).
+CREATE OR REPLACE FUNCTION pgbroker.set_progress(job_id bigint, progress jsonb,
+                                                 attempt integer DEFAULT NULL)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+#variable_conflict use_variable
+DECLARE
+    r record;
+BEGIN
+    IF progress IS NULL OR octet_length(progress::text) > 4000 THEN
+        RAISE EXCEPTION 'pgbroker: progress must be JSON of at most 4000 bytes, got %',
+            coalesce(octet_length(progress::text) || ' bytes', 'NULL') USING ERRCODE = '22023';
+    END IF;
+    UPDATE pgbroker.jobs j
+       SET details = coalesce(j.details, '{}'::jsonb) || jsonb_build_object('progress', progress)
+     WHERE j.id = job_id AND j.state = 'running' AND (attempt IS NULL OR j.attempt = attempt)
+    RETURNING j.queue, j.attempt, j.max_attempts, j.run_at INTO r;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pgbroker.watched_queues w WHERE w.queue = r.queue) THEN
+        PERFORM pg_notify('pgbroker.jobs.' || r.queue, json_build_object(
+            'id', job_id, 'queue', r.queue, 'state', 'running', 'attempt', r.attempt,
+            'max_attempts', r.max_attempts, 'run_at', r.run_at, 'error', NULL,
+            'progress', progress)::text);
+    END IF;
+    RETURN true;
+END
+$$;
