@@ -870,3 +870,112 @@ fn progress_is_stored_shown_and_sent_to_watchers() {
         .get(0);
     assert!(!ok);
 }
+
+// Per-job timeouts --------------------------------------------------------------------------------
+
+#[test]
+fn a_timeout_is_the_lease_and_heartbeats_do_not_extend_it() {
+    let db = support::db();
+    let broker = db.broker();
+    let id = broker
+        .enqueue_job(&Job::new("slow", "{}").timeout(Duration::from_millis(300)))
+        .unwrap();
+    assert_eq!(
+        broker.job(id).unwrap().unwrap().timeout,
+        Some(Duration::from_millis(300))
+    );
+    let plain = broker.enqueue("slow", "{}").unwrap();
+    let jobs = broker
+        .claim_jobs("slow", "w", 10, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    let leased = |j: &pgbroker::queue::ClaimedJob| {
+        j.lease_until
+            .unwrap()
+            .duration_since(jobs[1].lease_until.unwrap() - Duration::from_secs(60))
+            .unwrap()
+    };
+    assert_eq!(jobs[0].id, id);
+    assert_eq!(leased(&jobs[0]), Duration::from_millis(300));
+    assert_eq!(jobs[1].id, plain);
+    let mut c = db.client();
+    let held = |c: &mut pgbroker::postgres::Client| -> Vec<i64> {
+        c.query(
+            "SELECT pgbroker.extend_leases(ARRAY[$1, $2]::bigint[], ARRAY[1, 1], interval '60 s')",
+            &[&id, &plain],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    };
+    assert_eq!(held(&mut c), vec![id, plain]);
+    assert_eq!(
+        broker.job(id).unwrap().unwrap().lease_until,
+        jobs[0].lease_until
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(
+        held(&mut c),
+        vec![plain],
+        "past its timeout the job is no longer held"
+    );
+    assert_eq!(broker.rescue_jobs().unwrap(), 1);
+    let info = broker.job(id).unwrap().unwrap();
+    assert_eq!(info.state, JobState::Available);
+    assert_eq!(
+        info.last_error.as_deref(),
+        Some("attempt timed out after 0.3 s")
+    );
+}
+
+#[test]
+fn a_handler_past_its_timeout_is_cancelled_and_counted_failed() {
+    let db = support::db();
+    let broker = db.broker();
+    let saw_cancel = Arc::new(Mutex::new(Vec::new()));
+    let s = saw_cancel.clone();
+    let pool = broker
+        .worker_pool()
+        .threads(2)
+        .queue_with(
+            QueueOptions::new("slow")
+                .concurrency(2)
+                .lease(Duration::from_secs(30))
+                .heartbeat(Duration::from_millis(100))
+                .rescue_interval(Duration::from_millis(200)),
+            move |job| {
+                let started = Instant::now();
+                while !job.is_cancelled() && started.elapsed() < Duration::from_secs(20) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                s.lock().unwrap().push((job.id(), job.is_cancelled()));
+                // Does not return at once: the rescue counts the attempt failed meanwhile.
+                std::thread::sleep(Duration::from_secs(1));
+                Ok(())
+            },
+        )
+        .start()
+        .unwrap();
+    let id = broker
+        .enqueue_job(
+            &Job::new("slow", "{}")
+                .timeout(Duration::from_millis(500))
+                .max_attempts(1),
+        )
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(20), || broker
+        .job(id)
+        .unwrap()
+        .unwrap()
+        .state
+        == JobState::Dead));
+    pool.shutdown().unwrap();
+    assert_eq!(*saw_cancel.lock().unwrap(), vec![(id, true)]);
+    let info = broker.job(id).unwrap().unwrap();
+    assert_eq!(
+        info.last_error.as_deref(),
+        Some("attempt timed out after 0.5 s")
+    );
+    assert_eq!(info.attempt, 1);
+}

@@ -137,13 +137,15 @@ pub(super) fn size_class(max: i32) -> usize {
 /// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared once per
 /// connection: through the SQL function, PostgreSQL would parse and plan it on every call
 /// (0.25 ms, longer than claiming one job). The lease's type differs, and the final sort,
-/// which `claim_jobs` does itself; a test compares the two.
+/// which `claim_jobs` does itself; a test compares the two. A job with a timeout
+/// (src/queue/job_options.rs) is leased for its timeout instead of `$4`.
 macro_rules! claim_sql {
     ($candidates:literal,) => {
         concat!(
             "UPDATE pgbroker.jobs j
        SET state = 'running', attempt = j.attempt + 1, worker = $2,
-           lease_until = now() + make_interval(secs => $4)
+           lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
+                                          make_interval(secs => $4))
      WHERE ",
             next_jobs_sql!($candidates, "$3", ""),
             "

@@ -84,13 +84,16 @@ impl Job {
     }
 
     /// How long one attempt may run. The job's lease is this long from its claim (instead of
-    /// the queue's lease) and heartbeats do not extend it: past it the handler's
+    /// the queue's lease) and heartbeats do not extend it: at the first heartbeat past it
+    /// (see [`QueueOptions::heartbeat`](super::QueueOptions::heartbeat)) the handler's
     /// [`is_cancelled`](super::JobContext::is_cancelled) turns true, and an attempt that does
-    /// not return is counted failed (`attempt timed out after ..`) by the next
-    /// [rescue](crate::Broker::rescue_jobs). An outcome the handler returns before that
-    /// rescue still counts. In [transactional](super::QueueOptions::transactional) mode only
-    /// `is_cancelled` follows it. At least 1 ms. Default: none (the queue's lease, extended
-    /// while the handler runs).
+    /// not return is counted failed (`attempt timed out after <n> s`, retried or dead as any
+    /// failure) by the next [rescue](crate::Broker::rescue_jobs). An outcome the handler
+    /// returns before that rescue still counts. A worker that dies holding the job loses it
+    /// after this long, not after the queue's lease. No effect in
+    /// [transactional](super::QueueOptions::transactional) mode (the batch's lease bounds
+    /// it). At least 1 ms. Default: none (the queue's lease, extended while the handler
+    /// runs).
     ///
     /// # Examples
     ///
