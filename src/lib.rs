@@ -60,6 +60,7 @@ mod broker;
 mod config;
 mod error;
 mod id_blocks;
+pub mod middleware;
 pub mod notify;
 mod pool;
 pub mod queue;
@@ -67,6 +68,7 @@ mod routing;
 mod schema;
 mod table_name;
 pub mod topic;
+mod trace;
 mod worker;
 
 pub use broker::Broker;

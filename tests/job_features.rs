@@ -979,3 +979,242 @@ fn a_handler_past_its_timeout_is_cancelled_and_counted_failed() {
     );
     assert_eq!(info.attempt, 1);
 }
+
+// Middleware and tracing ------------------------------------------------------------------------
+
+use pgbroker::middleware::HandlerRun;
+
+#[test]
+fn middleware_runs_around_every_handler_outermost_first() {
+    let db = support::db();
+    let broker = db.broker();
+    let log = Arc::new(Mutex::new(Vec::<String>::new()));
+    let (outer, inner, handler_log) = (log.clone(), log.clone(), log.clone());
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .middleware(move |run, next| {
+            outer.lock().unwrap().push(format!("outer before {run}"));
+            let result = next();
+            outer
+                .lock()
+                .unwrap()
+                .push(format!("outer after {}", result.is_ok()));
+            result
+        })
+        .middleware(move |run, next| {
+            if let HandlerRun::Job { id, attempt, .. } = run {
+                inner
+                    .lock()
+                    .unwrap()
+                    .push(format!("inner job {id} attempt {attempt}"));
+            }
+            if let HandlerRun::Notification(n) = run {
+                inner.lock().unwrap().push(format!("inner {}", n.payload()));
+                if n.payload() == "skip" {
+                    return Ok(()); // the handler does not run
+                }
+            }
+            next()
+        })
+        .handler("pings", move |n| {
+            handler_log
+                .lock()
+                .unwrap()
+                .push(format!("handler {}", n.payload()));
+            Ok(())
+        })
+        .queue("mw", 1, |job| {
+            if job.payload()["fail"] == true {
+                return Err("asked to fail".into());
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let id = broker
+        .enqueue_job(&Job::new("mw", r#"{"fail": true}"#).max_attempts(1))
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || log
+        .lock()
+        .unwrap()
+        .len()
+        == 3));
+    broker.notify("pings", "skip").unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || log
+        .lock()
+        .unwrap()
+        .len()
+        == 6));
+    broker.notify("pings", "run").unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || log
+        .lock()
+        .unwrap()
+        .len()
+        == 10));
+    pool.shutdown().unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec![
+            format!("outer before queue \"mw\" job {id}"),
+            format!("inner job {id} attempt 1"),
+            "outer after false".to_string(),
+            "outer before channel \"pings\"".to_string(),
+            "inner skip".to_string(),
+            "outer after true".to_string(),
+            "outer before channel \"pings\"".to_string(),
+            "inner run".to_string(),
+            "handler run".to_string(),
+            "outer after true".to_string(),
+        ]
+    );
+    assert_eq!(
+        broker.job(id).unwrap().unwrap().last_error.as_deref(),
+        Some("asked to fail")
+    );
+}
+
+#[test]
+fn a_panicking_middleware_fails_the_job_and_the_pool_lives_on() {
+    let db = support::db();
+    let broker = db.broker();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .middleware(|run, next| {
+            if let HandlerRun::Job { attempt: 1, .. } = run {
+                panic!("middleware bug");
+            }
+            next()
+        })
+        .queue_with(QueueOptions::new("mw"), |_| Ok(()))
+        .start()
+        .unwrap();
+    let id = broker
+        .enqueue_job(
+            &Job::new("mw", "{}").backoff(Duration::from_millis(10), Duration::from_millis(10)),
+        )
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || broker
+        .job(id)
+        .unwrap()
+        .is_none()));
+    let stats = pool.shutdown().unwrap();
+    assert_eq!((stats.panicked, stats.handled), (1, 1));
+}
+
+#[cfg(feature = "tracing")]
+mod tracing_spans {
+    use std::fmt::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Mutex, OnceLock};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+
+    /// Every span created in this process: (name, "field=value ...").
+    pub fn spans() -> &'static Mutex<Vec<(String, String)>> {
+        static SPANS: OnceLock<Mutex<Vec<(String, String)>>> = OnceLock::new();
+        SPANS.get_or_init(|| {
+            tracing::subscriber::set_global_default(Recorder(AtomicU64::new(1))).unwrap();
+            Mutex::new(Vec::new())
+        })
+    }
+
+    struct Recorder(AtomicU64);
+    struct Text(String);
+
+    impl Visit for Text {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            let _ = write!(self.0, "{}={:?} ", field.name(), value);
+        }
+    }
+
+    impl tracing::Subscriber for Recorder {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let id = self.0.fetch_add(1, Ordering::Relaxed);
+            let mut text = Text(String::new());
+            span.record(&mut text);
+            spans().lock().unwrap().push((
+                span.metadata().name().to_owned(),
+                format!("#{id} {}", text.0),
+            ));
+            Id::from_u64(id)
+        }
+        fn record(&self, span: &Id, values: &Record<'_>) {
+            let mut text = Text(String::new());
+            values.record(&mut text);
+            let tag = format!("#{} ", span.into_u64());
+            for s in spans().lock().unwrap().iter_mut() {
+                if s.1.starts_with(&tag) {
+                    s.1.push_str(&text.0);
+                }
+            }
+        }
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, _: &tracing::Event<'_>) {}
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+#[cfg(feature = "tracing")]
+#[test]
+fn tracing_spans_name_the_jobs_and_events() {
+    let spans = tracing_spans::spans();
+    let db = support::db();
+    let broker = db.broker();
+    let id = broker.enqueue("traced", "{}").unwrap();
+    let pool = broker
+        .worker_pool()
+        .threads(1)
+        .queue("traced", 1, |_| Ok(()))
+        .start()
+        .unwrap();
+    assert!(support::wait_until(Duration::from_secs(10), || broker
+        .job(id)
+        .unwrap()
+        .is_none()));
+    pool.shutdown().unwrap();
+    let event = broker
+        .publish("traced.topic", &serde_json::json!({"a": 1}))
+        .unwrap();
+    let spans = spans.lock().unwrap().clone();
+    let has = |name: &str, parts: &[String]| {
+        spans
+            .iter()
+            .any(|(n, f)| n == name && parts.iter().all(|p| f.contains(p.as_str())))
+    };
+    let q = "queue=\"traced\"".to_string();
+    assert!(
+        has("pgbroker.enqueue", &[q.clone(), format!("job_id={id} ")]),
+        "{spans:?}"
+    );
+    assert!(
+        has(
+            "pgbroker.claim",
+            &[q.clone(), format!("first_job_id={id} ")]
+        ),
+        "{spans:?}"
+    );
+    assert!(
+        has(
+            "pgbroker.handle_job",
+            &[q, format!("job_id={id} "), "attempt=1".into()]
+        ),
+        "{spans:?}"
+    );
+    assert!(
+        has(
+            "pgbroker.publish",
+            &[
+                "topic=\"traced.topic\"".into(),
+                format!("event_id={} ", event.0)
+            ]
+        ),
+        "{spans:?}"
+    );
+}

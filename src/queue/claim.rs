@@ -7,6 +7,7 @@ use postgres::Row;
 use serde_json::Value;
 
 use super::{secs, validate_queue, JobId, JobState};
+use crate::trace::span;
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// A job claimed by [`Broker::claim_jobs`]: it is `running` and leased to the claimer until
@@ -224,11 +225,22 @@ impl Broker {
         if max == 0 {
             return Ok(Vec::new());
         }
+        let span = span!(
+            "pgbroker.claim",
+            queue = queue,
+            max = max,
+            claimed = empty,
+            first_job_id = empty
+        );
         let mut conn = self.conn()?;
         let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
         let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
         let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
         jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        span.record("claimed", jobs.len() as i64);
+        if let Some(j) = jobs.first() {
+            span.record("first_job_id", j.id);
+        }
         Ok(jobs)
     }
 
