@@ -41,6 +41,13 @@ fn child_worker_process() {
                         &job.claimed().unique_key,
                     ],
                 )?;
+                if let Some(ms) = job.payload()["sleep_ms"].as_u64() {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    conn.execute(
+                        "UPDATE ran SET done_at = clock_timestamp() WHERE job_id = $1",
+                        &[&job.id()],
+                    )?;
+                }
                 Ok(())
             },
         )
@@ -84,7 +91,7 @@ fn ran_table(db: &support::TestDb) {
     db.client()
         .batch_execute(
             "CREATE TABLE ran (job_id bigint, pid int, payload jsonb, unique_key text,
-                           at timestamptz DEFAULT clock_timestamp())",
+                           at timestamptz DEFAULT clock_timestamp(), done_at timestamptz)",
         )
         .unwrap();
 }
@@ -1217,4 +1224,163 @@ fn tracing_spans_name_the_jobs_and_events() {
         ),
         "{spans:?}"
     );
+}
+
+// Rate limits and group concurrency ---------------------------------------------------------------
+
+use pgbroker::queue::QueueLimits;
+
+#[test]
+fn a_rate_limit_holds_across_worker_processes() {
+    let db = support::db();
+    let broker = db.broker();
+    ran_table(&db);
+    broker
+        .limit_queue(
+            "rated",
+            &QueueLimits::new().rate(5, Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let jobs: Vec<Job> = (0..20)
+        .map(|i| Job::new("rated", &serde_json::json!(i)))
+        .collect();
+    broker.enqueue_batch(&jobs).unwrap();
+    let _children = Children::start(3, &db.url, "rated");
+    assert!(support::wait_until(Duration::from_secs(20), || count(
+        &db,
+        "SELECT count(*) FROM ran"
+    ) >= 5));
+    std::thread::sleep(Duration::from_secs(2)); // the processes keep claiming meanwhile
+    assert_eq!(count(&db, "SELECT count(*) FROM ran"), 5);
+    let limits = broker.queue_limits().unwrap();
+    assert_eq!(limits.len(), 1);
+    assert_eq!(
+        (
+            limits[0].queue.as_str(),
+            limits[0].rate,
+            limits[0].group_concurrency
+        ),
+        ("rated", Some((5, Duration::from_secs(3600))), None)
+    );
+    // Cleared: the rest runs.
+    broker.limit_queue("rated", &QueueLimits::new()).unwrap();
+    assert!(broker.queue_limits().unwrap().is_empty());
+    assert!(support::wait_until(Duration::from_secs(20), || count(
+        &db,
+        "SELECT count(*) FROM ran"
+    ) == 20));
+    assert_eq!(count(&db, "SELECT count(DISTINCT job_id) FROM ran"), 20);
+}
+
+#[test]
+fn a_rate_window_reopens_and_claims_take_what_is_left() {
+    let db = support::db();
+    let broker = db.broker();
+    broker
+        .limit_queue(
+            "rated",
+            &QueueLimits::new().rate(3, Duration::from_millis(500)),
+        )
+        .unwrap();
+    for i in 0..10 {
+        broker.enqueue("rated", &serde_json::json!(i)).unwrap();
+    }
+    assert_eq!(broker.claim_jobs("rated", "w", 2, LEASE).unwrap().len(), 2);
+    assert_eq!(broker.claim_jobs("rated", "w", 10, LEASE).unwrap().len(), 1);
+    assert_eq!(broker.claim_jobs("rated", "w", 10, LEASE).unwrap().len(), 0);
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(broker.claim_jobs("rated", "w", 10, LEASE).unwrap().len(), 3);
+    // The plain SQL claim leaves a limited queue alone; claim_limited honours it.
+    let mut c = db.client();
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pgbroker.claim('rated', 'w', 10)", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    std::thread::sleep(Duration::from_millis(600));
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pgbroker.claim_limited('rated', 'w', 10)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn group_concurrency_holds_across_worker_processes() {
+    let db = support::db();
+    let broker = db.broker();
+    ran_table(&db);
+    broker
+        .limit_queue("tenants", &QueueLimits::new().group_concurrency(2))
+        .unwrap();
+    for i in 0..8 {
+        for tenant in ["a", "b"] {
+            broker
+                .enqueue_job(
+                    &Job::new(
+                        "tenants",
+                        &serde_json::json!({"tenant": tenant, "i": i, "sleep_ms": 150}),
+                    )
+                    .group(tenant),
+                )
+                .unwrap();
+        }
+    }
+    broker
+        .enqueue_job(&Job::new("tenants", r#"{"tenant": null, "sleep_ms": 150}"#))
+        .unwrap();
+    let _children = Children::start(3, &db.url, "tenants"); // 6 slots in all
+    assert!(support::wait_until(Duration::from_secs(30), || count(
+        &db,
+        "SELECT count(*) FROM ran WHERE done_at IS NOT NULL"
+    ) == 17));
+    // At no job's start did its group have more than 2 jobs running.
+    let most = count(
+        &db,
+        "SELECT max(n) FROM (SELECT (SELECT count(*) FROM ran o
+                                      WHERE o.payload ->> 'tenant' = r.payload ->> 'tenant'
+                                        AND o.at <= r.at AND o.done_at > r.at) AS n
+                               FROM ran r WHERE r.payload ->> 'tenant' IS NOT NULL) x",
+    );
+    assert_eq!(most, 2);
+    assert_eq!(count(&db, "SELECT count(DISTINCT job_id) FROM ran"), 17);
+}
+
+#[test]
+fn bad_limits_are_refused() {
+    let db = support::db();
+    let broker = db.broker();
+    for bad in [
+        QueueLimits::new().rate(0, Duration::from_secs(1)),
+        QueueLimits::new().rate(1, Duration::ZERO),
+        QueueLimits::new().group_concurrency(0),
+    ] {
+        assert_eq!(
+            broker.limit_queue("q", &bad).unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
+    }
+    assert_eq!(
+        broker
+            .limit_queue("bad name", &QueueLimits::new())
+            .unwrap_err()
+            .kind(),
+        ErrorKind::InvalidName
+    );
+    let e = db
+        .client()
+        .query_one("SELECT pgbroker.limit_queue('q', rate_limit => 5)", &[])
+        .unwrap_err();
+    assert_eq!(e.code().unwrap().code(), "22023");
+    assert!(broker.queue_limits().unwrap().is_empty());
+    // Pausing a limited queue and resuming it keeps its limits.
+    broker
+        .limit_queue("q", &QueueLimits::new().group_concurrency(3))
+        .unwrap();
+    broker.pause_queue("q").unwrap();
+    broker.resume_queue("q").unwrap();
+    assert_eq!(broker.queue_limits().unwrap()[0].group_concurrency, Some(3));
 }

@@ -225,6 +225,10 @@ impl Broker {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // Paused and limited queues: src/queue/limits.rs.
+        if self.gates().is_gated(queue) {
+            return self.claim_gated(queue, worker, max, lease);
+        }
         let span = span!(
             "pgbroker.claim",
             queue = queue,
@@ -237,6 +241,9 @@ impl Broker {
         let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
         let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
         jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        if jobs.is_empty() && self.gates().should_look(queue) {
+            return self.claim_gated(queue, worker, max, lease);
+        }
         span.record("claimed", jobs.len() as i64);
         if let Some(j) = jobs.first() {
             span.record("first_job_id", j.id);
