@@ -130,11 +130,17 @@ BEGIN
     IF allowed < 1 THEN
         RETURN picked;
     ELSIF c.group_limit IS NULL THEN
-        picked := ARRAY(SELECT p.id FROM pgbroker.jobs p
-                         WHERE p.queue = q AND p.state = 'available' AND p.run_at <= now()
-                         ORDER BY p.priority, p.run_at, p.id
-                         LIMIT allowed
-                           FOR UPDATE SKIP LOCKED);
+        -- Two limits, the inner one literal, as in src/queue/claim.rs (next_jobs_sql): with
+        -- `LIMIT allowed` alone the generic plan looks dear, so every call was planned again
+        -- (and planning probes the claim index's end, past the dead entries of claimed jobs:
+        -- milliseconds). The outer limit stops the locking first.
+        picked := ARRAY(SELECT head.id FROM (
+                            SELECT p.id FROM pgbroker.jobs p
+                             WHERE p.queue = q AND p.state = 'available' AND p.run_at <= now()
+                             ORDER BY p.priority, p.run_at, p.id
+                             LIMIT 1000
+                               FOR UPDATE SKIP LOCKED) head
+                        LIMIT allowed);
     ELSE
         SELECT coalesce(jsonb_object_agg(g.grp, g.cnt), '{}'::jsonb) INTO running
           FROM (SELECT r.details ->> 'group' AS grp, count(*) AS cnt

@@ -20,11 +20,21 @@ const LIMIT_SQL: &str = "SELECT pgbroker.limit_queue($1, $2, make_interval(secs 
 const LIMITS_SQL: &str = "SELECT queue, paused_at, rate_limit,
         extract(epoch FROM rate_period)::float8, group_limit
    FROM pgbroker.queue_limits ORDER BY queue";
-/// A claim through `pgbroker.claim_limited`, and whether the queue is gated: one row per job,
-/// or one row of NULLs and the flag when none was claimed.
-const CLAIM_GATED_SQL: &str = "SELECT c.*, g.gated
-   FROM (SELECT EXISTS (SELECT FROM pgbroker.queue_controls qc WHERE qc.queue = $1) AS gated) g
-   LEFT JOIN LATERAL pgbroker.claim_limited($1, $2, $3, make_interval(secs => $4)) c ON true";
+/// The statement of `pgbroker.claim_limited` (prepared once per connection: through the SQL
+/// function PostgreSQL would plan it on every call), and whether the queue is gated: one row
+/// per job, or one row of NULLs and the flag when none was claimed.
+const CLAIM_GATED_SQL: &str = "WITH claimed AS (
+        UPDATE pgbroker.jobs j
+           SET state = 'running', attempt = j.attempt + 1, worker = $2,
+               lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
+                                              make_interval(secs => $4))
+         WHERE j.id = ANY (ARRAY(SELECT unnest(pgbroker.pick_limited($1, $3))))
+        RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
+                  j.lease_until, j.created_at, j.unique_key
+    )
+    SELECT c.*, g.gated
+      FROM (SELECT EXISTS (SELECT FROM pgbroker.queue_controls qc WHERE qc.queue = $1) AS gated) g
+      LEFT JOIN claimed c ON true";
 
 /// How often an empty claim of a queue not known to be gated looks whether it is.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
