@@ -14,6 +14,12 @@
 //!   [`Broker::take_jobs`](crate::Broker::take_jobs) in your own transaction.
 //! - Watchers: [`Broker::watch_jobs`](crate::Broker::watch_jobs) yields a [`JobEvent`] for every
 //!   state change of a queue's jobs.
+//! - Control and job features: [pause](crate::Broker::pause_queue) and resume, periodic jobs
+//!   ([`Schedule`], [`Broker::schedule`](crate::Broker::schedule); the worker pool runs the
+//!   scheduler), dependencies ([`Job::after`]), per-job timeouts ([`Job::timeout`]), progress
+//!   ([`JobContext::set_progress`]), rate limits and group concurrency ([`QueueLimits`],
+//!   [`Job::group`]) — each a set of SQL functions first (`schema/functions/queue_controls.sql`,
+//!   `schedule.sql`, `job_options.sql`).
 //! - Introspection: [`Broker::queue_stats`](crate::Broker::queue_stats),
 //!   [`Broker::job`](crate::Broker::job), [`Broker::dead_jobs`](crate::Broker::dead_jobs).
 //!
