@@ -12,7 +12,7 @@ use postgres::GenericClient;
 use crate::{Error, ErrorKind, Result};
 
 /// The schema version this library installs and expects: the number of its newest migration.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 const CORE: &str = include_str!("../schema/core.sql");
 
@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         path: "schema/migrations/0002_take_guard.sql",
         sql: include_str!("../schema/migrations/0002_take_guard.sql"),
     },
+    Migration {
+        version: 3,
+        path: "schema/migrations/0003_job_features.sql",
+        sql: include_str!("../schema/migrations/0003_job_features.sql"),
+    },
 ];
 
 /// The functions, re-created in this order after the migrations.
@@ -54,6 +59,18 @@ const FUNCTIONS: &[(&str, &str)] = &[
     (
         "schema/functions/queue.sql",
         include_str!("../schema/functions/queue.sql"),
+    ),
+    (
+        "schema/functions/queue_controls.sql",
+        include_str!("../schema/functions/queue_controls.sql"),
+    ),
+    (
+        "schema/functions/job_options.sql",
+        include_str!("../schema/functions/job_options.sql"),
+    ),
+    (
+        "schema/functions/schedule.sql",
+        include_str!("../schema/functions/schedule.sql"),
     ),
     (
         "schema/functions/routing.sql",
