@@ -57,7 +57,7 @@ impl Job {
     /// use pgbroker::queue::Job;
     /// # fn main() -> pgbroker::Result<()> {
     /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
-    /// let parts: Vec<i64> = (0..10)
+    /// let parts: Vec<pgbroker::JobId> = (0..10)
     ///     .map(|i| broker.enqueue("render", &serde_json::json!({"part": i})))
     ///     .collect::<pgbroker::Result<_>>()?;
     /// broker.enqueue_job(&Job::new("assemble", "{}").after(&parts))?; // fan-in
@@ -75,7 +75,7 @@ impl Job {
     ///
     /// ```
     /// let cleanup = pgbroker::queue::Job::new("cleanup", "{}")
-    ///     .after(&[41, 42])
+    ///     .after(&[pgbroker::JobId(41), pgbroker::JobId(42)])
     ///     .run_if_parent_fails(true);
     /// ```
     pub fn run_if_parent_fails(mut self, yes: bool) -> Job {
