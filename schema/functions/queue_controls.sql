@@ -170,7 +170,8 @@ BEGIN
 END
 $$;
 
--- Claims as pgbroker.claim does, within the queue's limits (pgbroker.pick_limited). Works
+-- Claims as pgbroker.claim does (the same lease check), within the queue's limits
+-- (pgbroker.pick_limited). Works
 -- for every queue, so workers in other languages can always claim with it; Rust workers use
 -- it for the queues they find gated.
 CREATE OR REPLACE FUNCTION pgbroker.claim_limited(
@@ -191,6 +192,7 @@ CREATE OR REPLACE FUNCTION pgbroker.claim_limited(
     unique_key   text
 )
 LANGUAGE sql AS $$
+    SELECT pgbroker.check_lease($4);
     WITH claimed AS (
         UPDATE pgbroker.jobs j
            SET state = 'running', attempt = j.attempt + 1, worker = $2,

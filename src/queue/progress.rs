@@ -19,7 +19,8 @@ impl JobContext<'_> {
     /// [taken in a transaction](super::QueueOptions::transactional), which has no stored row
     /// to update while it runs (nothing is recorded then).
     ///
-    /// Fails with [`ErrorKind::InvalidInput`] for a report too large or not JSON.
+    /// Fails with [`ErrorKind::InvalidInput`] for a report too large, not JSON or with a NUL
+    /// character.
     ///
     /// # Examples
     ///
@@ -42,6 +43,12 @@ impl JobContext<'_> {
                     format!("progress is not JSON: {e}"),
                 )
             })?;
+        if crate::json_nul::contains_nul(&progress) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "progress contains a NUL character (\\u0000), which jsonb cannot store",
+            ));
+        }
         let size = progress.to_string().len();
         if size > MAX_PROGRESS_BYTES {
             return Err(Error::new(

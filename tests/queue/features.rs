@@ -825,6 +825,11 @@ fn progress_is_stored_shown_and_sent_to_watchers() {
                     .set_progress(&serde_json::json!({ "big": big }))
                     .unwrap_err();
                 assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                let e = job
+                    .set_progress(&serde_json::json!({ "note": "a\u{0}b" }))
+                    .unwrap_err();
+                assert_eq!(e.kind(), ErrorKind::InvalidInput);
+                assert!(e.to_string().contains("NUL"), "{e}");
                 Ok(())
             },
         )
@@ -1387,4 +1392,34 @@ fn bad_limits_are_refused() {
     broker.pause_queue("q").unwrap();
     broker.resume_queue("q").unwrap();
     assert_eq!(broker.queue_limits().unwrap()[0].group_concurrency, Some(3));
+}
+
+#[test]
+fn claim_limited_refuses_a_bad_lease_as_claim_does() {
+    let db = support::db();
+    db.broker().enqueue("q", "{}").unwrap();
+    let mut c = db.client();
+    for f in ["claim", "claim_limited"] {
+        for lease in ["0 s", "-1 s", "36501 days"] {
+            let err = c
+                .query(
+                    &format!("SELECT * FROM pgbroker.{f}('q', 'w', 1, interval '{lease}')"),
+                    &[],
+                )
+                .unwrap_err();
+            assert_eq!(
+                err.code(),
+                Some(&pgbroker::postgres::error::SqlState::INVALID_PARAMETER_VALUE),
+                "{f} with {lease}: {err}"
+            );
+        }
+    }
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM pgbroker.jobs WHERE state = 'available'"
+        ),
+        1,
+        "nothing claimed"
+    );
 }
