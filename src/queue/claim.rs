@@ -7,6 +7,7 @@ use postgres::Row;
 use serde_json::Value;
 
 use super::{secs, validate_queue, JobId, JobState};
+use crate::trace::span;
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// A job claimed by [`Broker::claim_jobs`]: it is `running` and leased to the claimer until
@@ -70,7 +71,9 @@ impl ClaimedJob {
 
 /// The condition choosing the jobs of a claim or a take: `j.id = ANY (ARRAY(...))` of at
 /// most `$limit` (a parameter, as `"$2"`) available jobs of queue `$1`, in claim order, locked
-/// with `SKIP LOCKED`. `$extra`: a further condition, evaluated once (`""` for none).
+/// with `SKIP LOCKED`, unless the queue is gated (paused or limited: it has a row in
+/// `pgbroker.queue_controls`, see src/queue/controls.rs; uncorrelated, so one index probe per
+/// statement). `$extra`: a further condition, evaluated once (`""` for none).
 ///
 /// `id = ANY (ARRAY(...))`, not a join: see `pgbroker.claim` in schema/functions/queue.sql. Two LIMITs
 /// because a prepared statement gets a generic plan (planned once per connection) only when
@@ -86,7 +89,8 @@ macro_rules! next_jobs_sql {
             "j.id = ANY (ARRAY(
                SELECT c.id FROM (
                    SELECT p.id FROM pgbroker.jobs p
-                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()",
+                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                      AND NOT EXISTS (SELECT FROM pgbroker.queue_controls c WHERE c.queue = $1)",
             $extra,
             "
                     ORDER BY p.priority, p.run_at, p.id
@@ -134,13 +138,15 @@ pub(super) fn size_class(max: i32) -> usize {
 /// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared once per
 /// connection: through the SQL function, PostgreSQL would parse and plan it on every call
 /// (0.25 ms, longer than claiming one job). The lease's type differs, and the final sort,
-/// which `claim_jobs` does itself; a test compares the two.
+/// which `claim_jobs` does itself; a test compares the two. A job with a timeout
+/// (src/queue/job_options.rs) is leased for its timeout instead of `$4`.
 macro_rules! claim_sql {
     ($candidates:literal,) => {
         concat!(
             "UPDATE pgbroker.jobs j
        SET state = 'running', attempt = j.attempt + 1, worker = $2,
-           lease_until = now() + make_interval(secs => $4)
+           lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
+                                          make_interval(secs => $4))
      WHERE ",
             next_jobs_sql!($candidates, "$3", ""),
             "
@@ -219,11 +225,29 @@ impl Broker {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // Paused and limited queues: src/queue/limits.rs.
+        if self.gates().is_gated(queue) {
+            return self.claim_gated(queue, worker, max, lease);
+        }
+        let span = span!(
+            "pgbroker.claim",
+            queue = queue,
+            max = max,
+            claimed = empty,
+            first_job_id = empty
+        );
         let mut conn = self.conn()?;
         let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
         let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
         let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
         jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        if jobs.is_empty() && self.gates().should_look(queue) {
+            return self.claim_gated(queue, worker, max, lease);
+        }
+        span.record("claimed", jobs.len() as i64);
+        if let Some(j) = jobs.first() {
+            span.record("first_job_id", j.id);
+        }
         Ok(jobs)
     }
 

@@ -434,6 +434,10 @@ fn default_worker_name(queue: &str) -> String {
 }
 
 impl Source for QueueSource {
+    fn runs_jobs(&self) -> bool {
+        true
+    }
+
     fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>> {
         let opts = self.options;
         opts.check()?;
@@ -726,7 +730,7 @@ impl JobGuard {
         let (queue, id) = (&shared.opts.queue, ctx.id());
         let res = shared
             .stats
-            .run_handler(&format_args!("queue {queue:?} job {id}"), || handler(&ctx));
+            .run_handler(&job_run(queue, id, ctx.attempt()), || handler(&ctx));
         finish(&shared, &ctx, res);
     }
 }
@@ -824,6 +828,11 @@ pub(super) fn error_text(e: &Error) -> String {
         Some(cause) => cause.to_string(),
         None => e.to_string(),
     }
+}
+
+/// What middleware sees of a job's handler run.
+pub(super) fn job_run(queue: &str, id: JobId, attempt: u32) -> crate::middleware::HandlerRun<'_> {
+    crate::middleware::HandlerRun::Job { queue, id, attempt }
 }
 
 /// Runs `f`, retrying transient failures (connection lost, pool timeout) with a doubling

@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::claim::{by_size_class, next_jobs_sql, size_class};
 use super::{secs, typed, validate_queue, ClaimedJob, JobState};
 use crate::statement::Stmt;
+use crate::trace::span;
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
 
 /// What writing a taken job back needs besides the [`ClaimedJob`] fields: the deleted row's
@@ -200,11 +201,13 @@ pub(crate) fn take_prepared(
     if max <= 0 {
         return Ok(Vec::new());
     }
+    let span = span!("pgbroker.take", queue = queue, max = max, taken = empty);
     let rows = match lease {
         None => stmt.query(tx, &[&queue, &max]),
         Some(lease) => stmt.query(tx, &[&queue, &max, &timeout_ms(lease)]),
     }
     .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
+    span.record("taken", rows.len() as i64);
     Ok(in_claim_order(
         rows.iter()
             .map(|r| ClaimedJob::from_taken_row(r, queue))
