@@ -34,6 +34,12 @@ SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 2) AS p
 INSERT INTO pgbroker.schema_version (version) VALUES (2);
 \endif
 
+SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 3) AS pgbroker_migration_3 \gset
+\if :pgbroker_migration_3
+\ir schema/migrations/0003_job_features.sql
+INSERT INTO pgbroker.schema_version (version) VALUES (3);
+\endif
+
 SELECT NOT EXISTS (SELECT 1 FROM pgbroker.schema_version WHERE version = 4) AS pgbroker_migration_4 \gset
 \if :pgbroker_migration_4
 \ir schema/migrations/0004_webhooks.sql
@@ -50,6 +56,9 @@ INSERT INTO pgbroker.schema_version (version) VALUES (5);
 \ir schema/functions/log.sql
 \ir schema/statements/read_after.sql
 \ir schema/functions/queue.sql
+\ir schema/functions/queue_controls.sql
+\ir schema/functions/job_options.sql
+\ir schema/functions/schedule.sql
 \ir schema/functions/routing.sql
 \ir schema/functions/streams.sql
 \ir schema/functions/webhooks.sql

@@ -8,7 +8,7 @@ use crate::config::{BrokerBuilder, Config};
 use crate::connect::{note_database, process_env, Target};
 use crate::id_blocks::IdBlocks;
 use crate::pool::{Manager, PooledConn};
-use crate::queue::WakeChecks;
+use crate::queue::{Gates, WakeChecks};
 use crate::replicas::Replicas;
 use crate::topic::PublishState;
 use crate::{schema, Error, ErrorKind, Result};
@@ -44,6 +44,7 @@ struct Inner {
     wake_checks: WakeChecks,
     job_ids: IdBlocks,
     replicas: Replicas,
+    gates: Gates,
 }
 
 impl std::fmt::Debug for Broker {
@@ -147,6 +148,7 @@ impl Broker {
                 wake_checks: WakeChecks::default(),
                 job_ids: IdBlocks::jobs(),
                 replicas,
+                gates: Gates::default(),
             }),
         })
     }
@@ -235,6 +237,11 @@ impl Broker {
     /// When single enqueues ask for waiting workers (src/queue/wake_checks.rs).
     pub(crate) fn wake_checks(&self) -> &WakeChecks {
         &self.inner.wake_checks
+    }
+
+    /// Which queues this broker found gated (paused or limited, src/queue/limits.rs).
+    pub(crate) fn gates(&self) -> &Gates {
+        &self.inner.gates
     }
 
     /// The job ids reserved for single enqueues (src/id_blocks.rs).

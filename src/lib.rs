@@ -63,6 +63,7 @@ mod deprecated;
 mod error;
 mod id_blocks;
 mod json_nul;
+pub mod middleware;
 pub mod notify;
 mod payload;
 mod pool;
@@ -74,6 +75,7 @@ mod statement;
 mod statements;
 mod table_name;
 pub mod topic;
+mod trace;
 mod worker;
 
 pub use broker::Broker;

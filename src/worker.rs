@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, RecvTimeoutError, SendTimeoutError, Sender};
 
+use crate::middleware::{Chain, HandlerRun, Middleware, Next};
 use crate::notify::{Event, Listener, Notification};
 use crate::{Broker, Error, ErrorKind, Result};
 
@@ -122,11 +123,18 @@ fn abandon(task: Task) {
 pub(crate) trait Source: Send {
     /// Starts the source's threads; they must return soon after `ctx.is_stopping()`.
     fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>>;
+
+    /// True for a queue's source: its pool also runs the scheduler.
+    fn runs_jobs(&self) -> bool {
+        false
+    }
 }
 
 /// Counters of a [`WorkerPool`], read with [`WorkerPool::stats`].
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// The pool's middleware, run around every handler.
+    middleware: Chain,
     handled: AtomicU64,
     failed: AtomicU64,
     panicked: AtomicU64,
@@ -156,16 +164,17 @@ impl Stats {
     /// Runs a handler, catching a panic, and counts the outcome. Returns the handler's error
     /// (a panic becomes an error of kind [`ErrorKind::Handler`]). `what` names the item in
     /// those errors; it is formatted only then (formatting it for every job cost the queues'
-    /// worker pools 1 300 instructions per job).
+    /// worker pools 1 300 instructions per job). The pool's middleware runs around `f`
+    /// (inside the panic guard: a panicking middleware fails the item as its handler would).
     pub(crate) fn run_handler<F>(
         &self,
-        what: &dyn std::fmt::Display,
+        what: &HandlerRun<'_>,
         f: F,
     ) -> std::result::Result<(), Error>
     where
         F: FnOnce() -> HandlerResult,
     {
-        match catch_unwind(AssertUnwindSafe(f)) {
+        match catch_unwind(AssertUnwindSafe(|| self.middleware.run(what, f))) {
             Ok(Ok(())) => {
                 self.handled.fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -257,6 +266,9 @@ pub struct WorkerPoolBuilder {
     notify: Vec<(String, NotifyHandler)>,
     reconnect: HashMap<String, ReconnectHandler>,
     sources: Vec<Box<dyn Source>>,
+    middleware: Vec<Middleware>,
+    /// How often the scheduler runs (`src/queue/schedule.rs`); `None`: not in this pool.
+    pub(crate) scheduler: Option<Duration>,
 }
 
 impl Broker {
@@ -269,6 +281,8 @@ impl Broker {
             notify: Vec::new(),
             reconnect: HashMap::new(),
             sources: Vec::new(),
+            middleware: Vec::new(),
+            scheduler: Some(crate::queue::DEFAULT_SCHEDULE_INTERVAL),
         }
     }
 }
@@ -307,6 +321,42 @@ impl WorkerPoolBuilder {
         F: Fn(&str, Duration) + Send + Sync + 'static,
     {
         self.reconnect.insert(channel.to_owned(), Arc::new(f));
+        self
+    }
+
+    /// Adds middleware: `f(run, next)` runs around every handler run of this pool (each job,
+    /// notification or batch of events), and calls `next()` to run the rest of the chain and
+    /// the handler, returning (or replacing) its result. Registered first runs outermost.
+    /// Not calling `next` skips the handler; what `f` returns is then the outcome. A panic in
+    /// `f` fails the item as a panicking handler would. Use it for logging, metrics and
+    /// per-run context (a thread-local, a tracing span). Default: none.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Instant;
+    /// use pgbroker::middleware::HandlerRun;
+    /// # fn main() -> pgbroker::Result<()> {
+    /// # let broker = pgbroker::Broker::connect("postgres://localhost/app")?;
+    /// let pool = broker
+    ///     .worker_pool()
+    ///     .middleware(|run, next| {
+    ///         let started = Instant::now();
+    ///         let result = next();
+    ///         if let HandlerRun::Job { queue, id, .. } = run {
+    ///             println!("{queue} job {id}: {:?} in {:?}", result.is_ok(), started.elapsed());
+    ///         }
+    ///         result
+    ///     })
+    ///     .queue("emails", 4, |job| Ok(()))
+    ///     .start()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn middleware<F>(mut self, f: F) -> Self
+    where
+        F: Fn(&HandlerRun<'_>, Next<'_>) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.middleware.push(Arc::new(f));
         self
     }
 
@@ -349,7 +399,10 @@ impl WorkerPoolBuilder {
 
         let (task_tx, task_rx) = crossbeam_channel::bounded::<Task>(self.threads);
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let stats = Arc::new(Stats::default());
+        let stats = Arc::new(Stats {
+            middleware: Chain(self.middleware),
+            ..Stats::default()
+        });
         let stopping = Arc::new(AtomicBool::new(false));
         let ctx = SourceContext {
             broker: self.broker.clone(),
@@ -397,8 +450,17 @@ impl WorkerPoolBuilder {
             pool.source_threads
                 .extend(Box::new(source).start(ctx.clone())?);
         }
+        // Pools that run jobs also run the schedules that enqueue them.
+        let scheduler = self
+            .scheduler
+            .filter(|_| self.sources.iter().any(|s| s.runs_jobs()));
         for source in self.sources {
             pool.source_threads.extend(source.start(ctx.clone())?);
+        }
+        if let Some(every) = scheduler {
+            let source = crate::queue::SchedulerSource { every };
+            pool.source_threads
+                .extend(Box::new(source).start(ctx.clone())?);
         }
         Ok(pool)
     }
@@ -457,9 +519,8 @@ impl NotifySource {
                 Event::Notification(n) => {
                     let handler = self.handler.clone();
                     let stats = ctx.stats.clone();
-                    let what = format!("channel {channel:?}");
                     Task::new(move || {
-                        let _ = stats.run_handler(&what, || handler(&n));
+                        let _ = stats.run_handler(&HandlerRun::Notification(&n), || handler(&n));
                     })
                 }
                 Event::Reconnected { downtime, .. } => {

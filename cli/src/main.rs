@@ -9,12 +9,14 @@
 mod bench;
 mod bench_command;
 mod connection;
+mod controls;
 mod demo;
 mod failure;
 mod input;
 mod output;
 mod pubsub;
 mod queue;
+mod schedule;
 mod serve;
 mod setup;
 mod stats;
@@ -87,6 +89,13 @@ enum Command {
     Redrive(queue::JobIdArgs),
     /// Cancel an available or running job.
     Cancel(queue::JobIdArgs),
+    /// Pause a queue: no worker claims its jobs until `resume`; enqueues go on, running jobs
+    /// finish.
+    Pause(controls::QueueArgs),
+    /// Resume a paused queue; its idle workers start at once.
+    Resume(controls::QueueArgs),
+    /// Periodic jobs: add, list or remove schedules (cron expressions with time zones).
+    Schedule(schedule::ScheduleArgs),
     /// Broker health: notification queue, schema, connections, horizon hold-back.
     Stats(stats::StatsArgs),
     /// Measure pgbroker against the raw PostgreSQL limit for the same work.
@@ -134,6 +143,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Jobs(args) => queue::jobs(target.require()?, &args, args.output.json),
         Command::Redrive(args) => queue::redrive(target.require()?, &args, args.output.json),
         Command::Cancel(args) => queue::cancel(target.require()?, &args, args.output.json),
+        Command::Pause(args) => controls::pause(target.require()?, &args, args.output.json),
+        Command::Resume(args) => controls::resume(target.require()?, &args, args.output.json),
+        Command::Schedule(args) => schedule::schedule(target.require()?, &args),
         Command::Stats(args) => stats::stats(target.require()?, &args, args.output.json),
         Command::Bench(args) => {
             // Only an explicit --url sends the benchmark (minutes of load, a million rows) to a

@@ -128,7 +128,7 @@ pub fn jobs(url: &str, args: &JobsArgs, json_out: bool) -> Result<(), Failure> {
     let mut conn = broker.conn()?;
     let rows = conn.query(
         "SELECT id, queue, state::text, priority, attempt, max_attempts, run_at, created_at,
-                unique_key, worker, last_error, payload
+                unique_key, worker, last_error, payload, details -> 'progress'
            FROM pgbroker.jobs
           WHERE ($1::text IS NULL OR queue = $1) AND ($2::text IS NULL OR state::text = $2)
           ORDER BY id LIMIT $3",
@@ -155,6 +155,7 @@ pub fn jobs(url: &str, args: &JobsArgs, json_out: bool) -> Result<(), Failure> {
                     "worker": r.get::<_, Option<String>>(9),
                     "last_error": r.get::<_, Option<String>>(10),
                     "payload": r.get::<_, Value>(11),
+                    "progress": r.get::<_, Option<Value>>(12),
                 })
                 .to_string()
             })
@@ -162,7 +163,7 @@ pub fn jobs(url: &str, args: &JobsArgs, json_out: bool) -> Result<(), Failure> {
         return Ok(print_lines(lines)?);
     }
     let mut t = Table::new([
-        "id", "queue", "state", "attempt", "priority", "run_at", "payload", "error",
+        "id", "queue", "state", "attempt", "priority", "run_at", "payload", "error", "progress",
     ]);
     for r in &rows {
         let run_at: SystemTime = r.get(6);
@@ -172,12 +173,26 @@ pub fn jobs(url: &str, args: &JobsArgs, json_out: bool) -> Result<(), Failure> {
             r.get(2),
             format!("{}/{}", r.get::<_, i32>(4), r.get::<_, i32>(5)),
             r.get::<_, i32>(3).to_string(),
-            rfc3339(run_at)[..19].to_string(),
+            waiting_or(run_at),
             clip(&r.get::<_, Value>(11).to_string(), 40),
             clip(r.get::<_, Option<&str>>(10).unwrap_or(""), 40),
+            r.get::<_, Option<Value>>(12)
+                .map(|p| clip(&p.to_string(), 30))
+                .unwrap_or_default(),
         ]);
     }
     Ok(print_lines(t.render().lines().map(str::to_owned))?)
+}
+
+/// A job's run time for the table; a job waiting for its parents (`Job::after`) has it at
+/// infinity.
+fn waiting_or(run_at: SystemTime) -> String {
+    let far = SystemTime::UNIX_EPOCH + Duration::from_secs(200_000 * 365 * 86_400);
+    if run_at > far {
+        "after parents".into()
+    } else {
+        rfc3339(run_at)[..19].to_string()
+    }
 }
 
 /// `s` cut to `max` characters, with `…` when cut, on one line.

@@ -12,8 +12,9 @@ use crate::output::Table;
 pub struct WebhooksArgs {
     #[command(subcommand)]
     pub command: WebhooksCommand,
-    #[command(flatten)]
-    pub output: crate::output::JsonFlag,
+    /// Machine-readable JSON output instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -69,7 +70,7 @@ pub struct RedriveArgs {
 }
 
 pub fn webhooks(url: &str, args: &WebhooksArgs) -> Result<(), Failure> {
-    let json = args.output.json;
+    let json = args.json;
     let broker = crate::connection::broker(url)?;
     let hooks = Webhooks::new(&broker);
     let failed = |e: pgbroker_http::Error| match e.kind() {

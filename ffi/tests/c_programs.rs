@@ -65,8 +65,9 @@ fn compile(source: &str, out: &str, static_link: bool) -> PathBuf {
     .arg("-o")
     .arg(&exe);
     if static_link {
+        // OpenSSL: the `tls` feature of the core (on by default) links it.
         cc.arg(lib.join("libpgbroker.a"))
-            .args(["-lpthread", "-ldl", "-lm"]);
+            .args(["-lssl", "-lcrypto", "-lpthread", "-ldl", "-lm"]);
     } else {
         cc.arg("-L")
             .arg(&lib)

@@ -36,11 +36,14 @@ def test_missing_database_carries_its_sqlstate(database_url: str) -> None:
     assert "[sqlstate 3D000]" in str(info.value)
 
 
-def test_database_error_carries_its_sqlstate(broker: pgbroker.Broker, name: str) -> None:
-    with pytest.raises(pgbroker.DatabaseError) as info:
+def test_a_nul_character_is_refused_before_anything_is_sent(
+    broker: pgbroker.Broker, name: str
+) -> None:
+    with pytest.raises(pgbroker.InvalidInputError) as info:
         broker.publish(f"{name}.nul", {"a": "\u0000"})
-    assert info.value.kind == "db"
-    assert info.value.sqlstate == "22P05"
+    assert info.value.kind == "invalid_input"
+    assert "NUL character" in info.value.message
+    assert info.value.sqlstate is None
 
 
 def test_bad_json_is_a_serialize_error(broker: pgbroker.Broker, name: str) -> None:

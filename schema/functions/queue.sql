@@ -175,7 +175,9 @@ END
 $$;
 
 -- Claims up to `max` available jobs of `queue` in (priority, run_at, id) order for `lease`
--- (10 ms to 36500 days, see check_lease).
+-- (10 ms to 36500 days, see check_lease; a job with a timeout, see job_options.sql: for its
+-- timeout). Nothing while the queue is paused or limited (queue_controls.sql;
+-- pgbroker.claim_limited claims from a limited one).
 CREATE OR REPLACE FUNCTION pgbroker.claim(
     queue  text,
     worker text,
@@ -204,10 +206,12 @@ LANGUAGE sql AS $$
     WITH claimed AS (
         UPDATE pgbroker.jobs j
            SET state = 'running', attempt = j.attempt + 1, worker = $2,
-               lease_until = now() + $4
+               lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
+                                              $4)
          WHERE j.id = ANY (ARRAY(
                    SELECT p.id FROM pgbroker.jobs p
                     WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                      AND NOT EXISTS (SELECT FROM pgbroker.queue_controls c WHERE c.queue = $1)
                     ORDER BY p.priority, p.run_at, p.id
                     LIMIT $3
                     FOR UPDATE SKIP LOCKED))
@@ -292,6 +296,7 @@ LANGUAGE sql AS $$
          WHERE j.id = ANY (ARRAY(
                    SELECT p.id FROM pgbroker.jobs p
                     WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                      AND NOT EXISTS (SELECT FROM pgbroker.queue_controls c WHERE c.queue = $1)
                     ORDER BY p.priority, p.run_at, p.id
                     LIMIT $2
                     FOR UPDATE SKIP LOCKED))
@@ -377,10 +382,15 @@ CREATE OR REPLACE FUNCTION pgbroker.extend_leases(
 LANGUAGE sql AS $$
     -- `id = ANY` with the attempt looked up by position, not a join with unnest($1, $2): see
     -- src/queue/claim.rs (DELETE_SQL) for why, and why the state test is inside coalesce.
-    UPDATE pgbroker.jobs j SET lease_until = now() + $3
+    -- A job with a timeout (job_options.sql) keeps the lease its claim gave it, the timeout,
+    -- and counts as no longer held once that passed.
+    UPDATE pgbroker.jobs j
+       SET lease_until = CASE WHEN j.details ? 'timeout' THEN j.lease_until ELSE now() + $3 END
      WHERE j.id = ANY ($1)
        AND coalesce(j.state = 'running'
-                    AND ($2 IS NULL OR j.attempt = $2[array_position($1, j.id)]), false)
+                    AND ($2 IS NULL OR j.attempt = $2[array_position($1, j.id)])
+                    AND NOT (coalesce(j.details ? 'timeout', false) AND j.lease_until <= now()),
+                    false)
     RETURNING j.id
 $$;
 
@@ -603,6 +613,17 @@ LANGUAGE sql STABLE AS $$
      LIMIT $2
 $$;
 
+-- Why a running job's lease expired: its timeout passed (job_options.sql), or its worker
+-- stopped heartbeating.
+CREATE OR REPLACE FUNCTION pgbroker.lease_expired_error(details jsonb, worker text)
+RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT CASE WHEN $1 ? 'timeout'
+                THEN 'attempt timed out after ' || ($1 ->> 'timeout') || ' s'
+                ELSE 'lease expired: worker ' || coalesce($2, '?') || ' stopped heartbeating'
+           END
+$$;
+
 -- Makes jobs whose lease expired available again (the attempt counts) or dead when their
 -- attempts are exhausted; deletes kept completed jobs past their retention and stale waiters.
 -- Returns how many jobs were rescued. Worker pools run it on a timer.
@@ -625,8 +646,7 @@ BEGIN
                run_at      = now(),
                finished_at = CASE WHEN j.attempt >= j.max_attempts THEN now() END,
                lease_until = NULL,
-               last_error  = 'lease expired: worker ' || coalesce(j.worker, '?')
-                             || ' stopped heartbeating',
+               last_error  = pgbroker.lease_expired_error(j.details, j.worker),
                unique_key  = CASE WHEN j.attempt >= j.max_attempts THEN NULL
                                   ELSE j.unique_key END,
                details     = pgbroker.job_error_added(
@@ -634,8 +654,7 @@ BEGIN
                                       THEN pgbroker.job_key_kept(j.details, j.unique_key)
                                       ELSE j.details END,
                                  j.attempt,
-                                 'lease expired: worker ' || coalesce(j.worker, '?')
-                                 || ' stopped heartbeating',
+                                 pgbroker.lease_expired_error(j.details, j.worker),
                                  j.worker)
           FROM expired
          WHERE j.id = expired.id

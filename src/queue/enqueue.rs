@@ -8,7 +8,9 @@ use postgres::types::{ToSql, Type};
 use postgres::Transaction;
 
 use super::job::{check_payload, Job, DEFAULT_MAX_ATTEMPTS};
+use super::job_options;
 use super::{secs, typed, validate_queue, JobId};
+use crate::trace::span;
 use crate::{Broker, Error, ErrorKind, Result, ToPayload};
 
 // The hot path, a job due now without options on a pooled connection: a plain INSERT (same
@@ -298,6 +300,7 @@ impl Broker {
         priority: i32,
         max_attempts: i32,
     ) -> Result<JobId> {
+        let span = span!("pgbroker.enqueue", queue = queue, job_id = empty);
         let check = self.wake_checks().due(queue, Instant::now());
         let mut conn = self.conn()?;
         let failed = |e| Error::from(e).context(format!("enqueueing on {queue:?}"));
@@ -320,8 +323,11 @@ impl Broker {
             if row.try_get::<_, Option<bool>>(1)? == Some(true) {
                 self.wake_checks().woke(queue);
             }
-            return Ok(row.try_get(0)?);
+            let id = row.try_get(0)?;
+            span.record("job_id", id);
+            return Ok(id);
         };
+        span.record("job_id", id);
         let all: [&(dyn ToSql + Sync); 5] = [&queue, payload, &priority, &max_attempts, &id];
         let defaults: [&(dyn ToSql + Sync); 3] = [&queue, payload, &id];
         let (params, [quiet, wake]): (&[&(dyn ToSql + Sync)], _) =
@@ -365,17 +371,27 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_job(&self, job: &Job) -> Result<JobId> {
+        if job.features.is_some() {
+            return self.enqueue_with_options(job); // after, timeout, group: job_options.rs
+        }
         let params = Params::new(job)?;
         let max_attempts = job.max_attempts_i32();
         if job.is_plain() {
             return self.enqueue_now(&job.queue, params.payload, job.priority, max_attempts);
         }
+        let span = span!(
+            "pgbroker.enqueue",
+            queue = job.queue.as_str(),
+            job_id = empty
+        );
         let mut conn = self.conn()?;
         let stmt = conn.statement(enqueue_sql(job))?;
         let row = conn
             .query_one(&stmt, &params.values(job, &max_attempts))
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
-        Ok(row.get(0))
+        let id = row.get(0);
+        span.record("job_id", id);
+        Ok(id)
     }
 
     /// Enqueues `job` in the caller's transaction: it exists (and workers are woken) only if
@@ -396,6 +412,12 @@ impl Broker {
     /// ```
     pub fn enqueue_in(&self, tx: &mut Transaction<'_>, job: &Job) -> Result<JobId> {
         let params = Params::new(job)?;
+        job_options::check(job)?;
+        let span = span!(
+            "pgbroker.enqueue",
+            queue = job.queue.as_str(),
+            job_id = empty
+        );
         let max_attempts = job.max_attempts_i32();
         let values = params.values(job, &max_attempts);
         // Always asks for waiting workers: the job is announced when `tx` commits.
@@ -404,7 +426,10 @@ impl Broker {
         let rows = tx
             .query_typed(sql, &typed(&values, &ENQUEUE_TYPES))
             .map_err(|e| Error::from(e).context(format!("enqueueing on {:?}", job.queue)))?;
-        Ok(rows[0].get(0))
+        let id = rows[0].get(0);
+        span.record("job_id", id);
+        job_options::apply(tx, id, job)?;
+        Ok(id)
     }
 
     /// Enqueues many jobs atomically; returns how many were written (unique jobs that already
@@ -425,6 +450,8 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_batch(&self, jobs: &[Job]) -> Result<u64> {
+        job_options::check_batch(jobs)?;
+        let _span = span!("pgbroker.enqueue_batch", jobs = jobs.len());
         let mut conn = self.conn()?;
         if jobs.len() > BATCH_ARRAYS_MAX {
             let mut tx = conn.transaction()?;
@@ -456,6 +483,7 @@ impl Broker {
     /// # Ok(()) }
     /// ```
     pub fn enqueue_batch_in(&self, tx: &mut Transaction<'_>, jobs: &[Job]) -> Result<u64> {
+        job_options::check_batch(jobs)?;
         let params = batch_params(jobs)?;
         if jobs.is_empty() {
             return Ok(0);

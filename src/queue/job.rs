@@ -60,6 +60,8 @@ pub struct Job {
     pub(crate) max_attempts: u32,
     pub(crate) unique_key: Option<String>,
     pub(crate) backoff: Option<(Duration, Duration)>,
+    /// Dependencies, timeout, group (src/queue/job_options.rs); `None` for most jobs.
+    pub(crate) features: Option<Box<super::job_options::JobFeatures>>,
 }
 
 /// The default number of attempts of a job (as in the SQL function `pgbroker.enqueue`).
@@ -88,6 +90,7 @@ impl Job {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             unique_key: None,
             backoff: None,
+            features: None,
         }
     }
 
@@ -232,6 +235,7 @@ impl Job {
             && self.delay.is_none()
             && self.unique_key.is_none()
             && self.backoff.is_none()
+            && self.features.is_none()
     }
 
     pub(crate) fn max_attempts_i32(&self) -> i32 {

@@ -14,6 +14,12 @@
 //!   [`Broker::take_jobs`](crate::Broker::take_jobs) in your own transaction.
 //! - Watchers: [`Broker::watch_jobs`](crate::Broker::watch_jobs) yields a [`JobEvent`] for every
 //!   state change of a queue's jobs.
+//! - Control and job features: [pause](crate::Broker::pause_queue) and resume, periodic jobs
+//!   ([`Schedule`], [`Broker::schedule`](crate::Broker::schedule); the worker pool runs the
+//!   scheduler), dependencies ([`Job::after`]), per-job timeouts ([`Job::timeout`]), progress
+//!   ([`JobContext::set_progress`]), rate limits and group concurrency ([`QueueLimits`],
+//!   [`Job::group`]) — each a set of SQL functions first (`schema/functions/queue_controls.sql`,
+//!   `schedule.sql`, `job_options.sql`).
 //! - Introspection: [`Broker::queue_stats`](crate::Broker::queue_stats),
 //!   [`Broker::job`](crate::Broker::job), [`Broker::dead_jobs`](crate::Broker::dead_jobs).
 //!
@@ -52,10 +58,15 @@
 //! ```
 
 mod context;
+mod controls;
 mod enqueue;
 mod job;
 mod job_id;
+mod job_options;
+mod limits;
+mod progress;
 mod protocol;
+mod schedule;
 mod stats;
 mod validate;
 mod wake_checks;
@@ -67,7 +78,13 @@ pub use context::JobContext;
 pub use job::JobPayload;
 pub use job::{Job, DEFAULT_MAX_ATTEMPTS};
 pub use job_id::JobId;
+pub use job_options::MAX_GROUP_KEY_CHARS;
+pub(crate) use limits::Gates;
+pub use limits::{QueueLimits, QueueLimitsInfo};
+pub use progress::MAX_PROGRESS_BYTES;
 pub use protocol::ClaimedJob;
+pub(crate) use schedule::SchedulerSource;
+pub use schedule::{Schedule, ScheduleInfo, DEFAULT_SCHEDULE_INTERVAL};
 pub use stats::{JobInfo, QueueStats};
 pub use validate::{MAX_BACKOFF, MAX_DELAY, RUN_AT_END};
 pub(crate) use wake_checks::WakeChecks;
@@ -192,6 +209,18 @@ pub(crate) fn typed<'a>(
     postgres::types::Type,
 )> {
     values.iter().copied().zip(types.iter().cloned()).collect()
+}
+
+/// A database error about bad input (SQLSTATE 22023, as the job-feature functions raise it)
+/// as [`ErrorKind::InvalidInput`] with the server's message; others as they are.
+pub(crate) fn input_error(e: postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(db) if db.code().code() == "22023" => {
+            let msg = db.message().trim_start_matches("pgbroker: ").to_owned();
+            Error::with_cause(ErrorKind::InvalidInput, Some(msg), e)
+        }
+        _ => Error::from(e),
+    }
 }
 
 pub(crate) fn secs(d: std::time::Duration) -> f64 {

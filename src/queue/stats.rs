@@ -57,11 +57,24 @@ pub struct JobInfo {
     pub created_at: SystemTime,
     /// When it completed, died or was cancelled.
     pub finished_at: Option<SystemTime>,
+    /// What its handler last reported with
+    /// [`JobContext::set_progress`](super::JobContext::set_progress).
+    pub progress: Option<Value>,
+    /// The jobs it still waits for ([`Job::after`](super::Job::after)), by id; while any
+    /// remain it is `available` with a `run_at` at infinity.
+    pub parents: Vec<JobId>,
+    /// How long one attempt may run ([`Job::timeout`](super::Job::timeout)).
+    pub timeout: Option<Duration>,
+    /// Its group ([`Job::group`](super::Job::group)).
+    pub group: Option<String>,
 }
 
 const COLUMNS: &str = "id, queue, state::text, payload, priority, run_at, attempt, max_attempts, \
      coalesce(unique_key, details ->> 'unique_key'), lease_until, worker, last_error, \
-     coalesce(details -> 'errors', '[]'::jsonb), details -> 'result', created_at, finished_at";
+     coalesce(details -> 'errors', '[]'::jsonb), details -> 'result', created_at, finished_at, \
+     details -> 'progress', \
+     CASE WHEN details ? 'waiting' THEN ARRAY(SELECT pgbroker.job_parents(id)) END, \
+     (details ->> 'timeout')::float8, details ->> 'group'";
 
 impl JobInfo {
     fn from_row(row: &Row) -> Result<JobInfo> {
@@ -82,6 +95,12 @@ impl JobInfo {
             result: row.get(13),
             created_at: row.get(14),
             finished_at: row.get(15),
+            progress: row.get(16),
+            parents: row.get::<_, Option<Vec<JobId>>>(17).unwrap_or_default(),
+            timeout: row
+                .get::<_, Option<f64>>(18)
+                .and_then(|s| Duration::try_from_secs_f64(s).ok()),
+            group: row.get(19),
         })
     }
 }

@@ -40,6 +40,9 @@ pub struct JobEvent {
     /// The error of the attempt that just failed, when the change records a failure (retry
     /// scheduled: state `Available`; or `Dead`).
     pub error: Option<String>,
+    /// The progress its handler reported ([`JobContext::set_progress`](super::JobContext)):
+    /// set on progress events (state `Running`), `None` on state changes.
+    pub progress: Option<serde_json::Value>,
 }
 
 impl JobEvent {
@@ -58,6 +61,7 @@ impl JobEvent {
             attempt: v["attempt"].as_i64().ok_or_else(bad)? as i32,
             max_attempts: v["max_attempts"].as_i64().ok_or_else(bad)? as i32,
             error: v["error"].as_str().map(str::to_owned),
+            progress: v.get("progress").filter(|p| !p.is_null()).cloned(),
         })
     }
 }

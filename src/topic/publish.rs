@@ -11,6 +11,7 @@ use serde_json::Value;
 use super::{EventId, NewEvent};
 use crate::id_blocks::{reserve_ids, NEXT_EVENT_IDS_SQL};
 use crate::statement::Stmt;
+use crate::trace::span;
 use crate::{Broker, Error, ErrorKind, Result, ToPayload};
 
 /// The most events one [`Broker::publish_batch`] call accepts.
@@ -124,6 +125,7 @@ impl Broker {
         headers: Option<&Value>,
         key: Option<&str>,
     ) -> Result<EventId> {
+        let span = span!("pgbroker.publish", topic = topic, event_id = empty);
         let state = self.publish_state();
         let mut conn = self.conn()?;
         let id = state
@@ -144,6 +146,7 @@ impl Broker {
             let stmt = conn.statement(INSERT_ONE_SQL)?;
             conn.execute(&stmt, &params)?;
         }
+        span.record("event_id", id);
         Ok(EventId(id))
     }
 
@@ -169,6 +172,11 @@ impl Broker {
         event: &NewEvent,
     ) -> Result<EventId> {
         event.validate()?;
+        let span = span!(
+            "pgbroker.publish",
+            topic = event.topic.as_str(),
+            event_id = empty
+        );
         // One round trip: no prepare on a connection we do not own.
         let row = tx.query_typed_one(
             INSERT_SQL,
@@ -179,7 +187,9 @@ impl Broker {
                 (&event.key, Type::TEXT),
             ],
         )?;
-        Ok(EventId(row.get(0)))
+        let id = row.get(0);
+        span.record("event_id", id);
+        Ok(EventId(id))
     }
 
     /// Publishes many events atomically (one transaction) and returns their ids in order.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pgbroker::queue::Job;
+use pgbroker::queue::{Job, QueueLimits, Schedule};
 use pgbroker::topic::NewEvent;
 use pgbroker::{Broker, ErrorKind};
 use pgbroker_testing::TempPostgres;
@@ -205,6 +205,48 @@ fn child_through_pgbouncer() {
     );
 }
 
+/// The job features of issue 19 (pause, limits, dependencies, timeouts, schedules) keep no
+/// session state, so they work through a transaction-mode pooler.
+fn job_features_through(broker: &Broker) {
+    let lease = Duration::from_secs(30);
+    assert!(broker.pause_queue("gated").unwrap());
+    let parent = broker.enqueue("gated", "{}").unwrap();
+    let child = broker
+        .enqueue_job(
+            &Job::new("gated", "{}")
+                .after(&[parent])
+                .timeout(Duration::from_secs(20))
+                .group("g"),
+        )
+        .unwrap();
+    assert!(broker
+        .claim_jobs("gated", "w", 10, lease)
+        .unwrap()
+        .is_empty());
+    assert!(broker.resume_queue("gated").unwrap());
+    broker
+        .limit_queue("gated", &QueueLimits::new().group_concurrency(1))
+        .unwrap();
+    let first = broker.claim_jobs("gated", "w", 10, lease).unwrap();
+    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), vec![parent]);
+    assert_eq!(broker.complete_jobs(&first).unwrap(), 1);
+    let second = broker.claim_jobs("gated", "w", 10, lease).unwrap();
+    assert_eq!(second.iter().map(|j| j.id).collect::<Vec<_>>(), vec![child]);
+    assert_eq!(broker.complete_jobs(&second).unwrap(), 1);
+    broker
+        .schedule(&Schedule::new("tick", "* * * * * *", "ticks", "{}"))
+        .unwrap();
+    assert_eq!(broker.schedules().unwrap().len(), 1);
+    assert!(support::wait_until(Duration::from_secs(5), || broker
+        .run_schedules()
+        .unwrap()
+        == 1));
+    assert!(broker.unschedule("tick").unwrap());
+    let ticks = broker.claim_jobs("ticks", "w", 10, lease).unwrap();
+    assert_eq!(ticks.len(), 1);
+    assert_eq!(broker.complete_jobs(&ticks).unwrap(), 1);
+}
+
 #[test]
 fn processes_through_pgbouncer_in_transaction_mode() {
     if std::env::var("DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
@@ -236,6 +278,7 @@ fn processes_through_pgbouncer_in_transaction_mode() {
     let err = no_session.listen("x").unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert!(err.to_string().contains("session_url"), "{err}");
+    job_features_through(&broker);
 
     let children: Vec<_> = (0..PROCESSES)
         .map(|i| {

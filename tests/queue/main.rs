@@ -6,6 +6,9 @@ mod support;
 
 /// What queues on the worker pool do alike with leases and in transactions, in both modes.
 mod both_modes;
+/// The job features of issue 19: pause, schedules, dependencies, progress, timeouts,
+/// middleware, tracing, rate and group limits.
+mod features;
 /// A worker process killed mid-job; its job is rescued.
 mod kill;
 /// Queues on the worker pool, in lease mode.

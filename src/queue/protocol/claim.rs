@@ -8,18 +8,21 @@ use serde_json::Value;
 use super::next_jobs::{by_size_class, next_jobs_sql, size_class};
 use super::ClaimedJob;
 use crate::queue::{secs, validate_queue, JobId, JobState};
+use crate::trace::span;
 use crate::{Broker, Error, ErrorKind, Result};
 
 /// The statement of `pgbroker.claim()` (schema/functions/queue.sql) by size class, prepared
 /// once per connection: through the SQL function, PostgreSQL would parse and plan it on every
 /// call (0.25 ms, longer than claiming one job). The lease's type differs, the final sort,
-/// which `claim_jobs` does itself, and [`ASYNC_COMMIT`]; a test compares the two.
+/// which `claim_jobs` does itself, and [`ASYNC_COMMIT`]; a test compares the two. A job with a
+/// timeout (src/queue/job_options.rs) is leased for its timeout instead of `$4`.
 macro_rules! claim_sql {
     ($candidates:literal,) => {
         concat!(
             "UPDATE pgbroker.jobs j
        SET state = 'running', attempt = j.attempt + 1, worker = $2,
-           lease_until = now() + make_interval(secs => $4)
+           lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
+                                          make_interval(secs => $4))
      WHERE ",
             next_jobs_sql!(
                 $candidates,
@@ -115,11 +118,29 @@ impl Broker {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // Paused and limited queues: src/queue/limits.rs.
+        if self.gates().is_gated(queue) {
+            return self.claim_gated(queue, worker, max, lease);
+        }
+        let span = span!(
+            "pgbroker.claim",
+            queue = queue,
+            max = max,
+            claimed = empty,
+            first_job_id = empty
+        );
         let mut conn = self.conn()?;
         let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
         let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
         let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
         jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
+        if jobs.is_empty() && self.gates().should_look(queue) {
+            return self.claim_gated(queue, worker, max, lease);
+        }
+        span.record("claimed", jobs.len() as i64);
+        if let Some(j) = jobs.first() {
+            span.record("first_job_id", j.id);
+        }
         Ok(jobs)
     }
 

@@ -3,7 +3,9 @@
 
 /// The condition choosing the jobs of a claim or a take: `j.id = ANY (ARRAY(...))` of at
 /// most `$limit` (a parameter, as `"$2"`) available jobs of queue `$1`, in claim order, locked
-/// with `SKIP LOCKED`. `$extra`: a further condition, evaluated once (`""` for none).
+/// with `SKIP LOCKED`, unless the queue is gated (paused or limited: it has a row in
+/// `pgbroker.queue_controls`, see src/queue/controls.rs; uncorrelated, so one index probe per
+/// statement). `$extra`: a further condition, evaluated once (`""` for none).
 ///
 /// `id = ANY (ARRAY(...))`, not a join: see `pgbroker.claim` in schema/functions/queue.sql. Two LIMITs
 /// because a prepared statement gets a generic plan (planned once per connection) only when
@@ -19,7 +21,8 @@ macro_rules! next_jobs_sql {
             "j.id = ANY (ARRAY(
                SELECT c.id FROM (
                    SELECT p.id FROM pgbroker.jobs p
-                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()",
+                    WHERE p.queue = $1 AND p.state = 'available' AND p.run_at <= now()
+                      AND NOT EXISTS (SELECT FROM pgbroker.queue_controls c WHERE c.queue = $1)",
             $extra,
             "
                     ORDER BY p.priority, p.run_at, p.id

@@ -12,6 +12,7 @@ use super::next_jobs::{by_size_class, next_jobs_sql, size_class};
 use super::ClaimedJob;
 use crate::queue::{secs, typed, validate_queue, JobState};
 use crate::statement::Stmt;
+use crate::trace::span;
 use crate::{Broker, CachedClient, Error, ErrorKind, Result};
 
 /// The statement of `pgbroker.take()` (schema/functions/queue.sql) by size class (see
@@ -194,11 +195,13 @@ pub(crate) fn take_prepared(
     if max <= 0 {
         return Ok(Vec::new());
     }
+    let span = span!("pgbroker.take", queue = queue, max = max, taken = empty);
     let rows = match lease {
         None => stmt.query(tx, &[&queue, &max]),
         Some(lease) => stmt.query(tx, &[&queue, &max, &timeout_ms(lease)]),
     }
     .map_err(|e| Error::from(e).context(format!("taking jobs of {queue:?}")))?;
+    span.record("taken", rows.len() as i64);
     Ok(in_claim_order(
         rows.iter()
             .map(|r| ClaimedJob::from_taken_row(r, queue))

@@ -3,7 +3,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::shared::{error_text, with_retries, Shared};
+use super::shared::{error_text, job_run, with_retries, Shared};
 use crate::queue::context::Outcome;
 use crate::queue::{ClaimedJob, JobContext, JobId};
 use crate::Error;
@@ -48,7 +48,7 @@ impl JobGuard {
         let (queue, id) = (&shared.opts.queue, ctx.id());
         let res = shared
             .stats
-            .run_handler(&format_args!("queue {queue:?} job {id}"), || handler(&ctx));
+            .run_handler(&job_run(queue, id, ctx.attempt()), || handler(&ctx));
         self.completing = finish(&shared, &ctx, res);
     }
 }

@@ -90,6 +90,10 @@ struct QueueSource {
 }
 
 impl Source for QueueSource {
+    fn runs_jobs(&self) -> bool {
+        true
+    }
+
     fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>> {
         let opts = self.options;
         opts.check()?;

@@ -144,6 +144,11 @@ pub(super) fn error_text(e: &Error) -> String {
     }
 }
 
+/// What middleware sees of a job's handler run.
+pub(super) fn job_run(queue: &str, id: JobId, attempt: u32) -> crate::middleware::HandlerRun<'_> {
+    crate::middleware::HandlerRun::Job { queue, id, attempt }
+}
+
 /// Runs `f`, retrying transient failures (connection lost, pool timeout) with a doubling
 /// delay for about 6 s in all: long enough to ride out a server restart or a failover.
 pub(super) fn with_retries(mut f: impl FnMut() -> Result<()>) -> Result<()> {

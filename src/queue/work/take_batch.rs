@@ -273,11 +273,10 @@ fn run_jobs(
             Some(batch),
         );
         let handler = &shared.handler;
-        let res = shared
-            .stats
-            .run_handler(&format_args!("queue {queue:?} job {id}"), || {
-                handler(&job_ctx)
-            });
+        let res = shared.stats.run_handler(
+            &super::shared::job_run(queue, id, job_ctx.attempt()),
+            || handler(&job_ctx),
+        );
         match end_job(shared, batch, &job_ctx, res) {
             Ok(Next::Continue) => {}
             Ok(Next::CommitNow) => return ended(give_back(shared, batch, &jobs)),

@@ -3,6 +3,7 @@
 //! retrying failed events. A balanced consumer (see `balancer`) also stops when told to hand
 //! the partition back, after acknowledging the batch in hand.
 
+use crate::middleware::HandlerRun;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -306,7 +307,7 @@ impl PartitionConsumer {
         let what = format!("subscription {:?}", self.name);
         let task = match self.handler.clone() {
             Handler::Plain(handler) => Task::new(move || {
-                let result = stats.run_handler(&what, || handler(&batch));
+                let result = stats.run_handler(&HandlerRun::Batch(&batch), || handler(&batch));
                 let _ = done_tx.send(Outcome::Done {
                     result,
                     finished: false,
@@ -325,7 +326,8 @@ impl PartitionConsumer {
                             Ok(tx) => tx,
                             Err(e) => return Outcome::Lost(e.into()),
                         };
-                        let result = stats.run_handler(&what, || handler(&batch, &mut tx));
+                        let result = stats
+                            .run_handler(&HandlerRun::Batch(&batch), || handler(&batch, &mut tx));
                         if result.is_err() {
                             return Outcome::Done {
                                 result,
