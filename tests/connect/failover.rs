@@ -70,16 +70,24 @@ fn failover_to_a_promoted_standby_loses_nothing() {
     let (worker, events) = (broker.clone(), seen.clone());
     let pool = broker
         .worker_pool()
-        .queue("failover", 2, move |job| {
-            let mut conn = worker.conn()?;
-            let mut tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO done (job) VALUES ($1)",
-                &[&job.payload()["i"].as_i64()],
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
+        // A job in flight when the primary crashes stays `running` on the standby until its
+        // lease ends: a short lease (and rescue) keeps that within the wait below.
+        .queue_with(
+            pgbroker::QueueOptions::new("failover")
+                .concurrency(2)
+                .lease(Duration::from_secs(3))
+                .rescue_interval(Duration::from_secs(1)),
+            move |job| {
+                let mut conn = worker.conn()?;
+                let mut tx = conn.transaction()?;
+                tx.execute(
+                    "INSERT INTO done (job) VALUES ($1)",
+                    &[&job.payload()["i"].as_i64()],
+                )?;
+                tx.commit()?;
+                Ok(())
+            },
+        )
         .subscription("failover", move |batch| {
             let mut seen = events.lock().unwrap();
             seen.extend(
