@@ -124,6 +124,10 @@ fn overview_counts_match_the_database_and_payloads_are_escaped() {
         );
     }
     assert!(row("sms").contains("state=available\">1</a>"));
+    assert!(
+        mail.contains("data-field=\"dead_last_minute\">1</td>"),
+        "the job that died a moment ago: {mail}"
+    );
     assert!(page.body.contains("data-subscription=\"billing\""));
 
     let job = get(addr, &format!("/ui/jobs/{}", s.dead_job));

@@ -601,18 +601,14 @@ impl Data {
     }
 }
 
+/// An event row of events.sql (headers NULL: the listing does not show them) or event.sql.
 fn event_row(r: &Row) -> EventRow {
-    let headers = if r.columns().len() > 5 {
-        r.get(4)
-    } else {
-        None
-    };
     EventRow {
         position: r.get(0),
         topic: r.get(1),
         key: r.get(2),
         payload: r.get(3),
-        headers,
-        created_at: r.get(r.columns().len() - 1),
+        headers: r.get(4),
+        created_at: r.get(5),
     }
 }
