@@ -17,7 +17,7 @@
 //!     .listen("0.0.0.0:8080")
 //!     .auth(BearerTokens::parse("s3cret topics=orders.# queues=emails")?.into_hook())
 //!     .start()?;
-//! // curl -H 'Authorization: Bearer s3cret' -d '{"payload": {"id": 1}}' \
+//! // curl -H 'Authorization: Bearer s3cret' --json '{"payload": {"id": 1}}' \
 //! //      http://localhost:8080/topics/orders.created
 //! // curl -N 'http://localhost:8080/events?topic=orders.*&access_token=s3cret'
 //! server.shutdown();
