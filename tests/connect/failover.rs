@@ -130,8 +130,8 @@ fn failover_to_a_promoted_standby_loses_nothing() {
     });
     let events = seen.lock().unwrap().len();
     pool.shutdown().unwrap();
-    let mut c = pgbroker::postgres::Client::connect(&standby_url, pgbroker::postgres::NoTls)
-        .unwrap();
+    let mut c =
+        pgbroker::postgres::Client::connect(&standby_url, pgbroker::postgres::NoTls).unwrap();
     let done: i64 = c
         .query_one("SELECT count(DISTINCT job) FROM done", &[])
         .unwrap()

@@ -1,20 +1,27 @@
 //! Grouped completion for lease-mode queues: jobs whose handlers succeeded are deleted many
 //! per statement, so a claimed batch costs one durable commit to complete, not one per job.
 //!
-//! A finished job waits while other jobs of its claim are still unfinished (running, or
-//! claimed and waiting for a thread): the last of them to finish deletes every waiting job in
-//! one statement (a lone job is deleted at once). The lease thread also deletes what has
-//! waited [`MAX_WAIT`] (50 ms), on its ticks, so a slow job does not hold its batch's
-//! completions back for long. A worker finishing a job while another deletes a batch leaves
-//! its job for that worker's next round and moves on, unless it is the last unfinished job:
-//! then it waits for that round, so the last job's thread returns only once every completion
-//! is committed (the pool's shutdown joins those threads).
+//! Completions are grouped by the claim that fetched them. A finished job waits while other
+//! jobs of its claim are unfinished (running, or claimed and waiting for a thread); when the
+//! last of them finishes, the claim's completions are ready to delete:
+//!
+//! - while other claims still have unfinished jobs (the fetch thread claims the next batch
+//!   while one runs), the ready completions go to the queue's lease thread, which deletes
+//!   what is ready in one statement while the workers go on with the next claim's jobs: the
+//!   claim, the handlers and the DELETE overlap instead of taking turns;
+//! - when nothing else is unfinished, the finishing worker deletes them itself (no hand-over
+//!   for a lone job), after waiting for a DELETE in progress, so the last job's thread returns
+//!   only once every completion is committed (the pool's shutdown joins those threads).
+//!
+//! The lease thread also deletes completions that waited [`MAX_WAIT`] (50 ms) behind a slow
+//! job of their claim, so a slow job does not hold its batch's completions back for long.
 //!
 //! At least once, unchanged: a job is deleted only after its handler returned; until then and
 //! until its DELETE committed it stays in flight (its lease extended, its slot of the queue's
 //! concurrency held), so a crash before the commit runs it again, and nothing is reported done
-//! (no slot freed, no next claim) before the commit.
+//! (no slot freed, no next claim into that slot) before the commit.
 
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,29 +32,65 @@ use crate::{Broker, Result};
 /// The most jobs one DELETE completes.
 const MAX_BATCH: usize = 1_000;
 
-/// How long a completion may wait behind unfinished jobs before the lease thread's tick
-/// deletes it. Ticks deleting younger ones split claimed batches: on a durable cluster whose
+/// How long a completion may wait behind unfinished jobs of its claim before the lease
+/// thread deletes it. Deleting younger ones split claimed batches: on a durable cluster whose
 /// fsync took 20 ms, a 50 ms tick cut batches of 100 into DELETEs of 22 on average.
 pub(super) const MAX_WAIT: Duration = Duration::from_millis(50);
 
-/// Completed jobs waiting for their DELETE, how many claimed jobs are unfinished, and whether
-/// someone is deleting a batch.
+/// A claim's number, given by [`Completions::claimed`].
+pub(super) type ClaimNo = u64;
+
+/// Completed jobs waiting for their DELETE, by claim, and who is deleting.
 #[derive(Default)]
 pub(super) struct Completions {
     state: Mutex<State>,
     /// Signalled when a deleting round ends.
     idle: Condvar,
+    /// Signalled when completions are ready for the lease thread.
+    work: Condvar,
 }
 
 #[derive(Default)]
 struct State {
-    ids: Vec<JobId>,
-    attempts: Vec<i32>,
+    claims: HashMap<ClaimNo, Claim>,
+    next_claim: ClaimNo,
+    /// Completions ready to delete: their claims are finished (or they waited too long).
+    ready: Batch,
+    /// Jobs claimed and not finished, over all claims.
+    unfinished: usize,
+    /// DELETEs in progress.
+    deleting: usize,
+}
+
+/// One claim's jobs: how many are unfinished, and its completions waiting for them.
+#[derive(Default)]
+struct Claim {
+    unfinished: usize,
+    waiting: Batch,
     /// When the oldest waiting completion arrived.
     oldest: Option<Instant>,
-    /// Jobs claimed and not finished: running, or waiting for a thread.
-    unfinished: usize,
-    deleting: bool,
+}
+
+#[derive(Default)]
+struct Batch {
+    ids: Vec<JobId>,
+    attempts: Vec<i32>,
+}
+
+impl Batch {
+    fn push(&mut self, id: JobId, attempt: i32) {
+        self.ids.push(id);
+        self.attempts.push(attempt);
+    }
+
+    fn append(&mut self, other: &mut Batch) {
+        self.ids.append(&mut other.ids);
+        self.attempts.append(&mut other.attempts);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
 }
 
 /// Deletes one batch of completed jobs (`ids[i]` claimed as `attempts[i]`) and settles them;
@@ -59,69 +102,109 @@ impl Completions {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `n` more jobs were claimed.
-    pub(super) fn claimed(&self, n: usize) {
-        self.state().unfinished += n;
-    }
-
-    /// Job `id` (claimed as `attempt`) succeeded: deleted now if it was the last unfinished
-    /// job or the batch is full, else by the last one (or the lease thread's next tick).
-    pub(super) fn complete(&self, id: JobId, attempt: i32, flush: Flush<'_>) {
+    /// `n` more jobs were claimed, as one claim: its number, which each job's outcome names.
+    pub(super) fn claimed(&self, n: usize) -> ClaimNo {
         let mut s = self.state();
-        s.ids.push(id);
-        s.attempts.push(attempt);
-        s.oldest.get_or_insert_with(Instant::now);
-        s.unfinished = s.unfinished.saturating_sub(1);
-        if s.unfinished == 0 || s.ids.len() >= MAX_BATCH {
-            self.drain(s, flush);
-        }
+        let no = s.next_claim;
+        s.next_claim += 1;
+        s.unfinished += n;
+        s.claims.insert(
+            no,
+            Claim {
+                unfinished: n,
+                ..Claim::default()
+            },
+        );
+        no
     }
 
-    /// A claimed job finished some other way (failed, snoozed, released): when it was the
-    /// last unfinished one, the waiting completions are deleted now.
-    pub(super) fn finished(&self, flush: Flush<'_>) {
+    /// Job `id` of `claim` (claimed as `attempt`) succeeded: it waits for the rest of its
+    /// claim, then is deleted with it (see the module's documentation for by whom).
+    pub(super) fn complete(&self, claim: ClaimNo, id: JobId, attempt: i32, flush: Flush<'_>) {
         let mut s = self.state();
-        s.unfinished = s.unfinished.saturating_sub(1);
-        if s.unfinished == 0 && !s.ids.is_empty() {
-            self.drain(s, flush);
+        if let Some(c) = s.claims.get_mut(&claim) {
+            c.waiting.push(id, attempt);
+            c.oldest.get_or_insert_with(Instant::now);
+        } else {
+            s.ready.push(id, attempt); // not counted as claimed: nothing to wait for
         }
+        self.finish_one(s, claim, flush);
     }
 
-    /// Deletes what waits when the oldest has waited `max_wait` (the lease thread's tick);
-    /// returns at once when someone else is deleting.
-    pub(super) fn flush(&self, max_wait: Duration, flush: Flush<'_>) {
+    /// A job of `claim` finished some other way (failed, snoozed, released).
+    pub(super) fn finished(&self, claim: ClaimNo, flush: Flush<'_>) {
         let s = self.state();
-        if s.oldest.is_some_and(|t| t.elapsed() >= max_wait) {
+        self.finish_one(s, claim, flush);
+    }
+
+    fn finish_one<'s>(&'s self, mut s: MutexGuard<'s, State>, claim: ClaimNo, flush: Flush<'_>) {
+        s.unfinished = s.unfinished.saturating_sub(1);
+        let claim_done = match s.claims.get_mut(&claim) {
+            Some(c) => {
+                c.unfinished = c.unfinished.saturating_sub(1);
+                c.unfinished == 0
+            }
+            None => false,
+        };
+        if claim_done {
+            if let Some(mut c) = s.claims.remove(&claim) {
+                s.ready.append(&mut c.waiting);
+            }
+        }
+        if s.ready.is_empty() {
+            return;
+        }
+        if s.unfinished == 0 || s.ready.ids.len() >= MAX_BATCH {
+            self.drain(s, flush);
+        } else {
+            drop(s);
+            self.work.notify_one();
+        }
+    }
+
+    /// The lease thread's turn: waits up to `timeout` for ready completions, moves those that
+    /// waited `max_wait` behind their claim's unfinished jobs to the ready ones, and deletes
+    /// them all.
+    pub(super) fn serve(&self, timeout: Duration, max_wait: Duration, flush: Flush<'_>) {
+        let mut s = self.state();
+        if s.ready.is_empty() {
+            s = self
+                .work
+                .wait_timeout(s, timeout)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let State { claims, ready, .. } = &mut *s;
+        for c in claims.values_mut() {
+            if c.oldest.is_some_and(|t| t.elapsed() >= max_wait) {
+                ready.append(&mut c.waiting);
+                c.oldest = None;
+            }
+        }
+        if !s.ready.is_empty() {
             self.drain(s, flush);
         }
     }
 
-    /// Deletes every waiting job, batch after batch, until none waits. When another thread is
-    /// deleting, it leaves the work to it, except when no claimed job is unfinished: then
-    /// nobody else would come, so it waits for that round and goes on.
+    /// Deletes every ready completion, batch after batch, until none is ready. When no
+    /// claimed job is unfinished, it first waits for the DELETEs in progress (their jobs must
+    /// be committed before the last thread returns, and whatever they leave is deleted here).
     fn drain<'s>(&'s self, mut s: MutexGuard<'s, State>, flush: Flush<'_>) {
-        while s.deleting {
-            if s.unfinished > 0 {
-                return;
-            }
+        while s.unfinished == 0 && s.deleting > 0 {
             s = self.idle.wait(s).unwrap_or_else(|e| e.into_inner());
         }
-        s.deleting = true;
-        loop {
-            if s.ids.is_empty() {
-                s.oldest = None;
-                s.deleting = false;
-                drop(s);
-                self.idle.notify_all();
-                return;
-            }
-            let n = s.ids.len().min(MAX_BATCH);
-            let ids: Vec<JobId> = s.ids.drain(..n).collect();
-            let attempts: Vec<i32> = s.attempts.drain(..n).collect();
+        while !s.ready.is_empty() {
+            let n = s.ready.ids.len().min(MAX_BATCH);
+            let ids: Vec<JobId> = s.ready.ids.drain(..n).collect();
+            let attempts: Vec<i32> = s.ready.attempts.drain(..n).collect();
+            s.deleting += 1;
             drop(s);
             flush(&ids, &attempts);
             s = self.state();
+            s.deleting -= 1;
         }
+        drop(s);
+        self.idle.notify_all();
     }
 }
 
@@ -138,7 +221,6 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
 
     /// Recorded batches: the ids (as numbers) and attempts of each DELETE.
@@ -153,30 +235,35 @@ mod tests {
         }
     }
 
+    fn none(_: &[JobId], _: &[i32]) {
+        panic!("no DELETE expected here")
+    }
+
     #[test]
     fn a_lone_job_is_deleted_at_once() {
         let c = Completions::default();
         let batches = Batches::default();
-        c.claimed(1);
-        c.complete(JobId(7), 1, &recorder(&batches));
+        let claim = c.claimed(1);
+        c.complete(claim, JobId(7), 1, &recorder(&batches));
         assert_eq!(*batches.lock().unwrap(), vec![(vec![7], vec![1])]);
-        assert!(!c.state().deleting);
+        assert_eq!(c.state().deleting, 0);
+        assert!(c.state().claims.is_empty());
     }
 
     #[test]
     fn a_claimed_batch_is_deleted_in_one_statement_when_its_last_job_finishes() {
         let c = Completions::default();
         let batches = Batches::default();
-        c.claimed(4);
-        c.complete(JobId(1), 1, &recorder(&batches));
-        c.complete(JobId(2), 3, &recorder(&batches));
+        let claim = c.claimed(4);
+        c.complete(claim, JobId(1), 1, &recorder(&batches));
+        c.complete(claim, JobId(2), 3, &recorder(&batches));
         assert!(
             batches.lock().unwrap().is_empty(),
             "two jobs still unfinished"
         );
-        c.finished(&recorder(&batches)); // job 3 failed: its outcome is recorded elsewhere
+        c.finished(claim, &recorder(&batches)); // job 3 failed: recorded elsewhere
         assert!(batches.lock().unwrap().is_empty());
-        c.complete(JobId(4), 1, &recorder(&batches));
+        c.complete(claim, JobId(4), 1, &recorder(&batches));
         assert_eq!(
             *batches.lock().unwrap(),
             vec![(vec![1, 2, 4], vec![1, 3, 1])]
@@ -187,76 +274,96 @@ mod tests {
     fn the_last_job_failing_deletes_the_waiting_ones() {
         let c = Completions::default();
         let batches = Batches::default();
-        c.claimed(2);
-        c.complete(JobId(1), 1, &recorder(&batches));
-        c.finished(&recorder(&batches));
+        let claim = c.claimed(2);
+        c.complete(claim, JobId(1), 1, &recorder(&batches));
+        c.finished(claim, &recorder(&batches));
         assert_eq!(*batches.lock().unwrap(), vec![(vec![1], vec![1])]);
     }
 
     #[test]
-    fn a_tick_deletes_what_waits_behind_a_slow_job() {
+    fn a_finished_claim_goes_to_the_lease_thread_while_the_next_one_runs() {
         let c = Completions::default();
         let batches = Batches::default();
-        c.claimed(3);
-        c.complete(JobId(1), 1, &recorder(&batches));
-        c.complete(JobId(2), 1, &recorder(&batches));
-        c.flush(Duration::from_secs(60), &recorder(&batches));
-        assert!(batches.lock().unwrap().is_empty(), "not waited long enough");
-        c.flush(Duration::ZERO, &recorder(&batches));
+        let first = c.claimed(2);
+        let second = c.claimed(2);
+        c.complete(first, JobId(1), 1, &none);
+        c.complete(second, JobId(3), 1, &none);
+        // The first claim is done while the second still runs: the worker goes on, the lease
+        // thread deletes it.
+        c.complete(first, JobId(2), 1, &none);
+        c.serve(Duration::ZERO, Duration::from_secs(60), &recorder(&batches));
         assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1])]);
-        c.flush(Duration::ZERO, &recorder(&batches));
+        // The last unfinished job deletes its own claim.
+        c.complete(second, JobId(4), 2, &recorder(&batches));
+        assert_eq!(batches.lock().unwrap()[1], (vec![3, 4], vec![1, 2]));
+        c.serve(Duration::ZERO, Duration::ZERO, &none);
+        assert!(c.state().claims.is_empty());
+    }
+
+    #[test]
+    fn the_lease_thread_deletes_what_waited_behind_a_slow_job() {
+        let c = Completions::default();
+        let batches = Batches::default();
+        let claim = c.claimed(3);
+        c.complete(claim, JobId(1), 1, &none);
+        c.complete(claim, JobId(2), 1, &none);
+        c.serve(Duration::ZERO, Duration::from_secs(60), &none); // not waited long enough
+        c.serve(Duration::ZERO, Duration::ZERO, &recorder(&batches));
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1])]);
+        c.serve(Duration::ZERO, Duration::ZERO, &recorder(&batches));
         assert_eq!(batches.lock().unwrap().len(), 1, "nothing waits");
-        c.complete(JobId(3), 1, &recorder(&batches));
+        c.complete(claim, JobId(3), 1, &recorder(&batches));
         assert_eq!(batches.lock().unwrap()[1], (vec![3], vec![1]));
     }
 
     #[test]
-    fn jobs_finished_during_a_delete_go_into_the_next_batch() {
+    fn the_last_job_waits_for_a_delete_in_progress() {
         let c = Arc::new(Completions::default());
         let in_delete = Arc::new(Barrier::new(2));
         let release = Arc::new(Barrier::new(2));
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let calls = Arc::new(AtomicUsize::new(0));
-        c.claimed(1);
-        let first = {
-            let (c, in_delete, release, batches, calls) = (
+        let batches = Arc::new(Batches::default());
+        let first = c.claimed(1);
+        let second = c.claimed(1);
+        c.complete(first, JobId(1), 1, &none); // ready for the lease thread
+        let lease_thread = {
+            let (c, in_delete, release, batches) = (
                 c.clone(),
                 in_delete.clone(),
                 release.clone(),
                 batches.clone(),
-                calls.clone(),
             );
             std::thread::spawn(move || {
-                c.complete(JobId(1), 1, &|ids, _| {
-                    if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                let first_delete = std::sync::atomic::AtomicBool::new(true);
+                c.serve(Duration::ZERO, Duration::from_secs(60), &|ids, attempts| {
+                    if first_delete.swap(false, std::sync::atomic::Ordering::SeqCst) {
                         in_delete.wait();
                         release.wait();
                     }
-                    batches
-                        .lock()
-                        .unwrap()
-                        .push(ids.iter().map(|id| id.0).collect::<Vec<i64>>());
+                    recorder(&batches)(ids, attempts);
                 })
             })
         };
         in_delete.wait();
-        // While the first worker deletes job 1, three more are claimed and finish; the
-        // first two return at once, the last waits for the deleting round to take them.
-        c.claimed(3);
-        c.complete(JobId(2), 1, &|_, _| panic!("not the deleting worker"));
-        c.complete(JobId(3), 1, &|_, _| panic!("not the deleting worker"));
+        // While the lease thread deletes job 1, the last job finishes: it waits for that
+        // DELETE to commit, and for job 2's (by whichever thread takes it), before it returns.
         let last = {
-            let c = c.clone();
-            std::thread::spawn(move || {
-                c.complete(JobId(4), 1, &|_, _| panic!("not the deleting one"))
-            })
+            let (c, batches) = (c.clone(), batches.clone());
+            std::thread::spawn(move || c.complete(second, JobId(2), 1, &recorder(&batches)))
         };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(!last.is_finished(), "the last job waits for the round");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!last.is_finished(), "the last job waits for the DELETE");
         release.wait();
-        first.join().unwrap();
+        lease_thread.join().unwrap();
         last.join().unwrap();
-        assert_eq!(*batches.lock().unwrap(), vec![vec![1], vec![2, 3, 4]]);
-        assert!(!c.state().deleting);
+        let mut all: Vec<i64> = batches
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|(ids, _)| ids.clone())
+            .collect();
+        all.sort();
+        assert_eq!(all, vec![1, 2]);
+        assert_eq!(c.state().deleting, 0);
+        assert!(c.state().ready.is_empty());
     }
 }

@@ -117,8 +117,14 @@ impl<'a> Fetcher<'a> {
         }
     }
 
-    /// Waits for a free slot and takes every other free one (claimed jobs: bounded prefetch);
-    /// one at a time in transactional mode (a slot is a batch). `None` when stopping.
+    /// Waits for a free slot and takes the other free ones, up to half the queue's
+    /// concurrency (claimed jobs: bounded prefetch); one at a time in transactional mode (a
+    /// slot is a batch). `None` when stopping.
+    ///
+    /// Half, so that two claims are in flight: while the workers run one claim's jobs, the
+    /// other's are claimed or being deleted (`completions.rs`). With every slot in one claim,
+    /// the next claim waited for the whole batch's DELETE and the workers for the claim:
+    /// handlers, the claim and the DELETE took turns.
     fn free_slots(&self) -> Option<usize> {
         let mut n: usize = select! {
             recv(self.permits) -> p => match p {
@@ -128,7 +134,8 @@ impl<'a> Fetcher<'a> {
             recv(self.ctx.stop_signal()) -> _ => return None,
         };
         if !self.shared.opts.transactional {
-            while n < self.shared.opts.concurrency && self.permits.try_recv().is_ok() {
+            let most = self.shared.opts.claim_size();
+            while n < most && self.permits.try_recv().is_ok() {
                 n += 1;
             }
         }
@@ -270,7 +277,7 @@ impl<'a> Fetcher<'a> {
     /// run (the pool stops).
     fn hand_out(&self, jobs: Vec<ClaimedJob>) -> Next {
         let shared = self.shared;
-        shared.completions.claimed(jobs.len());
+        let claim = shared.completions.claimed(jobs.len());
         // Guards first: a job not handed to a worker is released when its guard drops.
         let mut guards: Vec<JobGuard> = {
             let mut inflight = shared.inflight();
@@ -284,7 +291,7 @@ impl<'a> Fetcher<'a> {
                             cancelled: cancelled.clone(),
                         },
                     );
-                    JobGuard::new(shared.clone(), job, cancelled)
+                    JobGuard::new(shared.clone(), claim, job, cancelled)
                 })
                 .collect()
         };

@@ -3,6 +3,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use super::completions::ClaimNo;
 use super::shared::{error_text, job_run, with_retries, Shared};
 use crate::queue::context::Outcome;
 use crate::queue::{ClaimedJob, JobContext, JobId};
@@ -13,6 +14,8 @@ use crate::Error;
 pub(super) struct JobGuard {
     shared: Arc<Shared>,
     id: JobId,
+    /// The claim that fetched it (its completion is grouped with that claim's).
+    claim: ClaimNo,
     /// The attempt it was claimed as (its fencing token).
     attempt: i32,
     job: Option<ClaimedJob>,
@@ -23,10 +26,16 @@ pub(super) struct JobGuard {
 }
 
 impl JobGuard {
-    pub(super) fn new(shared: Arc<Shared>, job: ClaimedJob, cancelled: Arc<AtomicBool>) -> Self {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        claim: ClaimNo,
+        job: ClaimedJob,
+        cancelled: Arc<AtomicBool>,
+    ) -> Self {
         JobGuard {
             shared,
             id: job.id,
+            claim,
             attempt: job.attempt,
             job: Some(job),
             cancelled,
@@ -64,9 +73,9 @@ impl Drop for JobGuard {
             }
         }
         if self.completing {
-            self.shared.complete(self.id, self.attempt);
+            self.shared.complete(self.claim, self.id, self.attempt);
         } else {
-            self.shared.finished(self.id);
+            self.shared.finished(self.claim, self.id);
         }
     }
 }

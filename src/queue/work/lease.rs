@@ -1,6 +1,7 @@
 //! The lease thread of a lease-mode queue: extends the leases of claimed jobs (noticing
-//! cancellations), deletes completions that waited behind slower jobs, and rescues expired
-//! leases on a timer. It outlives the fetch thread: handlers still running during the
+//! cancellations), deletes the completions of finished claims while workers run the next
+//! claim's jobs and those that waited behind slower jobs, and rescues expired leases on a
+//! timer. It outlives the fetch thread: handlers still running during the
 //! shutdown grace period keep their leases. It ends once nothing is in flight.
 
 use std::time::{Duration, Instant};
@@ -9,7 +10,8 @@ use super::shared::Shared;
 use crate::queue::JobId;
 use crate::worker::SourceContext;
 
-/// How often the thread wakes: the completions' longest wait behind a slow job.
+/// How often the thread wakes at least (besides when completions are handed to it): the
+/// completions' longest wait behind a slow job.
 const TICK: Duration = Duration::from_millis(50);
 
 pub(super) fn run(shared: &Shared, ctx: &SourceContext) {
@@ -32,12 +34,11 @@ pub(super) fn run(shared: &Shared, ctx: &SourceContext) {
             }
             last_rescue = Some(Instant::now());
         }
-        shared.flush_completions();
         if last_beat.elapsed() >= every {
             last_beat = Instant::now();
             beat(shared);
         }
-        std::thread::sleep(every.min(TICK));
+        shared.serve_completions(every.min(TICK));
     }
 }
 

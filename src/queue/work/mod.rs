@@ -1,10 +1,12 @@
 //! Queues on the shared worker pool. Per queue, three roles, one file each:
 //!
-//! - the fetch thread (`fetch.rs`) claims jobs into the free slots of the queue's concurrency
-//!   and hands them to the pool's workers, or idles until a wake-up;
+//! - the fetch thread (`fetch.rs`) claims jobs into the free slots of the queue's concurrency,
+//!   half of it per claim so that the next claim overlaps the running one, and hands them to
+//!   the pool's workers, or idles until a wake-up;
 //! - a worker runs a job's handler and records its outcome (`job_guard.rs`); successes are
-//!   deleted many per statement (`completions.rs`);
-//! - the lease thread (`lease.rs`) extends leases, deletes completions that waited, rescues.
+//!   deleted many per statement, a claim's at once (`completions.rs`);
+//! - the lease thread (`lease.rs`) extends leases, deletes the completions of finished claims
+//!   while the workers go on (and those that waited behind a slow job), rescues.
 //!
 //! In transactional mode the fetch thread hands out batches that take and run their jobs in
 //! one transaction (`take_batch.rs`) instead. What the threads share is in `shared.rs`, the
@@ -92,6 +94,14 @@ struct QueueSource {
 impl Source for QueueSource {
     fn runs_jobs(&self) -> bool {
         true
+    }
+
+    fn handover(&self) -> usize {
+        if self.options.transactional {
+            0 // one task per batch
+        } else {
+            self.options.claim_size()
+        }
     }
 
     fn start(self: Box<Self>, ctx: SourceContext) -> Result<Vec<JoinHandle<()>>> {

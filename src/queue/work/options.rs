@@ -314,4 +314,10 @@ impl QueueOptions {
     pub(super) fn heartbeat_every(&self) -> Duration {
         self.heartbeat.unwrap_or(self.lease / 3)
     }
+
+    /// The most jobs one claim fetches in lease mode: half the concurrency, so that two
+    /// claims are in flight (see `fetch.rs`).
+    pub(super) fn claim_size(&self) -> usize {
+        self.concurrency.div_ceil(2)
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use super::completions::Completions;
+use super::completions::{ClaimNo, Completions};
 use super::options::QueueOptions;
 use crate::queue::{JobContext, JobId};
 use crate::worker::{HandlerResult, Stats};
@@ -90,24 +90,26 @@ impl Shared {
         self.settle(ids);
     }
 
-    /// A job succeeded: its DELETE is grouped with others'; it is settled then.
-    pub(super) fn complete(&self, id: JobId, attempt: i32) {
-        self.completions.complete(id, attempt, &|ids, attempts| {
-            self.delete_completed(ids, attempts)
-        });
+    /// A job of `claim` succeeded: its DELETE is grouped with others'; it is settled then.
+    pub(super) fn complete(&self, claim: ClaimNo, id: JobId, attempt: i32) {
+        self.completions
+            .complete(claim, id, attempt, &|ids, attempts| {
+                self.delete_completed(ids, attempts)
+            });
     }
 
-    /// A job finished without a pending completion: settled now.
-    pub(super) fn finished(&self, id: JobId) {
+    /// A job of `claim` finished without a pending completion: settled now.
+    pub(super) fn finished(&self, claim: ClaimNo, id: JobId) {
         self.settle(&[id]);
         self.completions
-            .finished(&|ids, attempts| self.delete_completed(ids, attempts));
+            .finished(claim, &|ids, attempts| self.delete_completed(ids, attempts));
     }
 
-    /// Deletes the completions that waited long behind unfinished jobs.
-    pub(super) fn flush_completions(&self) {
+    /// The lease thread's wait of up to `timeout`: it deletes the completions handed to it
+    /// meanwhile, and those that waited long behind unfinished jobs.
+    pub(super) fn serve_completions(&self, timeout: Duration) {
         self.completions
-            .flush(super::completions::MAX_WAIT, &|ids, attempts| {
+            .serve(timeout, super::completions::MAX_WAIT, &|ids, attempts| {
                 self.delete_completed(ids, attempts)
             });
     }
