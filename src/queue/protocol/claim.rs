@@ -38,6 +38,34 @@ macro_rules! claim_sql {
 }
 const CLAIM_SQL: [&str; 12] = by_size_class!(claim_sql!());
 
+/// A claim (as [`claim_sql!`], without its asynchronous commit) that first deletes completed
+/// jobs, `$5`/`$6` fencing as in [`DELETE_SQL`]: a worker whose claimed jobs are all done and
+/// that waits for its next claim completes them in that claim's statement, one statement and
+/// one durable commit instead of a DELETE and a claim. A data-modifying `WITH` runs to
+/// completion though nothing reads it; the UPDATE chooses only available jobs, which the
+/// DELETE (of running ones) does not touch.
+macro_rules! claim_completing_sql {
+    ($candidates:literal,) => {
+        concat!(
+            "WITH done AS (
+    DELETE FROM pgbroker.jobs d
+     WHERE d.id = ANY (ARRAY(SELECT unnest($5::bigint[])))
+       AND coalesce(d.state = 'running'
+                    AND d.attempt = ($6::integer[])[array_position($5::bigint[], d.id)], false))
+UPDATE pgbroker.jobs j
+       SET state = 'running', attempt = j.attempt + 1, worker = $2,
+           lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
+                                          make_interval(secs => $4))
+     WHERE ",
+            next_jobs_sql!($candidates, "$3", ""),
+            "
+    RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
+              j.lease_until, j.created_at, j.unique_key"
+        )
+    };
+}
+const CLAIM_COMPLETING_SQL: [&str; 12] = by_size_class!(claim_completing_sql!());
+
 /// The claim's own condition (evaluated once, an init plan): its autocommitted transaction
 /// commits without waiting for the WAL flush. A claim lost in a server crash loses nothing
 /// at-least-once needs: the job is available again (its attempt not counted) and runs again,
@@ -112,14 +140,34 @@ impl Broker {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>> {
+        self.claim_completing(queue, worker, max, lease, &[], &[])
+    }
+
+    /// Deletes completed jobs (`ids[i]` claimed as `attempts[i]`, fenced as by
+    /// [`complete_jobs`](Self::complete_jobs)) and claims as [`claim_jobs`](Self::claim_jobs)
+    /// does, in one statement and one durable commit (with no completed jobs, the claim's
+    /// commit does not wait for the WAL flush). The worker pool's fetch thread uses it when
+    /// every job it claimed is done: the DELETE rides on the next claim.
+    pub(crate) fn claim_completing(
+        &self,
+        queue: &str,
+        worker: &str,
+        max: usize,
+        lease: Duration,
+        ids: &[JobId],
+        attempts: &[i32],
+    ) -> Result<Vec<ClaimedJob>> {
         validate_queue(queue)?;
         check_lease(lease)?;
         let max = i32::try_from(max).unwrap_or(i32::MAX);
-        if max == 0 {
-            return Ok(Vec::new());
-        }
-        // Paused and limited queues: src/queue/limits.rs.
-        if self.gates().is_gated(queue) {
+        if max == 0 || self.gates().is_gated(queue) {
+            if !ids.is_empty() {
+                self.delete_completed(ids, attempts)?;
+            }
+            if max == 0 {
+                return Ok(Vec::new());
+            }
+            // Paused and limited queues: src/queue/limits.rs.
             return self.claim_gated(queue, worker, max, lease);
         }
         let span = span!(
@@ -130,8 +178,17 @@ impl Broker {
             first_job_id = empty
         );
         let mut conn = self.conn()?;
-        let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
-        let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
+        let lease_secs = secs(lease);
+        let rows = if ids.is_empty() {
+            let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
+            conn.query(&stmt, &[&queue, &worker, &max, &lease_secs])?
+        } else {
+            let stmt = conn.statement(CLAIM_COMPLETING_SQL[size_class(max)])?;
+            conn.query(
+                &stmt,
+                &[&queue, &worker, &max, &lease_secs, &ids, &attempts],
+            )?
+        };
         let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
         jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
         if jobs.is_empty() && self.gates().should_look(queue) {
@@ -142,6 +199,14 @@ impl Broker {
             span.record("first_job_id", j.id);
         }
         Ok(jobs)
+    }
+
+    /// Deletes completed jobs still running under the given attempts (fenced like
+    /// `complete_jobs`). Returns how many were deleted.
+    pub(crate) fn delete_completed(&self, ids: &[JobId], attempts: &[i32]) -> Result<u64> {
+        let mut conn = self.conn()?;
+        let stmt = conn.statement(DELETE_SQL)?;
+        Ok(conn.execute(&stmt, &[&ids, &attempts])?)
     }
 
     /// Completes claimed jobs in one statement: they are deleted. Returns how many were

@@ -10,5 +10,4 @@ mod take;
 
 pub use claimed_job::ClaimedJob;
 
-pub(crate) use claim::DELETE_SQL;
 pub(crate) use take::{take_prepared, take_sql};

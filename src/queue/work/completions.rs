@@ -9,9 +9,13 @@
 //!   while one runs), the ready completions go to the queue's lease thread, which deletes
 //!   what is ready in one statement while the workers go on with the next claim's jobs: the
 //!   claim, the handlers and the DELETE overlap instead of taking turns;
-//! - when nothing else is unfinished, the finishing worker deletes them itself (no hand-over
-//!   for a lone job), after waiting for a DELETE in progress, so the last job's thread returns
-//!   only once every completion is committed (the pool's shutdown joins those threads).
+//! - when nothing else is unfinished and the fetch thread waits for free slots, they are
+//!   handed to it with their slots: its next claim deletes them in the same statement
+//!   (`claim_completing`), one statement and one durable commit for both;
+//! - otherwise, when nothing else is unfinished (the pool stops, or the fetch thread is busy),
+//!   the finishing worker deletes them itself, after waiting for a DELETE in progress, so the
+//!   last job's thread returns only once every completion is committed (the pool's shutdown
+//!   joins the fetch thread, which deletes what was handed to it, then those threads).
 //!
 //! The lease thread also deletes completions that waited [`MAX_WAIT`] (50 ms) behind a slow
 //! job of their claim, so a slow job does not hold its batch's completions back for long.
@@ -19,15 +23,13 @@
 //! At least once, unchanged: a job is deleted only after its handler returned; until then and
 //! until its DELETE committed it stays in flight (its lease extended, its slot of the queue's
 //! concurrency held), so a crash before the commit runs it again, and nothing is reported done
-//! (no slot freed, no next claim into that slot) before the commit.
+//! before the commit: no slot is freed before it, except for the claim that commits with it.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::super::protocol::DELETE_SQL;
 use super::super::JobId;
-use crate::{Broker, Result};
 
 /// The most jobs one DELETE completes.
 const MAX_BATCH: usize = 1_000;
@@ -60,6 +62,10 @@ struct State {
     unfinished: usize,
     /// DELETEs in progress.
     deleting: usize,
+    /// The fetch thread waits for free slots (see [`Completions::accept`]).
+    accepting: bool,
+    /// Completions handed to the fetch thread's next claim.
+    handed: Batch,
 }
 
 /// One claim's jobs: how many are unfinished, and its completions waiting for them.
@@ -118,9 +124,32 @@ impl Completions {
         no
     }
 
+    /// The fetch thread waits for free slots: completions whose claims are done and behind
+    /// which nothing is unfinished may be handed to its next claim.
+    pub(super) fn accept(&self) {
+        self.state().accepting = true;
+    }
+
+    /// The fetch thread has its slots (or stops): nothing more is handed to it; what was
+    /// handed (`ids`, `attempts`), for its claim to delete.
+    pub(super) fn take_handed(&self) -> (Vec<JobId>, Vec<i32>) {
+        let mut s = self.state();
+        s.accepting = false;
+        let handed = std::mem::take(&mut s.handed);
+        (handed.ids, handed.attempts)
+    }
+
     /// Job `id` of `claim` (claimed as `attempt`) succeeded: it waits for the rest of its
-    /// claim, then is deleted with it (see the module's documentation for by whom).
-    pub(super) fn complete(&self, claim: ClaimNo, id: JobId, attempt: i32, flush: Flush<'_>) {
+    /// claim, then is deleted with it (see the module's documentation for by whom). Returns
+    /// how many completions were handed to the fetch thread: the caller frees their slots.
+    #[must_use]
+    pub(super) fn complete(
+        &self,
+        claim: ClaimNo,
+        id: JobId,
+        attempt: i32,
+        flush: Flush<'_>,
+    ) -> usize {
         let mut s = self.state();
         if let Some(c) = s.claims.get_mut(&claim) {
             c.waiting.push(id, attempt);
@@ -128,16 +157,23 @@ impl Completions {
         } else {
             s.ready.push(id, attempt); // not counted as claimed: nothing to wait for
         }
-        self.finish_one(s, claim, flush);
+        self.finish_one(s, claim, flush)
     }
 
-    /// A job of `claim` finished some other way (failed, snoozed, released).
-    pub(super) fn finished(&self, claim: ClaimNo, flush: Flush<'_>) {
+    /// A job of `claim` finished some other way (failed, snoozed, released). Returns how
+    /// many completions were handed to the fetch thread, as [`complete`](Self::complete).
+    #[must_use]
+    pub(super) fn finished(&self, claim: ClaimNo, flush: Flush<'_>) -> usize {
         let s = self.state();
-        self.finish_one(s, claim, flush);
+        self.finish_one(s, claim, flush)
     }
 
-    fn finish_one<'s>(&'s self, mut s: MutexGuard<'s, State>, claim: ClaimNo, flush: Flush<'_>) {
+    fn finish_one<'s>(
+        &'s self,
+        mut s: MutexGuard<'s, State>,
+        claim: ClaimNo,
+        flush: Flush<'_>,
+    ) -> usize {
         s.unfinished = s.unfinished.saturating_sub(1);
         let claim_done = match s.claims.get_mut(&claim) {
             Some(c) => {
@@ -152,7 +188,13 @@ impl Completions {
             }
         }
         if s.ready.is_empty() {
-            return;
+            return 0;
+        }
+        if s.unfinished == 0 && s.accepting && s.handed.ids.len() + s.ready.ids.len() <= MAX_BATCH {
+            let State { ready, handed, .. } = &mut *s;
+            let n = ready.ids.len();
+            handed.append(ready);
+            return n;
         }
         if s.unfinished == 0 || s.ready.ids.len() >= MAX_BATCH {
             self.drain(s, flush);
@@ -160,6 +202,7 @@ impl Completions {
             drop(s);
             self.work.notify_one();
         }
+        0
     }
 
     /// The lease thread's turn: waits up to `timeout` for ready completions, moves those that
@@ -208,16 +251,6 @@ impl Completions {
     }
 }
 
-impl Broker {
-    /// Deletes completed jobs still running under the given attempts (fenced like
-    /// `complete_jobs`). Returns how many were deleted.
-    pub(super) fn delete_completed(&self, ids: &[JobId], attempts: &[i32]) -> Result<u64> {
-        let mut conn = self.conn()?;
-        let stmt = conn.statement(DELETE_SQL)?;
-        Ok(conn.execute(&stmt, &[&ids, &attempts])?)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,7 +277,7 @@ mod tests {
         let c = Completions::default();
         let batches = Batches::default();
         let claim = c.claimed(1);
-        c.complete(claim, JobId(7), 1, &recorder(&batches));
+        let _ = c.complete(claim, JobId(7), 1, &recorder(&batches));
         assert_eq!(*batches.lock().unwrap(), vec![(vec![7], vec![1])]);
         assert_eq!(c.state().deleting, 0);
         assert!(c.state().claims.is_empty());
@@ -255,15 +288,15 @@ mod tests {
         let c = Completions::default();
         let batches = Batches::default();
         let claim = c.claimed(4);
-        c.complete(claim, JobId(1), 1, &recorder(&batches));
-        c.complete(claim, JobId(2), 3, &recorder(&batches));
+        let _ = c.complete(claim, JobId(1), 1, &recorder(&batches));
+        let _ = c.complete(claim, JobId(2), 3, &recorder(&batches));
         assert!(
             batches.lock().unwrap().is_empty(),
             "two jobs still unfinished"
         );
-        c.finished(claim, &recorder(&batches)); // job 3 failed: recorded elsewhere
+        let _ = c.finished(claim, &recorder(&batches)); // job 3 failed: recorded elsewhere
         assert!(batches.lock().unwrap().is_empty());
-        c.complete(claim, JobId(4), 1, &recorder(&batches));
+        let _ = c.complete(claim, JobId(4), 1, &recorder(&batches));
         assert_eq!(
             *batches.lock().unwrap(),
             vec![(vec![1, 2, 4], vec![1, 3, 1])]
@@ -275,8 +308,8 @@ mod tests {
         let c = Completions::default();
         let batches = Batches::default();
         let claim = c.claimed(2);
-        c.complete(claim, JobId(1), 1, &recorder(&batches));
-        c.finished(claim, &recorder(&batches));
+        let _ = c.complete(claim, JobId(1), 1, &recorder(&batches));
+        let _ = c.finished(claim, &recorder(&batches));
         assert_eq!(*batches.lock().unwrap(), vec![(vec![1], vec![1])]);
     }
 
@@ -286,15 +319,15 @@ mod tests {
         let batches = Batches::default();
         let first = c.claimed(2);
         let second = c.claimed(2);
-        c.complete(first, JobId(1), 1, &none);
-        c.complete(second, JobId(3), 1, &none);
+        let _ = c.complete(first, JobId(1), 1, &none);
+        let _ = c.complete(second, JobId(3), 1, &none);
         // The first claim is done while the second still runs: the worker goes on, the lease
         // thread deletes it.
-        c.complete(first, JobId(2), 1, &none);
+        let _ = c.complete(first, JobId(2), 1, &none);
         c.serve(Duration::ZERO, Duration::from_secs(60), &recorder(&batches));
         assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1])]);
         // The last unfinished job deletes its own claim.
-        c.complete(second, JobId(4), 2, &recorder(&batches));
+        let _ = c.complete(second, JobId(4), 2, &recorder(&batches));
         assert_eq!(batches.lock().unwrap()[1], (vec![3, 4], vec![1, 2]));
         c.serve(Duration::ZERO, Duration::ZERO, &none);
         assert!(c.state().claims.is_empty());
@@ -305,14 +338,14 @@ mod tests {
         let c = Completions::default();
         let batches = Batches::default();
         let claim = c.claimed(3);
-        c.complete(claim, JobId(1), 1, &none);
-        c.complete(claim, JobId(2), 1, &none);
+        let _ = c.complete(claim, JobId(1), 1, &none);
+        let _ = c.complete(claim, JobId(2), 1, &none);
         c.serve(Duration::ZERO, Duration::from_secs(60), &none); // not waited long enough
         c.serve(Duration::ZERO, Duration::ZERO, &recorder(&batches));
         assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1])]);
         c.serve(Duration::ZERO, Duration::ZERO, &recorder(&batches));
         assert_eq!(batches.lock().unwrap().len(), 1, "nothing waits");
-        c.complete(claim, JobId(3), 1, &recorder(&batches));
+        let _ = c.complete(claim, JobId(3), 1, &recorder(&batches));
         assert_eq!(batches.lock().unwrap()[1], (vec![3], vec![1]));
     }
 
@@ -324,7 +357,7 @@ mod tests {
         let batches = Arc::new(Batches::default());
         let first = c.claimed(1);
         let second = c.claimed(1);
-        c.complete(first, JobId(1), 1, &none); // ready for the lease thread
+        let _ = c.complete(first, JobId(1), 1, &none); // ready for the lease thread
         let lease_thread = {
             let (c, in_delete, release, batches) = (
                 c.clone(),
@@ -365,5 +398,35 @@ mod tests {
         assert_eq!(all, vec![1, 2]);
         assert_eq!(c.state().deleting, 0);
         assert!(c.state().ready.is_empty());
+    }
+
+    #[test]
+    fn a_done_claim_rides_on_the_next_claim_when_the_fetch_thread_waits() {
+        let c = Completions::default();
+        let batches = Batches::default();
+        c.accept();
+        let claim = c.claimed(2);
+        assert_eq!(c.complete(claim, JobId(1), 1, &none), 0);
+        assert_eq!(c.complete(claim, JobId(2), 4, &none), 2, "both handed");
+        assert_eq!(c.take_handed(), (vec![JobId(1), JobId(2)], vec![1, 4]));
+        // Once the fetch thread has its slots, the last job deletes its claim itself.
+        let claim = c.claimed(1);
+        assert_eq!(c.complete(claim, JobId(3), 1, &recorder(&batches)), 0);
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![3], vec![1])]);
+        assert_eq!(c.take_handed(), (vec![], vec![]));
+    }
+
+    #[test]
+    fn nothing_is_handed_while_other_jobs_are_unfinished() {
+        let c = Completions::default();
+        let batches = Batches::default();
+        c.accept();
+        let first = c.claimed(1);
+        let second = c.claimed(1);
+        assert_eq!(c.complete(first, JobId(1), 1, &none), 0);
+        c.serve(Duration::ZERO, Duration::from_secs(60), &recorder(&batches));
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![1], vec![1])]);
+        assert_eq!(c.finished(second, &none), 0, "a failed job hands nothing");
+        assert_eq!(c.take_handed(), (vec![], vec![]));
     }
 }

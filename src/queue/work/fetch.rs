@@ -15,7 +15,7 @@ use super::take_batch::{self, Taken};
 use super::Inflight;
 use crate::notify::{Event, Listener};
 use crate::queue::wake_checks::RECHECKS;
-use crate::queue::ClaimedJob;
+use crate::queue::{ClaimedJob, JobId};
 use crate::worker::{SourceContext, Task};
 use crate::Result;
 
@@ -87,6 +87,9 @@ impl<'a> Fetcher<'a> {
                 break;
             }
         }
+        // Completions handed over while it waited for slots, and no claim took them.
+        let (ids, attempts) = self.shared.completions.take_handed();
+        self.shared.delete_handed(&ids, &attempts);
         if self.waiting {
             let _ = self.set_waiting(false);
         }
@@ -97,7 +100,9 @@ impl<'a> Fetcher<'a> {
         let Some(slots) = self.free_slots() else {
             return Next::Stop;
         };
-        let fetched = match self.fetch(slots) {
+        // Completions handed over with their slots (`completions.rs`): this claim deletes them.
+        let done = self.shared.completions.take_handed();
+        let fetched = match self.fetch(slots, done) {
             Ok(Some(fetched)) => fetched,
             Ok(None) => return Next::Stop,
             Err(e) => return self.failed(e),
@@ -126,6 +131,9 @@ impl<'a> Fetcher<'a> {
     /// the next claim waited for the whole batch's DELETE and the workers for the claim:
     /// handlers, the claim and the DELETE took turns.
     fn free_slots(&self) -> Option<usize> {
+        if !self.shared.opts.transactional {
+            self.shared.completions.accept();
+        }
         let mut n: usize = select! {
             recv(self.permits) -> p => match p {
                 Ok(()) => 1,
@@ -142,9 +150,10 @@ impl<'a> Fetcher<'a> {
         Some(n)
     }
 
-    /// Claims up to `slots` jobs, giving back the slots not used; or hands out one batch to
-    /// take. `None` when the pool stops meanwhile.
-    fn fetch(&self, slots: usize) -> Result<Option<Fetched>> {
+    /// Claims up to `slots` jobs, deleting the completed jobs `done` in the same statement,
+    /// giving back the slots not used; or hands out one batch to take. `None` when the pool
+    /// stops meanwhile.
+    fn fetch(&self, slots: usize, done: (Vec<JobId>, Vec<i32>)) -> Result<Option<Fetched>> {
         let shared = self.shared;
         if shared.opts.transactional {
             return match take_batch::start(shared, self.ctx) {
@@ -153,10 +162,19 @@ impl<'a> Fetcher<'a> {
                 Taken::Stopped => Ok(None),
             };
         }
-        let claimed =
-            shared
-                .broker
-                .claim_jobs(&shared.opts.queue, &shared.worker, slots, shared.opts.lease);
+        let (ids, attempts) = done;
+        let claimed = shared.broker.claim_completing(
+            &shared.opts.queue,
+            &shared.worker,
+            slots,
+            shared.opts.lease,
+            &ids,
+            &attempts,
+        );
+        match claimed {
+            Ok(_) => shared.forget(&ids),
+            Err(_) => shared.delete_handed(&ids, &attempts), // on their own, with retries
+        }
         let used = claimed.as_ref().map_or(0, Vec::len);
         for _ in used..slots {
             let _ = shared.permits.send(());

@@ -67,15 +67,8 @@ impl Shared {
 
     /// Jobs whose outcome is recorded (or given up on): no longer in flight, their slots free.
     pub(super) fn settle(&self, ids: &[JobId]) {
-        {
-            let mut inflight = self.inflight();
-            for id in ids {
-                inflight.remove(id);
-            }
-        }
-        for _ in ids {
-            let _ = self.permits.send(());
-        }
+        self.forget(ids);
+        self.free_slots(ids.len());
     }
 
     /// Deletes a batch of completed jobs and settles them (see `completions.rs`).
@@ -92,17 +85,54 @@ impl Shared {
 
     /// A job of `claim` succeeded: its DELETE is grouped with others'; it is settled then.
     pub(super) fn complete(&self, claim: ClaimNo, id: JobId, attempt: i32) {
-        self.completions
+        let handed = self
+            .completions
             .complete(claim, id, attempt, &|ids, attempts| {
                 self.delete_completed(ids, attempts)
             });
+        self.free_slots(handed);
     }
 
     /// A job of `claim` finished without a pending completion: settled now.
     pub(super) fn finished(&self, claim: ClaimNo, id: JobId) {
         self.settle(&[id]);
-        self.completions
+        let handed = self
+            .completions
             .finished(claim, &|ids, attempts| self.delete_completed(ids, attempts));
+        self.free_slots(handed);
+    }
+
+    /// Frees the slots of `n` completions handed to the fetch thread: its next claim takes
+    /// them and deletes those jobs in the same statement.
+    fn free_slots(&self, n: usize) {
+        for _ in 0..n {
+            let _ = self.permits.send(());
+        }
+    }
+
+    /// The jobs a claim deleted (handed to the fetch thread, their slots already free): no
+    /// longer in flight.
+    pub(super) fn forget(&self, ids: &[JobId]) {
+        let mut inflight = self.inflight();
+        for id in ids {
+            inflight.remove(id);
+        }
+    }
+
+    /// Deletes completions handed to the fetch thread that no claim took (the claim failed,
+    /// or the pool stops); their slots are already free.
+    pub(super) fn delete_handed(&self, ids: &[JobId], attempts: &[i32]) {
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = with_retries(|| self.broker.delete_completed(ids, attempts).map(drop)) {
+            self.stats.count_unrecorded(ids.len() as u64);
+            log::error!(
+                "pgbroker: completing jobs {ids:?} failed (they run again when their leases \
+                 expire): {e}"
+            );
+        }
+        self.forget(ids);
     }
 
     /// The lease thread's wait of up to `timeout`: it deletes the completions handed to it
