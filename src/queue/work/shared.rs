@@ -73,6 +73,13 @@ impl Shared {
 
     /// Deletes a batch of completed jobs and settles them (see `completions.rs`).
     pub(super) fn delete_completed(&self, ids: &[JobId], attempts: &[i32]) {
+        self.delete_jobs(ids, attempts);
+        self.settle(ids);
+    }
+
+    /// Deletes completed jobs, retrying transient failures; a failure is counted and logged
+    /// (those jobs run again when their leases expire).
+    fn delete_jobs(&self, ids: &[JobId], attempts: &[i32]) {
         if let Err(e) = with_retries(|| self.broker.delete_completed(ids, attempts).map(drop)) {
             self.stats.count_unrecorded(ids.len() as u64);
             log::error!(
@@ -80,7 +87,6 @@ impl Shared {
                  expire): {e}"
             );
         }
-        self.settle(ids);
     }
 
     /// A job of `claim` succeeded: its DELETE is grouped with others'; it is settled then.
@@ -125,13 +131,7 @@ impl Shared {
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = with_retries(|| self.broker.delete_completed(ids, attempts).map(drop)) {
-            self.stats.count_unrecorded(ids.len() as u64);
-            log::error!(
-                "pgbroker: completing jobs {ids:?} failed (they run again when their leases \
-                 expire): {e}"
-            );
-        }
+        self.delete_jobs(ids, attempts);
         self.forget(ids);
     }
 
