@@ -18,18 +18,25 @@ use crate::{Broker, Error, ErrorKind, Result};
 /// timeout (src/queue/job_options.rs) is leased for its timeout instead of `$4`.
 macro_rules! claim_sql {
     ($candidates:literal,) => {
+        claim_update_sql!(
+            $candidates,
+            "
+                      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+        )
+    };
+}
+
+/// The UPDATE of a claim; `$extra`, a further condition of the choice of jobs
+/// ([`next_jobs_sql!`]).
+macro_rules! claim_update_sql {
+    ($candidates:literal, $extra:literal) => {
         concat!(
             "UPDATE pgbroker.jobs j
        SET state = 'running', attempt = j.attempt + 1, worker = $2,
            lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
                                           make_interval(secs => $4))
      WHERE ",
-            next_jobs_sql!(
-                $candidates,
-                "$3",
-                "
-                      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-            ),
+            next_jobs_sql!($candidates, "$3", $extra),
             "
     RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
               j.lease_until, j.created_at, j.unique_key"
@@ -37,6 +44,24 @@ macro_rules! claim_sql {
     };
 }
 const CLAIM_SQL: [&str; 12] = by_size_class!(claim_sql!());
+
+/// [`DELETE_SQL`] with its ids and attempts in the given parameters.
+macro_rules! delete_completed_sql {
+    ($ids:literal, $attempts:literal) => {
+        concat!(
+            "DELETE FROM pgbroker.jobs j
+     WHERE j.id = ANY (ARRAY(SELECT unnest(",
+            $ids,
+            "::bigint[])))
+       AND coalesce(j.state = 'running'
+                    AND j.attempt = (",
+            $attempts,
+            "::integer[])[array_position(",
+            $ids,
+            "::bigint[], j.id)], false)"
+        )
+    };
+}
 
 /// A claim (as [`claim_sql!`], without its asynchronous commit) that first deletes completed
 /// jobs, `$5`/`$6` fencing as in [`DELETE_SQL`]: a worker whose claimed jobs are all done and
@@ -47,20 +72,10 @@ const CLAIM_SQL: [&str; 12] = by_size_class!(claim_sql!());
 macro_rules! claim_completing_sql {
     ($candidates:literal,) => {
         concat!(
-            "WITH done AS (
-    DELETE FROM pgbroker.jobs d
-     WHERE d.id = ANY (ARRAY(SELECT unnest($5::bigint[])))
-       AND coalesce(d.state = 'running'
-                    AND d.attempt = ($6::integer[])[array_position($5::bigint[], d.id)], false))
-UPDATE pgbroker.jobs j
-       SET state = 'running', attempt = j.attempt + 1, worker = $2,
-           lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
-                                          make_interval(secs => $4))
-     WHERE ",
-            next_jobs_sql!($candidates, "$3", ""),
-            "
-    RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
-              j.lease_until, j.created_at, j.unique_key"
+            "WITH done AS (",
+            delete_completed_sql!("$5", "$6"),
+            ")\n",
+            claim_update_sql!($candidates, "")
         )
     };
 }
@@ -89,10 +104,8 @@ const ASYNC_COMMIT: &str =
 /// come through `ARRAY(SELECT unnest(...))`, whose length the planner cannot see, so that the
 /// plan for a few ids looks no cheaper than the generic one and is reused (the worker pool
 /// completes one to a few jobs per statement; planning each cost 0.3 million instructions).
-pub(crate) const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
-     WHERE j.id = ANY (ARRAY(SELECT unnest($1::bigint[])))
-       AND coalesce(j.state = 'running'
-                    AND j.attempt = ($2::integer[])[array_position($1::bigint[], j.id)], false)";
+pub(crate) const DELETE_SQL: &str = delete_completed_sql!("$1", "$2");
+
 const EXTEND_SQL: &str = "SELECT pgbroker.extend_leases($1, $2, make_interval(secs => $3))";
 const COMPLETE_SQL: &str = "SELECT pgbroker.complete_many($1, $2, $3, make_interval(secs => $4))";
 const FAIL_SQL: &str = "SELECT pgbroker.fail($1, $2, make_interval(secs => $3), $4, $5)";
@@ -238,11 +251,10 @@ impl Broker {
         }
         let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
         let attempts: Vec<i32> = jobs.iter().map(|j| j.attempt).collect();
-        let mut conn = self.conn()?;
         if keep.is_none() {
-            let stmt = conn.statement(DELETE_SQL)?;
-            return Ok(conn.execute(&stmt, &[&ids, &attempts])?);
+            return self.delete_completed(&ids, &attempts);
         }
+        let mut conn = self.conn()?;
         let keep = keep.map(secs);
         let stmt = conn.statement(COMPLETE_SQL)?;
         let row = conn.query_one(&stmt, &[&ids, &attempts, &result, &keep])?;
@@ -456,6 +468,19 @@ pub(super) mod test {
             assert!(ours[1].contains(super::ASYNC_COMMIT), "{}", ours[1]);
             ours[1] = ours[1].replace(super::ASYNC_COMMIT, "");
             assert_eq!(ours, theirs);
+        }
+    }
+
+    #[test]
+    fn a_completing_claim_is_the_delete_then_the_durable_claim() {
+        let delete = super::DELETE_SQL.replace("$1", "$5").replace("$2", "$6");
+        for (claim, completing) in CLAIM_SQL.iter().zip(super::CLAIM_COMPLETING_SQL) {
+            let durable = claim.replace(
+                &format!("\n                     {}", super::ASYNC_COMMIT),
+                "",
+            );
+            assert_ne!(&durable, claim, "the claim commits asynchronously");
+            assert_eq!(completing, format!("WITH done AS ({delete})\n{durable}"));
         }
     }
 

@@ -15,7 +15,7 @@ use super::take_batch::{self, Taken};
 use super::Inflight;
 use crate::notify::{Event, Listener};
 use crate::queue::wake_checks::RECHECKS;
-use crate::queue::{ClaimedJob, JobId};
+use crate::queue::ClaimedJob;
 use crate::worker::{SourceContext, Task};
 use crate::Result;
 
@@ -100,9 +100,7 @@ impl<'a> Fetcher<'a> {
         let Some(slots) = self.free_slots() else {
             return Next::Stop;
         };
-        // Completions handed over with their slots (`completions.rs`): this claim deletes them.
-        let done = self.shared.completions.take_handed();
-        let fetched = match self.fetch(slots, done) {
+        let fetched = match self.fetch(slots) {
             Ok(Some(fetched)) => fetched,
             Ok(None) => return Next::Stop,
             Err(e) => return self.failed(e),
@@ -150,10 +148,10 @@ impl<'a> Fetcher<'a> {
         Some(n)
     }
 
-    /// Claims up to `slots` jobs, deleting the completed jobs `done` in the same statement,
-    /// giving back the slots not used; or hands out one batch to take. `None` when the pool
+    /// Claims up to `slots` jobs, deleting the completions handed over meanwhile in the same
+    /// statement, giving back the slots not used; or hands out one batch to take. `None` when the pool
     /// stops meanwhile.
-    fn fetch(&self, slots: usize, done: (Vec<JobId>, Vec<i32>)) -> Result<Option<Fetched>> {
+    fn fetch(&self, slots: usize) -> Result<Option<Fetched>> {
         let shared = self.shared;
         if shared.opts.transactional {
             return match take_batch::start(shared, self.ctx) {
@@ -162,7 +160,8 @@ impl<'a> Fetcher<'a> {
                 Taken::Stopped => Ok(None),
             };
         }
-        let (ids, attempts) = done;
+        // Completions handed over with their slots (`completions.rs`): this claim deletes them.
+        let (ids, attempts) = shared.completions.take_handed();
         let claimed = shared.broker.claim_completing(
             &shared.opts.queue,
             &shared.worker,
