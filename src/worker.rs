@@ -476,23 +476,27 @@ impl WorkerPoolBuilder {
     }
 }
 
+/// Runs tasks until the pool stops; then abandons the tasks not started (an idle worker
+/// wakes on the stop signal, so `shutdown()` does not wait for a poll).
 fn worker_loop(tasks: Receiver<Task>, ctx: SourceContext) {
     loop {
-        match tasks.recv_timeout(Duration::from_millis(100)) {
-            Ok(task) => {
-                if ctx.is_stopping() {
+        select! {
+            recv(tasks) -> task => match task {
+                Ok(task) if ctx.is_stopping() => ctx.abandon(task),
+                Ok(task) => {
+                    if catch_unwind(AssertUnwindSafe(task.run)).is_err() {
+                        // Tasks catch handler panics themselves; this is a bug in pgbroker.
+                        log::error!("pgbroker: a task panicked outside its handler");
+                    }
+                }
+                Err(_) => return,
+            },
+            recv(ctx.stop_signal()) -> _ => {
+                while let Ok(task) = tasks.try_recv() {
                     ctx.abandon(task);
-                } else if catch_unwind(AssertUnwindSafe(task.run)).is_err() {
-                    // Tasks catch handler panics themselves; this is a bug in pgbroker.
-                    log::error!("pgbroker: a task panicked outside its handler");
                 }
+                return;
             }
-            Err(RecvTimeoutError::Timeout) => {
-                if ctx.is_stopping() {
-                    return;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }

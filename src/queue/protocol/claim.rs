@@ -18,25 +18,18 @@ use crate::{Broker, Error, ErrorKind, Result};
 /// timeout (src/queue/job_options.rs) is leased for its timeout instead of `$4`.
 macro_rules! claim_sql {
     ($candidates:literal,) => {
-        claim_update_sql!(
-            $candidates,
-            "
-                      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-        )
-    };
-}
-
-/// The UPDATE of a claim; `$extra`, a further condition of the choice of jobs
-/// ([`next_jobs_sql!`]).
-macro_rules! claim_update_sql {
-    ($candidates:literal, $extra:literal) => {
         concat!(
             "UPDATE pgbroker.jobs j
        SET state = 'running', attempt = j.attempt + 1, worker = $2,
            lease_until = now() + coalesce(make_interval(secs => (j.details ->> 'timeout')::float8),
                                           make_interval(secs => $4))
      WHERE ",
-            next_jobs_sql!($candidates, "$3", $extra),
+            next_jobs_sql!(
+                $candidates,
+                "$3",
+                "
+                      AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+            ),
             "
     RETURNING j.id, j.queue, j.payload, j.attempt, j.max_attempts, j.priority, j.run_at,
               j.lease_until, j.created_at, j.unique_key"
@@ -44,42 +37,6 @@ macro_rules! claim_update_sql {
     };
 }
 const CLAIM_SQL: [&str; 12] = by_size_class!(claim_sql!());
-
-/// [`DELETE_SQL`] with its ids and attempts in the given parameters.
-macro_rules! delete_completed_sql {
-    ($ids:literal, $attempts:literal) => {
-        concat!(
-            "DELETE FROM pgbroker.jobs j
-     WHERE j.id = ANY (ARRAY(SELECT unnest(",
-            $ids,
-            "::bigint[])))
-       AND coalesce(j.state = 'running'
-                    AND j.attempt = (",
-            $attempts,
-            "::integer[])[array_position(",
-            $ids,
-            "::bigint[], j.id)], false)"
-        )
-    };
-}
-
-/// A claim (as [`claim_sql!`], without its asynchronous commit) that first deletes completed
-/// jobs, `$5`/`$6` fencing as in [`DELETE_SQL`]: a worker whose claimed jobs are all done and
-/// that waits for its next claim completes them in that claim's statement, one statement and
-/// one durable commit instead of a DELETE and a claim. A data-modifying `WITH` runs to
-/// completion though nothing reads it; the UPDATE chooses only available jobs, which the
-/// DELETE (of running ones) does not touch.
-macro_rules! claim_completing_sql {
-    ($candidates:literal,) => {
-        concat!(
-            "WITH done AS (",
-            delete_completed_sql!("$5", "$6"),
-            ")\n",
-            claim_update_sql!($candidates, "")
-        )
-    };
-}
-const CLAIM_COMPLETING_SQL: [&str; 12] = by_size_class!(claim_completing_sql!());
 
 /// The claim's own condition (evaluated once, an init plan): its autocommitted transaction
 /// commits without waiting for the WAL flush. A claim lost in a server crash loses nothing
@@ -104,8 +61,10 @@ const ASYNC_COMMIT: &str =
 /// come through `ARRAY(SELECT unnest(...))`, whose length the planner cannot see, so that the
 /// plan for a few ids looks no cheaper than the generic one and is reused (the worker pool
 /// completes one to a few jobs per statement; planning each cost 0.3 million instructions).
-pub(crate) const DELETE_SQL: &str = delete_completed_sql!("$1", "$2");
-
+pub(crate) const DELETE_SQL: &str = "DELETE FROM pgbroker.jobs j
+     WHERE j.id = ANY (ARRAY(SELECT unnest($1::bigint[])))
+       AND coalesce(j.state = 'running'
+                    AND j.attempt = ($2::integer[])[array_position($1::bigint[], j.id)], false)";
 const EXTEND_SQL: &str = "SELECT pgbroker.extend_leases($1, $2, make_interval(secs => $3))";
 const COMPLETE_SQL: &str = "SELECT pgbroker.complete_many($1, $2, $3, make_interval(secs => $4))";
 const FAIL_SQL: &str = "SELECT pgbroker.fail($1, $2, make_interval(secs => $3), $4, $5)";
@@ -153,33 +112,13 @@ impl Broker {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<ClaimedJob>> {
-        self.claim_completing(queue, worker, max, lease, &[], &[])
-    }
-
-    /// Deletes completed jobs (`ids[i]` claimed as `attempts[i]`, fenced as by
-    /// [`complete_jobs`](Self::complete_jobs)) and claims as [`claim_jobs`](Self::claim_jobs)
-    /// does, in one statement and one durable commit (with no completed jobs, the claim's
-    /// commit does not wait for the WAL flush). The worker pool's fetch thread uses it when
-    /// every job it claimed is done: the DELETE rides on the next claim.
-    pub(crate) fn claim_completing(
-        &self,
-        queue: &str,
-        worker: &str,
-        max: usize,
-        lease: Duration,
-        ids: &[JobId],
-        attempts: &[i32],
-    ) -> Result<Vec<ClaimedJob>> {
         validate_queue(queue)?;
         check_lease(lease)?;
         let max = i32::try_from(max).unwrap_or(i32::MAX);
-        if max == 0 || self.gates().is_gated(queue) {
-            if !ids.is_empty() {
-                self.delete_completed(ids, attempts)?;
-            }
-            if max == 0 {
-                return Ok(Vec::new());
-            }
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        if self.gates().is_gated(queue) {
             // Paused and limited queues: src/queue/limits.rs.
             return self.claim_gated(queue, worker, max, lease);
         }
@@ -192,16 +131,8 @@ impl Broker {
         );
         let mut conn = self.conn()?;
         let lease_secs = secs(lease);
-        let rows = if ids.is_empty() {
-            let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
-            conn.query(&stmt, &[&queue, &worker, &max, &lease_secs])?
-        } else {
-            let stmt = conn.statement(CLAIM_COMPLETING_SQL[size_class(max)])?;
-            conn.query(
-                &stmt,
-                &[&queue, &worker, &max, &lease_secs, &ids, &attempts],
-            )?
-        };
+        let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
+        let rows = conn.query(&stmt, &[&queue, &worker, &max, &lease_secs])?;
         let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
         jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
         if jobs.is_empty() && self.gates().should_look(queue) {
@@ -468,19 +399,6 @@ pub(super) mod test {
             assert!(ours[1].contains(super::ASYNC_COMMIT), "{}", ours[1]);
             ours[1] = ours[1].replace(super::ASYNC_COMMIT, "");
             assert_eq!(ours, theirs);
-        }
-    }
-
-    #[test]
-    fn a_completing_claim_is_the_delete_then_the_durable_claim() {
-        let delete = super::DELETE_SQL.replace("$1", "$5").replace("$2", "$6");
-        for (claim, completing) in CLAIM_SQL.iter().zip(super::CLAIM_COMPLETING_SQL) {
-            let durable = claim.replace(
-                &format!("\n                     {}", super::ASYNC_COMMIT),
-                "",
-            );
-            assert_ne!(&durable, claim, "the claim commits asynchronously");
-            assert_eq!(completing, format!("WITH done AS ({delete})\n{durable}"));
         }
     }
 

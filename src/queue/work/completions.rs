@@ -3,27 +3,24 @@
 //!
 //! Completions are grouped by the claim that fetched them. A finished job waits while other
 //! jobs of its claim are unfinished (running, or claimed and waiting for a thread); when the
-//! last of them finishes, the claim's completions are ready to delete:
+//! last of them finishes, the claim's completions are ready, and the queue's lease thread
+//! deletes what is ready in one statement while the workers go on: the claims, the handlers
+//! and the DELETEs overlap instead of taking turns. The lease thread also deletes completions
+//! that waited [`MAX_WAIT`] (50 ms) behind a slow job of their claim.
 //!
-//! - while other claims still have unfinished jobs (the fetch thread claims the next batch
-//!   while one runs), the ready completions go to the queue's lease thread, which deletes
-//!   what is ready in one statement while the workers go on with the next claim's jobs: the
-//!   claim, the handlers and the DELETE overlap instead of taking turns;
-//! - when nothing else is unfinished and the fetch thread waits for free slots, they are
-//!   handed to it with their slots: its next claim deletes them in the same statement
-//!   (`claim_completing`), one statement and one durable commit for both;
-//! - otherwise, when nothing else is unfinished (the pool stops, or the fetch thread is busy),
-//!   the finishing worker deletes them itself, after waiting for a DELETE in progress, so the
-//!   last job's thread returns only once every completion is committed (the pool's shutdown
-//!   joins the fetch thread, which deletes what was handed to it, then those threads).
+//! A completed job frees its slot of the queue's concurrency at once, before its DELETE
+//! commits, so the next claim does not wait for the DELETE's WAL flush; at most
+//! [`Completions::new`]'s limit (the concurrency, at least [`EARLY_MIN`]) do so at a time,
+//! later ones keep their slots until their DELETE commits. A job waiting for its DELETE is
+//! still in flight: its lease is extended, and a crash before the commit runs it again.
 //!
-//! The lease thread also deletes completions that waited [`MAX_WAIT`] (50 ms) behind a slow
-//! job of their claim, so a slow job does not hold its batch's completions back for long.
+//! Once the fetch thread stopped ([`Completions::stop`]), the last unfinished job's worker
+//! deletes what is left itself, after waiting for a DELETE in progress, so that the pool's
+//! shutdown (which joins the fetch thread, then the workers) returns only once every
+//! completion is committed.
 //!
-//! At least once, unchanged: a job is deleted only after its handler returned; until then and
-//! until its DELETE committed it stays in flight (its lease extended, its slot of the queue's
-//! concurrency held), so a crash before the commit runs it again, and nothing is reported done
-//! before the commit: no slot is freed before it, except for the claim that commits with it.
+//! At least once, unchanged: a job is deleted only after its handler returned, and nothing is
+//! counted done before its DELETE commits (a failed DELETE is counted unrecorded).
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -33,6 +30,10 @@ use super::super::JobId;
 
 /// The most jobs one DELETE completes.
 const MAX_BATCH: usize = 1_000;
+
+/// The fewest completions that may free their slots before their DELETE commits. With one
+/// (a queue of concurrency 1), a job one at a time waited for the previous one's DELETE.
+pub(super) const EARLY_MIN: usize = 64;
 
 /// How long a completion may wait behind unfinished jobs of its claim before the lease
 /// thread deletes it. Deleting younger ones split claimed batches: on a durable cluster whose
@@ -45,6 +46,8 @@ pub(super) type ClaimNo = u64;
 /// Completed jobs waiting for their DELETE, by claim, and who is deleting.
 #[derive(Default)]
 pub(super) struct Completions {
+    /// How many completions may have freed their slots before their DELETE committed.
+    limit: usize,
     state: Mutex<State>,
     /// Signalled when a deleting round ends.
     idle: Condvar,
@@ -62,10 +65,10 @@ struct State {
     unfinished: usize,
     /// DELETEs in progress.
     deleting: usize,
-    /// The fetch thread waits for free slots (see [`Completions::accept`]).
-    accepting: bool,
-    /// Completions handed to the fetch thread's next claim.
-    handed: Batch,
+    /// Completions whose slots were freed before their DELETE committed.
+    early: usize,
+    /// The fetch thread stopped: the last unfinished job deletes what is left.
+    stopping: bool,
 }
 
 /// One claim's jobs: how many are unfinished, and its completions waiting for them.
@@ -81,17 +84,22 @@ struct Claim {
 struct Batch {
     ids: Vec<JobId>,
     attempts: Vec<i32>,
+    /// How many of them still hold their slots (the others freed theirs early; slots are
+    /// interchangeable, so a count is enough).
+    held: usize,
 }
 
 impl Batch {
-    fn push(&mut self, id: JobId, attempt: i32) {
+    fn push(&mut self, id: JobId, attempt: i32, held: bool) {
         self.ids.push(id);
         self.attempts.push(attempt);
+        self.held += usize::from(held);
     }
 
     fn append(&mut self, other: &mut Batch) {
         self.ids.append(&mut other.ids);
         self.attempts.append(&mut other.attempts);
+        self.held += std::mem::take(&mut other.held);
     }
 
     fn is_empty(&self) -> bool {
@@ -99,11 +107,21 @@ impl Batch {
     }
 }
 
-/// Deletes one batch of completed jobs (`ids[i]` claimed as `attempts[i]`) and settles them;
-/// it reports its own failures (those jobs then run again once their leases expire).
-pub(super) type Flush<'a> = &'a dyn Fn(&[JobId], &[i32]);
+/// Deletes one batch of completed jobs (`ids[i]` claimed as `attempts[i]`), no longer in
+/// flight then, and frees the slots the batch still holds (the third argument); it reports
+/// its own failures (those jobs then run again once their leases expire).
+pub(super) type Flush<'a> = &'a dyn Fn(&[JobId], &[i32], usize);
 
 impl Completions {
+    /// Completions of a queue of `concurrency`: that many (at least [`EARLY_MIN`]) may free
+    /// their slots before their DELETE commits.
+    pub(super) fn new(concurrency: usize) -> Completions {
+        Completions {
+            limit: concurrency.max(EARLY_MIN),
+            ..Completions::default()
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -124,24 +142,9 @@ impl Completions {
         no
     }
 
-    /// The fetch thread waits for free slots: completions whose claims are done and behind
-    /// which nothing is unfinished may be handed to its next claim.
-    pub(super) fn accept(&self) {
-        self.state().accepting = true;
-    }
-
-    /// The fetch thread has its slots (or stops): nothing more is handed to it; what was
-    /// handed (`ids`, `attempts`), for its claim to delete.
-    pub(super) fn take_handed(&self) -> (Vec<JobId>, Vec<i32>) {
-        let mut s = self.state();
-        s.accepting = false;
-        let handed = std::mem::take(&mut s.handed);
-        (handed.ids, handed.attempts)
-    }
-
     /// Job `id` of `claim` (claimed as `attempt`) succeeded: it waits for the rest of its
     /// claim, then is deleted with it (see the module's documentation for by whom). Returns
-    /// how many completions were handed to the fetch thread: the caller frees their slots.
+    /// whether its slot is free now (the caller frees it); if not, the DELETE frees it.
     #[must_use]
     pub(super) fn complete(
         &self,
@@ -149,31 +152,37 @@ impl Completions {
         id: JobId,
         attempt: i32,
         flush: Flush<'_>,
-    ) -> usize {
+    ) -> bool {
         let mut s = self.state();
+        let early = !s.stopping && s.early < self.limit;
+        s.early += usize::from(early);
         if let Some(c) = s.claims.get_mut(&claim) {
-            c.waiting.push(id, attempt);
+            c.waiting.push(id, attempt, !early);
             c.oldest.get_or_insert_with(Instant::now);
         } else {
-            s.ready.push(id, attempt); // not counted as claimed: nothing to wait for
+            s.ready.push(id, attempt, !early); // not counted as claimed: nothing to wait for
         }
-        self.finish_one(s, claim, flush)
+        self.finish_one(s, claim, flush);
+        early
     }
 
-    /// A job of `claim` finished some other way (failed, snoozed, released). Returns how
-    /// many completions were handed to the fetch thread, as [`complete`](Self::complete).
-    #[must_use]
-    pub(super) fn finished(&self, claim: ClaimNo, flush: Flush<'_>) -> usize {
+    /// A job of `claim` finished some other way (failed, snoozed, released).
+    pub(super) fn finished(&self, claim: ClaimNo, flush: Flush<'_>) {
         let s = self.state();
-        self.finish_one(s, claim, flush)
+        self.finish_one(s, claim, flush);
     }
 
-    fn finish_one<'s>(
-        &'s self,
-        mut s: MutexGuard<'s, State>,
-        claim: ClaimNo,
-        flush: Flush<'_>,
-    ) -> usize {
+    /// The fetch thread stopped: from now on the last unfinished job deletes what is left
+    /// before its thread returns; when none is unfinished, the caller does it now.
+    pub(super) fn stop(&self, flush: Flush<'_>) {
+        let mut s = self.state();
+        s.stopping = true;
+        if s.unfinished == 0 {
+            self.drain(s, flush);
+        }
+    }
+
+    fn finish_one<'s>(&'s self, mut s: MutexGuard<'s, State>, claim: ClaimNo, flush: Flush<'_>) {
         s.unfinished = s.unfinished.saturating_sub(1);
         let claim_done = match s.claims.get_mut(&claim) {
             Some(c) => {
@@ -188,21 +197,14 @@ impl Completions {
             }
         }
         if s.ready.is_empty() {
-            return 0;
+            return;
         }
-        if s.unfinished == 0 && s.accepting && s.handed.ids.len() + s.ready.ids.len() <= MAX_BATCH {
-            let State { ready, handed, .. } = &mut *s;
-            let n = ready.ids.len();
-            handed.append(ready);
-            return n;
-        }
-        if s.unfinished == 0 || s.ready.ids.len() >= MAX_BATCH {
+        if (s.stopping && s.unfinished == 0) || s.ready.ids.len() >= MAX_BATCH {
             self.drain(s, flush);
         } else {
             drop(s);
             self.work.notify_one();
         }
-        0
     }
 
     /// The lease thread's turn: waits up to `timeout` for ready completions, moves those that
@@ -240,11 +242,14 @@ impl Completions {
             let n = s.ready.ids.len().min(MAX_BATCH);
             let ids: Vec<JobId> = s.ready.ids.drain(..n).collect();
             let attempts: Vec<i32> = s.ready.attempts.drain(..n).collect();
+            let held = s.ready.held.min(n);
+            s.ready.held -= held;
             s.deleting += 1;
             drop(s);
-            flush(&ids, &attempts);
+            flush(&ids, &attempts, held);
             s = self.state();
             s.deleting -= 1;
+            s.early = s.early.saturating_sub(n - held);
         }
         drop(s);
         self.idle.notify_all();
@@ -256,102 +261,156 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Barrier};
 
-    /// Recorded batches: the ids (as numbers) and attempts of each DELETE.
-    type Batches = Mutex<Vec<(Vec<i64>, Vec<i32>)>>;
+    /// Recorded DELETEs: the ids (as numbers), attempts and slots held of each.
+    type Batches = Mutex<Vec<(Vec<i64>, Vec<i32>, usize)>>;
 
-    fn recorder(batches: &Batches) -> impl Fn(&[JobId], &[i32]) + '_ {
-        move |ids, attempts| {
-            batches
-                .lock()
-                .unwrap()
-                .push((ids.iter().map(|id| id.0).collect(), attempts.to_vec()))
+    fn recorder(batches: &Batches) -> impl Fn(&[JobId], &[i32], usize) + '_ {
+        move |ids, attempts, held| {
+            batches.lock().unwrap().push((
+                ids.iter().map(|id| id.0).collect(),
+                attempts.to_vec(),
+                held,
+            ))
         }
     }
 
-    fn none(_: &[JobId], _: &[i32]) {
+    fn none(_: &[JobId], _: &[i32], _: usize) {
         panic!("no DELETE expected here")
     }
 
+    /// The lease thread's turn, with completions waiting behind their claim left alone.
+    fn serve(c: &Completions, flush: Flush<'_>) {
+        c.serve(Duration::ZERO, Duration::from_secs(60), flush);
+    }
+
     #[test]
-    fn a_lone_job_is_deleted_at_once() {
-        let c = Completions::default();
+    fn a_lone_job_frees_its_slot_and_is_deleted_by_the_lease_thread() {
+        let c = Completions::new(1);
         let batches = Batches::default();
         let claim = c.claimed(1);
-        let _ = c.complete(claim, JobId(7), 1, &recorder(&batches));
-        assert_eq!(*batches.lock().unwrap(), vec![(vec![7], vec![1])]);
+        assert!(c.complete(claim, JobId(7), 1, &none), "its slot is free");
+        serve(&c, &recorder(&batches));
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![7], vec![1], 0)]);
+        assert_eq!(c.state().early, 0);
         assert_eq!(c.state().deleting, 0);
         assert!(c.state().claims.is_empty());
     }
 
     #[test]
-    fn a_claimed_batch_is_deleted_in_one_statement_when_its_last_job_finishes() {
-        let c = Completions::default();
+    fn completions_past_the_limit_keep_their_slots_until_their_delete() {
+        let c = Completions {
+            limit: 2,
+            ..Completions::default()
+        };
         let batches = Batches::default();
         let claim = c.claimed(4);
-        let _ = c.complete(claim, JobId(1), 1, &recorder(&batches));
-        let _ = c.complete(claim, JobId(2), 3, &recorder(&batches));
+        assert!(c.complete(claim, JobId(1), 1, &none));
+        assert!(c.complete(claim, JobId(2), 1, &none));
         assert!(
-            batches.lock().unwrap().is_empty(),
-            "two jobs still unfinished"
+            !c.complete(claim, JobId(3), 1, &none),
+            "the limit is reached"
         );
-        let _ = c.finished(claim, &recorder(&batches)); // job 3 failed: recorded elsewhere
-        assert!(batches.lock().unwrap().is_empty());
-        let _ = c.complete(claim, JobId(4), 1, &recorder(&batches));
+        assert!(!c.complete(claim, JobId(4), 1, &none));
+        serve(&c, &recorder(&batches));
         assert_eq!(
             *batches.lock().unwrap(),
-            vec![(vec![1, 2, 4], vec![1, 3, 1])]
+            vec![(vec![1, 2, 3, 4], vec![1, 1, 1, 1], 2)],
+            "the DELETE frees the two slots still held"
+        );
+        let claim = c.claimed(1);
+        assert!(
+            c.complete(claim, JobId(5), 1, &none),
+            "below the limit again"
         );
     }
 
     #[test]
-    fn the_last_job_failing_deletes_the_waiting_ones() {
-        let c = Completions::default();
+    fn a_claimed_batch_is_deleted_in_one_statement_when_its_last_job_finishes() {
+        let c = Completions::new(4);
         let batches = Batches::default();
-        let claim = c.claimed(2);
-        let _ = c.complete(claim, JobId(1), 1, &recorder(&batches));
-        let _ = c.finished(claim, &recorder(&batches));
-        assert_eq!(*batches.lock().unwrap(), vec![(vec![1], vec![1])]);
+        let claim = c.claimed(4);
+        let _ = c.complete(claim, JobId(1), 1, &none);
+        let _ = c.complete(claim, JobId(2), 3, &none);
+        serve(&c, &none); // two jobs still unfinished
+        c.finished(claim, &none); // job 3 failed: recorded elsewhere
+        let _ = c.complete(claim, JobId(4), 1, &none);
+        serve(&c, &recorder(&batches));
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![(vec![1, 2, 4], vec![1, 3, 1], 0)]
+        );
     }
 
     #[test]
-    fn a_finished_claim_goes_to_the_lease_thread_while_the_next_one_runs() {
-        let c = Completions::default();
+    fn the_last_job_failing_makes_the_waiting_ones_ready() {
+        let c = Completions::new(2);
+        let batches = Batches::default();
+        let claim = c.claimed(2);
+        let _ = c.complete(claim, JobId(1), 1, &none);
+        c.finished(claim, &none);
+        serve(&c, &recorder(&batches));
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![1], vec![1], 0)]);
+    }
+
+    #[test]
+    fn a_finished_claim_is_deleted_while_the_next_one_runs() {
+        let c = Completions::new(4);
         let batches = Batches::default();
         let first = c.claimed(2);
         let second = c.claimed(2);
         let _ = c.complete(first, JobId(1), 1, &none);
         let _ = c.complete(second, JobId(3), 1, &none);
-        // The first claim is done while the second still runs: the worker goes on, the lease
-        // thread deletes it.
         let _ = c.complete(first, JobId(2), 1, &none);
-        c.serve(Duration::ZERO, Duration::from_secs(60), &recorder(&batches));
-        assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1])]);
-        // The last unfinished job deletes its own claim.
-        let _ = c.complete(second, JobId(4), 2, &recorder(&batches));
-        assert_eq!(batches.lock().unwrap()[1], (vec![3, 4], vec![1, 2]));
-        c.serve(Duration::ZERO, Duration::ZERO, &none);
+        serve(&c, &recorder(&batches));
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1], 0)]);
+        let _ = c.complete(second, JobId(4), 2, &none);
+        serve(&c, &recorder(&batches));
+        assert_eq!(batches.lock().unwrap()[1], (vec![3, 4], vec![1, 2], 0));
         assert!(c.state().claims.is_empty());
     }
 
     #[test]
     fn the_lease_thread_deletes_what_waited_behind_a_slow_job() {
-        let c = Completions::default();
+        let c = Completions::new(3);
         let batches = Batches::default();
         let claim = c.claimed(3);
         let _ = c.complete(claim, JobId(1), 1, &none);
         let _ = c.complete(claim, JobId(2), 1, &none);
-        c.serve(Duration::ZERO, Duration::from_secs(60), &none); // not waited long enough
+        serve(&c, &none); // not waited long enough
         c.serve(Duration::ZERO, Duration::ZERO, &recorder(&batches));
-        assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1])]);
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1], 0)]);
         c.serve(Duration::ZERO, Duration::ZERO, &recorder(&batches));
         assert_eq!(batches.lock().unwrap().len(), 1, "nothing waits");
-        let _ = c.complete(claim, JobId(3), 1, &recorder(&batches));
-        assert_eq!(batches.lock().unwrap()[1], (vec![3], vec![1]));
+        let _ = c.complete(claim, JobId(3), 1, &none);
+        serve(&c, &recorder(&batches));
+        assert_eq!(batches.lock().unwrap()[1], (vec![3], vec![1], 0));
+    }
+
+    #[test]
+    fn once_stopped_the_last_job_deletes_what_is_left_itself_holding_its_slot() {
+        let c = Completions::new(2);
+        let batches = Batches::default();
+        let claim = c.claimed(2);
+        assert!(c.complete(claim, JobId(1), 1, &none));
+        c.stop(&none); // a job is unfinished: nothing to do yet
+        assert!(!c.complete(claim, JobId(2), 1, &recorder(&batches)));
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![1, 2], vec![1, 1], 1)]);
+        assert_eq!(c.state().early, 0);
+    }
+
+    #[test]
+    fn stopping_with_nothing_unfinished_deletes_what_is_ready() {
+        let c = Completions::new(1);
+        let batches = Batches::default();
+        let claim = c.claimed(1);
+        let _ = c.complete(claim, JobId(1), 1, &none);
+        c.stop(&recorder(&batches));
+        assert_eq!(*batches.lock().unwrap(), vec![(vec![1], vec![1], 0)]);
     }
 
     #[test]
     fn the_last_job_waits_for_a_delete_in_progress() {
-        let c = Arc::new(Completions::default());
+        let c = Arc::new(Completions::new(2));
         let in_delete = Arc::new(Barrier::new(2));
         let release = Arc::new(Barrier::new(2));
         let batches = Arc::new(Batches::default());
@@ -367,18 +426,19 @@ mod tests {
             );
             std::thread::spawn(move || {
                 let first_delete = std::sync::atomic::AtomicBool::new(true);
-                c.serve(Duration::ZERO, Duration::from_secs(60), &|ids, attempts| {
+                serve(&c, &|ids, attempts, held| {
                     if first_delete.swap(false, std::sync::atomic::Ordering::SeqCst) {
                         in_delete.wait();
                         release.wait();
                     }
-                    recorder(&batches)(ids, attempts);
+                    recorder(&batches)(ids, attempts, held);
                 })
             })
         };
         in_delete.wait();
-        // While the lease thread deletes job 1, the last job finishes: it waits for that
-        // DELETE to commit, and for job 2's (by whichever thread takes it), before it returns.
+        c.stop(&none); // job 2 is unfinished
+                       // While the lease thread deletes job 1, the last job finishes: it waits for that
+                       // DELETE to commit, and for job 2's (by whichever thread takes it), before it returns.
         let last = {
             let (c, batches) = (c.clone(), batches.clone());
             std::thread::spawn(move || c.complete(second, JobId(2), 1, &recorder(&batches)))
@@ -387,46 +447,20 @@ mod tests {
         assert!(!last.is_finished(), "the last job waits for the DELETE");
         release.wait();
         lease_thread.join().unwrap();
-        last.join().unwrap();
+        assert!(
+            !last.join().unwrap(),
+            "stopping: its slot is freed by its DELETE"
+        );
         let mut all: Vec<i64> = batches
             .lock()
             .unwrap()
             .iter()
-            .flat_map(|(ids, _)| ids.clone())
+            .flat_map(|(ids, _, _)| ids.clone())
             .collect();
         all.sort();
         assert_eq!(all, vec![1, 2]);
         assert_eq!(c.state().deleting, 0);
+        assert_eq!(c.state().early, 0);
         assert!(c.state().ready.is_empty());
-    }
-
-    #[test]
-    fn a_done_claim_rides_on_the_next_claim_when_the_fetch_thread_waits() {
-        let c = Completions::default();
-        let batches = Batches::default();
-        c.accept();
-        let claim = c.claimed(2);
-        assert_eq!(c.complete(claim, JobId(1), 1, &none), 0);
-        assert_eq!(c.complete(claim, JobId(2), 4, &none), 2, "both handed");
-        assert_eq!(c.take_handed(), (vec![JobId(1), JobId(2)], vec![1, 4]));
-        // Once the fetch thread has its slots, the last job deletes its claim itself.
-        let claim = c.claimed(1);
-        assert_eq!(c.complete(claim, JobId(3), 1, &recorder(&batches)), 0);
-        assert_eq!(*batches.lock().unwrap(), vec![(vec![3], vec![1])]);
-        assert_eq!(c.take_handed(), (vec![], vec![]));
-    }
-
-    #[test]
-    fn nothing_is_handed_while_other_jobs_are_unfinished() {
-        let c = Completions::default();
-        let batches = Batches::default();
-        c.accept();
-        let first = c.claimed(1);
-        let second = c.claimed(1);
-        assert_eq!(c.complete(first, JobId(1), 1, &none), 0);
-        c.serve(Duration::ZERO, Duration::from_secs(60), &recorder(&batches));
-        assert_eq!(*batches.lock().unwrap(), vec![(vec![1], vec![1])]);
-        assert_eq!(c.finished(second, &none), 0, "a failed job hands nothing");
-        assert_eq!(c.take_handed(), (vec![], vec![]));
     }
 }

@@ -87,9 +87,9 @@ impl<'a> Fetcher<'a> {
                 break;
             }
         }
-        // Completions handed over while it waited for slots, and no claim took them.
-        let (ids, attempts) = self.shared.completions.take_handed();
-        self.shared.delete_handed(&ids, &attempts);
+        // From now on the last unfinished job deletes what is left before its thread returns
+        // (the pool's shutdown joins this thread, then the workers).
+        self.shared.stop_completions();
         if self.waiting {
             let _ = self.set_waiting(false);
         }
@@ -125,13 +125,10 @@ impl<'a> Fetcher<'a> {
     /// slot is a batch). `None` when stopping.
     ///
     /// Half, so that two claims are in flight: while the workers run one claim's jobs, the
-    /// other's are claimed or being deleted (`completions.rs`). With every slot in one claim,
-    /// the next claim waited for the whole batch's DELETE and the workers for the claim:
-    /// handlers, the claim and the DELETE took turns.
+    /// next is claimed. With every slot in one claim, the workers waited for the claim and
+    /// the claim for the workers: they took turns. (A completed job frees its slot before
+    /// its DELETE commits, `completions.rs`, so the DELETEs do not hold claims back.)
     fn free_slots(&self) -> Option<usize> {
-        if !self.shared.opts.transactional {
-            self.shared.completions.accept();
-        }
         let mut n: usize = select! {
             recv(self.permits) -> p => match p {
                 Ok(()) => 1,
@@ -148,9 +145,8 @@ impl<'a> Fetcher<'a> {
         Some(n)
     }
 
-    /// Claims up to `slots` jobs, deleting the completions handed over meanwhile in the same
-    /// statement, giving back the slots not used; or hands out one batch to take. `None` when the pool
-    /// stops meanwhile.
+    /// Claims up to `slots` jobs, giving back the slots not used; or hands out one batch to
+    /// take. `None` when the pool stops meanwhile.
     fn fetch(&self, slots: usize) -> Result<Option<Fetched>> {
         let shared = self.shared;
         if shared.opts.transactional {
@@ -160,20 +156,10 @@ impl<'a> Fetcher<'a> {
                 Taken::Stopped => Ok(None),
             };
         }
-        // Completions handed over with their slots (`completions.rs`): this claim deletes them.
-        let (ids, attempts) = shared.completions.take_handed();
-        let claimed = shared.broker.claim_completing(
-            &shared.opts.queue,
-            &shared.worker,
-            slots,
-            shared.opts.lease,
-            &ids,
-            &attempts,
-        );
-        match claimed {
-            Ok(_) => shared.forget(&ids),
-            Err(_) => shared.delete_handed(&ids, &attempts), // on their own, with retries
-        }
+        let claimed =
+            shared
+                .broker
+                .claim_jobs(&shared.opts.queue, &shared.worker, slots, shared.opts.lease);
         let used = claimed.as_ref().map_or(0, Vec::len);
         for _ in used..slots {
             let _ = shared.permits.send(());

@@ -10,7 +10,7 @@ use super::shared::Shared;
 use crate::queue::JobId;
 use crate::worker::SourceContext;
 
-/// How often the thread wakes at least (besides when completions are handed to it): the
+/// How often the thread wakes at least (besides when completions become ready): the
 /// completions' longest wait behind a slow job.
 const TICK: Duration = Duration::from_millis(50);
 

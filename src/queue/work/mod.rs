@@ -3,8 +3,8 @@
 //! - the fetch thread (`fetch.rs`) claims jobs into the free slots of the queue's concurrency,
 //!   half of it per claim so that the next claim overlaps the running one, and hands them to
 //!   the pool's workers, or idles until a wake-up;
-//! - a worker runs a job's handler and records its outcome (`job_guard.rs`); successes are
-//!   deleted many per statement, a claim's at once (`completions.rs`);
+//! - a worker runs a job's handler and records its outcome (`job_guard.rs`); a success frees
+//!   its slot at once and waits to be deleted with the rest of its claim (`completions.rs`);
 //! - the lease thread (`lease.rs`) extends leases, deletes the completions of finished claims
 //!   while the workers go on (and those that waited behind a slow job), rescues.
 //!

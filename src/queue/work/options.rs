@@ -65,7 +65,10 @@ impl QueueOptions {
     }
 
     /// How many jobs of this queue run at once in this pool; also how many are claimed ahead
-    /// (bounded prefetch). They share the pool's threads with other work. On a
+    /// (bounded prefetch). They share the pool's threads with other work. A job whose
+    /// handler succeeded frees its slot before its (grouped) DELETE commits, so up to this
+    /// many more (at least 64) may be completed and not yet deleted: still leased to this
+    /// worker, they run again if it dies before the DELETE commits. On a
     /// [transactional](Self::transactional) queue, how many transactions run at once (each
     /// runs its jobs one after another, so still at most this many jobs at once; each holds
     /// a connection of the broker's pool). Default 1.

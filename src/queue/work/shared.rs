@@ -47,6 +47,7 @@ impl Shared {
         permits: Sender<()>,
     ) -> Shared {
         Shared {
+            completions: Completions::new(opts.concurrency),
             worker: opts
                 .worker_name
                 .clone()
@@ -57,7 +58,6 @@ impl Shared {
             stats,
             inflight: Mutex::new(HashMap::new()),
             permits,
-            completions: Completions::default(),
         }
     }
 
@@ -71,10 +71,12 @@ impl Shared {
         self.free_slots(ids.len());
     }
 
-    /// Deletes a batch of completed jobs and settles them (see `completions.rs`).
-    pub(super) fn delete_completed(&self, ids: &[JobId], attempts: &[i32]) {
+    /// Deletes a batch of completed jobs, no longer in flight, and frees the `held` slots
+    /// among them (see `completions.rs`).
+    pub(super) fn delete_completed(&self, ids: &[JobId], attempts: &[i32], held: usize) {
         self.delete_jobs(ids, attempts);
-        self.settle(ids);
+        self.forget(ids);
+        self.free_slots(held);
     }
 
     /// Deletes completed jobs, retrying transient failures; a failure is counted and logged
@@ -89,59 +91,56 @@ impl Shared {
         }
     }
 
-    /// A job of `claim` succeeded: its DELETE is grouped with others'; it is settled then.
+    /// A job of `claim` succeeded: its DELETE is grouped with others' (`completions.rs`); its
+    /// slot is freed now or by that DELETE.
     pub(super) fn complete(&self, claim: ClaimNo, id: JobId, attempt: i32) {
-        let handed = self
+        let early = self
             .completions
-            .complete(claim, id, attempt, &|ids, attempts| {
-                self.delete_completed(ids, attempts)
+            .complete(claim, id, attempt, &|ids, attempts, held| {
+                self.delete_completed(ids, attempts, held)
             });
-        self.free_slots(handed);
+        if early {
+            self.free_slots(1);
+        }
     }
 
     /// A job of `claim` finished without a pending completion: settled now.
     pub(super) fn finished(&self, claim: ClaimNo, id: JobId) {
         self.settle(&[id]);
-        let handed = self
-            .completions
-            .finished(claim, &|ids, attempts| self.delete_completed(ids, attempts));
-        self.free_slots(handed);
+        self.completions.finished(claim, &|ids, attempts, held| {
+            self.delete_completed(ids, attempts, held)
+        });
     }
 
-    /// Frees the slots of `n` completions handed to the fetch thread: its next claim takes
-    /// them and deletes those jobs in the same statement.
     fn free_slots(&self, n: usize) {
         for _ in 0..n {
             let _ = self.permits.send(());
         }
     }
 
-    /// The jobs a claim deleted (handed to the fetch thread, their slots already free): no
-    /// longer in flight.
-    pub(super) fn forget(&self, ids: &[JobId]) {
+    /// Jobs no longer in flight.
+    fn forget(&self, ids: &[JobId]) {
         let mut inflight = self.inflight();
         for id in ids {
             inflight.remove(id);
         }
     }
 
-    /// Deletes completions handed to the fetch thread that no claim took (the claim failed,
-    /// or the pool stops); their slots are already free.
-    pub(super) fn delete_handed(&self, ids: &[JobId], attempts: &[i32]) {
-        if ids.is_empty() {
-            return;
-        }
-        self.delete_jobs(ids, attempts);
-        self.forget(ids);
+    /// The fetch thread stopped: what is left is deleted before the last worker returns
+    /// (now, when no claimed job is unfinished).
+    pub(super) fn stop_completions(&self) {
+        self.completions
+            .stop(&|ids, attempts, held| self.delete_completed(ids, attempts, held));
     }
 
-    /// The lease thread's wait of up to `timeout`: it deletes the completions handed to it
-    /// meanwhile, and those that waited long behind unfinished jobs.
+    /// The lease thread's wait of up to `timeout`: it deletes the completions that became
+    /// ready meanwhile, and those that waited long behind unfinished jobs.
     pub(super) fn serve_completions(&self, timeout: Duration) {
-        self.completions
-            .serve(timeout, super::completions::MAX_WAIT, &|ids, attempts| {
-                self.delete_completed(ids, attempts)
-            });
+        self.completions.serve(
+            timeout,
+            super::completions::MAX_WAIT,
+            &|ids, attempts, held| self.delete_completed(ids, attempts, held),
+        );
     }
 
     /// Flags jobs no longer held (cancelled, rescued) so their handlers can stop.
