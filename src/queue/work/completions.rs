@@ -196,12 +196,11 @@ impl Completions {
                 s.ready.append(&mut c.waiting);
             }
         }
-        if s.ready.is_empty() {
-            return;
-        }
+        // The last job after the stop waits for a DELETE in progress even with nothing left
+        // to delete itself: the pool's shutdown returns once this thread returns.
         if (s.stopping && s.unfinished == 0) || s.ready.ids.len() >= MAX_BATCH {
             self.drain(s, flush);
-        } else {
+        } else if !s.ready.is_empty() {
             drop(s);
             self.work.notify_one();
         }
@@ -410,6 +409,17 @@ mod tests {
 
     #[test]
     fn the_last_job_waits_for_a_delete_in_progress() {
+        last_job_waits_for_a_delete_in_progress(true);
+    }
+
+    #[test]
+    fn a_failed_last_job_waits_for_a_delete_in_progress_too() {
+        last_job_waits_for_a_delete_in_progress(false);
+    }
+
+    /// While the lease thread deletes job 1 after the stop, the last job (2) finishes,
+    /// successfully or not: its thread returns only once that DELETE committed.
+    fn last_job_waits_for_a_delete_in_progress(succeeds: bool) {
         let c = Arc::new(Completions::new(2));
         let in_delete = Arc::new(Barrier::new(2));
         let release = Arc::new(Barrier::new(2));
@@ -441,7 +451,14 @@ mod tests {
                        // DELETE to commit, and for job 2's (by whichever thread takes it), before it returns.
         let last = {
             let (c, batches) = (c.clone(), batches.clone());
-            std::thread::spawn(move || c.complete(second, JobId(2), 1, &recorder(&batches)))
+            std::thread::spawn(move || {
+                if succeeds {
+                    c.complete(second, JobId(2), 1, &recorder(&batches))
+                } else {
+                    c.finished(second, &recorder(&batches));
+                    false
+                }
+            })
         };
         std::thread::sleep(Duration::from_millis(50));
         assert!(!last.is_finished(), "the last job waits for the DELETE");
@@ -458,7 +475,7 @@ mod tests {
             .flat_map(|(ids, _, _)| ids.clone())
             .collect();
         all.sort();
-        assert_eq!(all, vec![1, 2]);
+        assert_eq!(all, if succeeds { vec![1, 2] } else { vec![1] });
         assert_eq!(c.state().deleting, 0);
         assert_eq!(c.state().early, 0);
         assert!(c.state().ready.is_empty());
