@@ -118,8 +118,8 @@ impl Broker {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // Paused and limited queues: src/queue/limits.rs.
         if self.gates().is_gated(queue) {
-            // Paused and limited queues: src/queue/limits.rs.
             return self.claim_gated(queue, worker, max, lease);
         }
         let span = span!(
@@ -130,9 +130,8 @@ impl Broker {
             first_job_id = empty
         );
         let mut conn = self.conn()?;
-        let lease_secs = secs(lease);
         let stmt = conn.statement(CLAIM_SQL[size_class(max)])?;
-        let rows = conn.query(&stmt, &[&queue, &worker, &max, &lease_secs])?;
+        let rows = conn.query(&stmt, &[&queue, &worker, &max, &secs(lease)])?;
         let mut jobs: Vec<ClaimedJob> = rows.iter().map(ClaimedJob::from_row).collect();
         jobs.sort_by_key(|j| (j.priority, j.run_at, j.id));
         if jobs.is_empty() && self.gates().should_look(queue) {

@@ -71,17 +71,10 @@ impl Shared {
         self.free_slots(ids.len());
     }
 
-    /// Deletes a batch of completed jobs, no longer in flight, and frees the `held` slots
-    /// among them (see `completions.rs`).
-    pub(super) fn delete_completed(&self, ids: &[JobId], attempts: &[i32], held: usize) {
-        self.delete_jobs(ids, attempts);
-        self.forget(ids);
-        self.free_slots(held);
-    }
-
-    /// Deletes completed jobs, retrying transient failures; a failure is counted and logged
-    /// (those jobs run again when their leases expire).
-    fn delete_jobs(&self, ids: &[JobId], attempts: &[i32]) {
+    /// Deletes a batch of completed jobs, no longer in flight then, and frees the `held`
+    /// slots among them (see `completions.rs`). Transient failures are retried; a failure is
+    /// counted and logged (those jobs run again when their leases expire).
+    fn delete_completed(&self, ids: &[JobId], attempts: &[i32], held: usize) {
         if let Err(e) = with_retries(|| self.broker.delete_completed(ids, attempts).map(drop)) {
             self.stats.count_unrecorded(ids.len() as u64);
             log::error!(
@@ -89,16 +82,19 @@ impl Shared {
                  expire): {e}"
             );
         }
+        self.forget(ids);
+        self.free_slots(held);
+    }
+
+    /// [`delete_completed`](Self::delete_completed) as the completions' flush.
+    fn flush(&self) -> impl Fn(&[JobId], &[i32], usize) + '_ {
+        move |ids, attempts, held| self.delete_completed(ids, attempts, held)
     }
 
     /// A job of `claim` succeeded: its DELETE is grouped with others' (`completions.rs`); its
     /// slot is freed now or by that DELETE.
     pub(super) fn complete(&self, claim: ClaimNo, id: JobId, attempt: i32) {
-        let early = self
-            .completions
-            .complete(claim, id, attempt, &|ids, attempts, held| {
-                self.delete_completed(ids, attempts, held)
-            });
+        let early = self.completions.complete(claim, id, attempt, &self.flush());
         if early {
             self.free_slots(1);
         }
@@ -107,9 +103,7 @@ impl Shared {
     /// A job of `claim` finished without a pending completion: settled now.
     pub(super) fn finished(&self, claim: ClaimNo, id: JobId) {
         self.settle(&[id]);
-        self.completions.finished(claim, &|ids, attempts, held| {
-            self.delete_completed(ids, attempts, held)
-        });
+        self.completions.finished(claim, &self.flush());
     }
 
     fn free_slots(&self, n: usize) {
@@ -129,18 +123,14 @@ impl Shared {
     /// The fetch thread stopped: what is left is deleted before the last worker returns
     /// (now, when no claimed job is unfinished).
     pub(super) fn stop_completions(&self) {
-        self.completions
-            .stop(&|ids, attempts, held| self.delete_completed(ids, attempts, held));
+        self.completions.stop(&self.flush());
     }
 
     /// The lease thread's wait of up to `timeout`: it deletes the completions that became
     /// ready meanwhile, and those that waited long behind unfinished jobs.
     pub(super) fn serve_completions(&self, timeout: Duration) {
-        self.completions.serve(
-            timeout,
-            super::completions::MAX_WAIT,
-            &|ids, attempts, held| self.delete_completed(ids, attempts, held),
-        );
+        self.completions
+            .serve(timeout, super::completions::MAX_WAIT, &self.flush());
     }
 
     /// Flags jobs no longer held (cancelled, rescued) so their handlers can stop.
