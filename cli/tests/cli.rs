@@ -648,4 +648,16 @@ fn bench_peer_workloads_smoke() {
     }
     assert!(rows[0]["pgbroker_wal_bytes"].as_f64().unwrap() > 0.0);
     assert!(rows[6]["pgbroker_p99_ms"].as_f64().unwrap() > 0.0);
+    // The lease-mode rows have PGMQ's side, run in full on the same database; the others
+    // have no peer side.
+    for r in &rows[..3] {
+        assert_eq!(r["peer"], "pgmq", "{r}");
+        assert_eq!(r["peer_messages"], 300, "{r}");
+        assert!(r["peer_per_s"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["peer_ratio"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["peer_wal_bytes"].as_f64().unwrap() > 0.0, "{r}");
+    }
+    for r in &rows[3..] {
+        assert!(r.get("peer").is_none(), "{r}");
+    }
 }

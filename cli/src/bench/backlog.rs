@@ -46,6 +46,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: Some(seed_raw),
         seed_pgbroker: Some(seed_pgbroker),
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::claim_delete(QUEUE, 1, o.threads),
         pgbroker: consume(o.threads),
     }]

@@ -40,6 +40,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: Some(seed_raw),
         seed_pgbroker: Some(seed_pgbroker),
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::log_read(1),
         pgbroker: consume(),
     }]

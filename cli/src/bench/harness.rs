@@ -139,6 +139,19 @@ pub struct Workload {
     pub ratio: Ratio,
     pub raw: Runner,
     pub pgbroker: Runner,
+    /// A peer's way of doing the same work, run as a third side in the same run.
+    pub peer: Option<Peer>,
+}
+
+/// A peer broker's way of doing a workload, as its own SQL does it (its tables and
+/// functions modelled in the bench's schema, see `peer_models.rs`): reported beside
+/// pgbroker so that a ratio to the peer is measured in the same run as the one to raw.
+pub struct Peer {
+    /// The peer's name in reports (`pgmq`).
+    pub name: &'static str,
+    /// Fills the peer's fresh tables before each run.
+    pub seed: Option<Seed>,
+    pub run: Runner,
 }
 
 /// How a workload's ratio compares pgbroker to raw; either way above 1 means pgbroker did
@@ -151,37 +164,52 @@ pub enum Ratio {
     Latency,
 }
 
-/// Both sides' results of one workload.
+/// Every side's results of one workload.
 pub struct Outcome {
     pub raw: Sample,
     pub pgbroker: Sample,
+    /// The peer side's, when the workload has one.
+    pub peer: Option<Sample>,
     /// Each side's lowest CPU time per unit over the rounds (µs), when known.
     pub raw_cpu_us: Option<f64>,
     pub pgbroker_cpu_us: Option<f64>,
 }
 
-/// Runs both sides of `w`: for each, fresh tables, a warm-up, truncate, measure.
+/// Runs every side of `w` (raw, pgbroker, and the peer's when it has one): for each, fresh
+/// tables, a warm-up, truncate, measure.
 ///
-/// With several `rounds` the sides alternate (raw, pgbroker, raw, ...) and each keeps its best
-/// round, and separately its lowest CPU time per unit: on a machine shared with other work, the
-/// best is the one least disturbed.
+/// With several `rounds` the sides alternate (raw, pgbroker, peer, raw, ...) and each keeps
+/// its best round, and separately its lowest CPU time per unit: on a machine shared with
+/// other work, the best is the one least disturbed.
 pub fn run(ctx: &Ctx, w: &Workload, seconds: Option<f64>, rounds: u32) -> Result<Outcome> {
-    let mut best: Option<(Sample, Sample)> = None;
+    let mut best: Option<(Sample, Sample, Option<Sample>)> = None;
     let (mut raw_cpu, mut pgbroker_cpu) = (None, None);
     for _ in 0..rounds.max(1) {
         let raw = run_side(ctx, w, &w.raw, w.seed, "raw", seconds)?;
         let pgbroker = run_side(ctx, w, &w.pgbroker, w.seed_pgbroker, "pgbroker", seconds)?;
+        let peer = match &w.peer {
+            Some(p) => Some(run_side(ctx, w, &p.run, p.seed, p.name, seconds)?),
+            None => None,
+        };
         raw_cpu = lowest(raw_cpu, raw.cpu_us_per_unit());
         pgbroker_cpu = lowest(pgbroker_cpu, pgbroker.cpu_us_per_unit());
         best = Some(match best {
-            None => (raw, pgbroker),
-            Some((r, p)) => (better(w.ratio, r, raw), better(w.ratio, p, pgbroker)),
+            None => (raw, pgbroker, peer),
+            Some((r, p, q)) => (
+                better(w.ratio, r, raw),
+                better(w.ratio, p, pgbroker),
+                match (q, peer) {
+                    (Some(q), Some(peer)) => Some(better(w.ratio, q, peer)),
+                    (q, peer) => q.or(peer),
+                },
+            ),
         });
     }
-    let (raw, pgbroker) = best.expect("at least one round");
+    let (raw, pgbroker, peer) = best.expect("at least one round");
     Ok(Outcome {
         raw,
         pgbroker,
+        peer,
         raw_cpu_us: raw_cpu,
         pgbroker_cpu_us: pgbroker_cpu,
     })

@@ -65,6 +65,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: None,
         seed_pgbroker: None,
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::insert_single(Target::Events, TOPIC, order(), threads),
         pgbroker: publish_single(order(), threads, subs),
     };
@@ -77,6 +78,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: None,
         seed_pgbroker: None,
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::insert_batch(Target::Events, TOPIC, order(), size),
         pgbroker: publish_batch(order(), size),
     };
@@ -90,6 +92,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: Some(seed_events as Seed),
         seed_pgbroker: Some(seed_pgbroker_events as Seed),
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::log_read(subs),
         pgbroker: read_all(subs),
     };
@@ -111,6 +114,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             seed: None,
             seed_pgbroker: None,
             ratio: Ratio::Throughput,
+            peer: None,
             raw: raw::publish_consume(PGMB_TOPIC, payload_of(1024), 100, 5, 10),
             pgbroker: publish_consume(payload_of(1024), 100, 5, 10),
         },

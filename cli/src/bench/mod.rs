@@ -12,6 +12,7 @@ mod cpu;
 mod harness;
 mod log;
 mod notify;
+mod peer_models;
 mod peers;
 mod queue;
 mod raw;
@@ -166,6 +167,25 @@ pub struct Row {
     /// rounds; `None` when the server is not local.
     pub raw_cpu_us: Option<f64>,
     pub pgbroker_cpu_us: Option<f64>,
+    /// The peer side, for workloads that have one.
+    pub peer: Option<PeerRow>,
+}
+
+/// A peer's side of a workload's row (see `harness::Peer`).
+#[derive(Debug, Clone)]
+pub struct PeerRow {
+    /// The peer (`pgmq`).
+    pub name: &'static str,
+    /// Units the peer side did.
+    pub messages: u64,
+    pub per_s: f64,
+    pub extra: Vec<(&'static str, f64)>,
+    /// CPU microseconds per unit (this process plus the server) of its reported run.
+    pub cpu_us: Option<f64>,
+}
+
+fn p50(extra: &[(&str, f64)]) -> Option<f64> {
+    extra.iter().find(|(k, _)| *k == "p50_ms").map(|x| x.1)
 }
 
 impl Row {
@@ -185,13 +205,25 @@ impl Row {
             Ratio::Throughput => {
                 Some(self.pgbroker_per_s / self.raw_per_s).filter(|_| self.raw_per_s > 0.0)
             }
-            Ratio::Latency => {
-                let p50 = |v: &[(&str, f64)]| v.iter().find(|(k, _)| *k == "p50_ms").map(|x| x.1);
-                match (p50(&self.raw_extra), p50(&self.pgbroker_extra)) {
-                    (Some(r), Some(p)) if p > 0.0 => Some(r / p),
-                    _ => None,
-                }
+            Ratio::Latency => match (p50(&self.raw_extra), p50(&self.pgbroker_extra)) {
+                (Some(r), Some(p)) if p > 0.0 => Some(r / p),
+                _ => None,
+            },
+        }
+    }
+
+    /// pgbroker against the peer, measured the same way as [`ratio`](Self::ratio) against
+    /// raw: above 1 means pgbroker did better. `None` without a peer side.
+    pub fn peer_ratio(&self) -> Option<f64> {
+        let peer = self.peer.as_ref()?;
+        match self.ratio_basis {
+            Ratio::Throughput => {
+                Some(self.pgbroker_per_s / peer.per_s).filter(|_| peer.per_s > 0.0)
             }
+            Ratio::Latency => match (p50(&peer.extra), p50(&self.pgbroker_extra)) {
+                (Some(q), Some(p)) if p > 0.0 => Some(q / p),
+                _ => None,
+            },
         }
     }
 }
@@ -259,6 +291,7 @@ pub fn run(url: Option<&str>, o: &Options, on_row: &mut dyn FnMut(&Row)) -> Resu
         let Outcome {
             raw,
             pgbroker,
+            peer,
             raw_cpu_us,
             pgbroker_cpu_us,
         } = harness::run(&ctx, w, o.seconds, o.rounds)?;
@@ -274,6 +307,13 @@ pub fn run(url: Option<&str>, o: &Options, on_row: &mut dyn FnMut(&Row)) -> Resu
             pgbroker_extra: pgbroker.extra,
             raw_cpu_us,
             pgbroker_cpu_us,
+            peer: w.peer.as_ref().zip(peer).map(|(p, sample)| PeerRow {
+                name: p.name,
+                messages: sample.units,
+                per_s: sample.per_s(),
+                cpu_us: sample.cpu_us_per_unit(),
+                extra: sample.extra,
+            }),
         });
         if let Some(row) = rows.last() {
             on_row(row);
@@ -351,6 +391,22 @@ impl Report {
                 for (k, v) in &r.pgbroker_extra {
                     m.insert(format!("pgbroker_{k}"), json!(round(*v, 3)));
                 }
+                if let Some(peer) = &r.peer {
+                    m.insert("peer".into(), json!(peer.name));
+                    m.insert("peer_messages".into(), json!(peer.messages));
+                    m.insert("peer_per_s".into(), json!(round(peer.per_s, 1)));
+                    m.insert(
+                        "peer_cpu_us".into(),
+                        json!(peer.cpu_us.map(|v| round(v, 2))),
+                    );
+                    m.insert(
+                        "peer_ratio".into(),
+                        json!(r.peer_ratio().map(|v| round(v, 3))),
+                    );
+                    for (k, v) in &peer.extra {
+                        m.insert(format!("peer_{k}"), json!(round(*v, 3)));
+                    }
+                }
                 Value::Object(m)
             })
             .collect();
@@ -385,7 +441,9 @@ impl Report {
         };
         format!(
             "\n{where_}; peak RSS {} kB; ratio = pgbroker/s / raw/s (latency: raw p50 / pgbroker p50); \
-             cpu ratio = raw CPU per unit / pgbroker CPU per unit (this process + the server){rounds}\n",
+             cpu ratio = raw CPU per unit / pgbroker CPU per unit (this process + the server); \
+             vs peer = pgbroker against the peer named, by the same rule as ratio (the peer's \
+             own SQL on the same database, in the same run){rounds}\n",
             self.peak_rss_kb.map_or("?".into(), |v| thousands(v as f64))
         )
     }
@@ -402,6 +460,7 @@ pub fn header_lines() -> [String; 2] {
         "pgbroker/s",
         "ratio",
         "cpu ratio",
+        "vs peer",
         "notes",
     ];
     let head = fixed_columns(cells.map(String::from));
@@ -424,12 +483,16 @@ pub fn row_line(r: &Row) -> String {
         thousands(r.pgbroker_per_s),
         r.ratio().map_or("-".into(), |v| format!("{v:.2}x")),
         r.cpu_ratio().map_or("-".into(), |v| format!("{v:.2}x")),
+        match (&r.peer, r.peer_ratio()) {
+            (Some(p), Some(v)) => format!("{v:.2}x {}", p.name),
+            _ => "-".into(),
+        },
         notes(r),
     ])
 }
 
 /// Widths of the fixed columns before the notes; the first is left-aligned, the others right.
-const WIDTHS: [usize; 7] = [24, 7, 11, 11, 11, 7, 9];
+const WIDTHS: [usize; 8] = [24, 7, 11, 11, 11, 7, 9, 12];
 
 fn fixed_columns(cells: impl IntoIterator<Item = String>) -> String {
     let mut out = String::new();
@@ -458,10 +521,28 @@ fn notes(r: &Row) -> String {
             .find(|(x, _)| *x == k)
             .map_or("-".to_string(), |(_, v)| fmt_num(*v))
     };
-    keys.iter()
+    let sides = keys
+        .iter()
         .map(|k| format!("{k} {}/{}", get(&r.raw_extra, k), get(&r.pgbroker_extra, k)))
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    let Some(peer) = &r.peer else {
+        return sides;
+    };
+    // The peer's own numbers after its rate: `pgmq 40,969/s, wal_bytes 310.00`.
+    let mut own = vec![format!("{} {}/s", peer.name, thousands(peer.per_s))];
+    own.extend(
+        peer.extra
+            .iter()
+            .map(|(k, v)| format!("{k} {}", fmt_num(*v))),
+    );
+    if let (Some(ours), Some(theirs)) = (r.pgbroker_cpu_us, peer.cpu_us) {
+        own.push(format!("cpu_us {}/{}", fmt_num(ours), fmt_num(theirs)));
+    }
+    match sides.is_empty() {
+        true => own.join(", "),
+        false => format!("{sides}; {}", own.join(", ")),
+    }
 }
 
 fn fmt_num(v: f64) -> String {
@@ -546,6 +627,7 @@ mod test {
                 pgbroker_extra: vec![],
                 raw_cpu_us: Some(40.0),
                 pgbroker_cpu_us: Some(50.0),
+                peer: None,
             }],
             peak_rss_kb: Some(1),
             server_version: "17".into(),
@@ -575,5 +657,74 @@ mod test {
         assert!(table.contains("0.90x"), "{table}");
         assert!(table.contains("0.80x"), "{table}");
         assert!(table.contains("copy_per_s 5.00/-"), "{table}");
+        // No peer side: no peer column value, no peer keys.
+        assert!(w.get("peer").is_none());
+    }
+
+    #[test]
+    fn a_peer_side_in_json_and_table() {
+        let row = |basis, pgbroker_extra: Vec<(&'static str, f64)>, peer_extra| Row {
+            name: "lease_batched_t1",
+            threads: 1,
+            messages: 100,
+            pgbroker_messages: 100,
+            raw_per_s: 2000.0,
+            pgbroker_per_s: 1200.0,
+            ratio_basis: basis,
+            raw_extra: vec![("wal_bytes", 100.0)],
+            pgbroker_extra,
+            raw_cpu_us: Some(10.0),
+            pgbroker_cpu_us: Some(20.0),
+            peer: Some(PeerRow {
+                name: "pgmq",
+                messages: 100,
+                per_s: 1000.0,
+                extra: peer_extra,
+                cpu_us: Some(16.0),
+            }),
+        };
+        let r = row(
+            Ratio::Throughput,
+            vec![("wal_bytes", 500.0)],
+            vec![("wal_bytes", 400.0)],
+        );
+        assert_eq!(r.peer_ratio(), Some(1.2));
+        let report = Report {
+            rows: vec![r],
+            peak_rss_kb: None,
+            server_version: "15".into(),
+            private_cluster: false,
+            durable: None,
+            rounds: 1,
+        };
+        let j = report.to_json();
+        let w = &j["workloads"][0];
+        assert_eq!(w["peer"], "pgmq");
+        assert_eq!(w["peer_per_s"], 1000.0);
+        assert_eq!(w["peer_ratio"], 1.2);
+        assert_eq!(w["peer_wal_bytes"], 400.0);
+        assert_eq!(w["peer_cpu_us"], 16.0);
+        assert_eq!(w["peer_messages"], 100);
+        let line = row_line(&report.rows[0]);
+        let [head, _] = header_lines();
+        // Right-aligned under "vs peer".
+        assert_eq!(
+            line.find("1.20x pgmq").unwrap() + "1.20x pgmq".len(),
+            head.find("vs peer").unwrap() + "vs peer".len()
+        );
+        assert!(
+            line.ends_with("wal_bytes 100/500; pgmq 1,000/s, wal_bytes 400, cpu_us 20.00/16.00"),
+            "{line}"
+        );
+        assert!(report
+            .footer()
+            .contains("vs peer = pgbroker against the peer"));
+        // Latency: the peer's p50 over pgbroker's.
+        let r = row(Ratio::Latency, vec![("p50_ms", 0.5)], vec![("p50_ms", 1.0)]);
+        assert_eq!(r.peer_ratio(), Some(2.0));
+        // A peer side without a p50 has no ratio, and the column says so.
+        let r = row(Ratio::Latency, vec![("p50_ms", 0.5)], vec![]);
+        assert_eq!(r.peer_ratio(), None);
+        assert!(row_line(&r).contains("     -  "), "{}", row_line(&r));
     }
 }

@@ -37,6 +37,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             seed: None,
             seed_pgbroker: None,
             ratio: Ratio::Throughput,
+            peer: None,
             raw: raw_writes(o.threads),
             pgbroker: watched_inserts(o.threads),
         })
@@ -56,6 +57,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: None,
         seed_pgbroker: None,
         ratio: Ratio::Latency,
+        peer: None,
         raw: raw_latency(rate),
         pgbroker: pgbroker_latency(rate),
     });

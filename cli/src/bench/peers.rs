@@ -3,7 +3,8 @@
 //! the same run: lease-mode jobs on the worker pool (batched with 1 and 4 threads, one at a
 //! time), a subscription consumer with `batch_size(1)` on 1 and 4 partitions, and the
 //! end-to-end latency of events and jobs at 200 per second. Meant for a durable cluster
-//! (`--durable`), where each commit is an fsync; every report names its mode.
+//! (`--durable`), where each commit is an fsync; every report names its mode. The lease-mode
+//! workloads also run PGMQ's SQL as a third side (`peer_models.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,8 +16,8 @@ use pgbroker::topic::{ConsumerOptions, StartAt};
 use super::harness::{arrivals, parallel, until_handled, Ctx, Ratio, Runner, Seed, Workload};
 use super::notify::{paced, raw_latency_of};
 use super::queue::{job, seed_jobs, seed_pgbroker_jobs};
-use super::raw;
 use super::{log, Options, Result};
+use super::{peer_models, raw};
 
 /// The bench's queue (`tables::BENCH_QUEUE`).
 const QUEUE: &str = super::tables::BENCH_QUEUE;
@@ -50,6 +51,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: Some(seed_jobs as Seed),
         seed_pgbroker: Some(seed_pgbroker_jobs as Seed),
         ratio: Ratio::Throughput,
+        peer: Some(peer_models::pgmq(batch, threads)),
         raw: raw::claim_delete(QUEUE, batch, threads),
         pgbroker: lease_pool(threads, concurrency),
     };
@@ -68,6 +70,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             seed_pgbroker_one_p4 as Seed
         }),
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw_read_one(partitions),
         pgbroker: subscription_one(partitions),
     };
@@ -83,6 +86,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: None,
         seed_pgbroker: None,
         ratio: Ratio::Latency,
+        peer: None,
         raw: raw_latency_of(LATENCY_RATE, RAW_DURABLE_NOTIFY),
         pgbroker,
     };
@@ -90,7 +94,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         lease(
             "lease_batched_t1",
             "lease-mode jobs on a worker pool of 1 thread, 100 claimed ahead (raw: claim-and-\
-             delete 100 per statement, 1 client)",
+             delete 100 per statement, 1 client; peer: PGMQ's read 100 + delete, 1 client)",
             1,
             100,
             100,
@@ -98,7 +102,8 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         lease(
             "lease_batched_t4",
             "lease-mode jobs on a worker pool of 4 threads, 100 claimed ahead per thread (raw: \
-             claim-and-delete 100 per statement, 4 clients)",
+             claim-and-delete 100 per statement, 4 clients; peer: PGMQ's read 100 + delete, 4 \
+             clients)",
             o.threads,
             100,
             100 * o.threads,
@@ -106,7 +111,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         lease(
             "lease_one_t1",
             "lease-mode jobs on a worker pool of 1 thread, one at a time (raw: claim-and-delete \
-             1 per statement, 1 client)",
+             1 per statement, 1 client; peer: PGMQ's read 1 + delete, 1 client)",
             1,
             1,
             1,

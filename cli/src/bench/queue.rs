@@ -51,6 +51,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: None,
         seed_pgbroker: None,
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::insert_single(Target::Jobs, QUEUE, job(), threads),
         pgbroker: enqueue_single(job(), threads),
     };
@@ -63,6 +64,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: None,
         seed_pgbroker: None,
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::insert_batch(Target::Jobs, QUEUE, job(), size),
         pgbroker: enqueue_batch(job(), size),
     };
@@ -76,6 +78,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: Some(seed_jobs as Seed),
         seed_pgbroker: Some(seed_pgbroker_jobs as Seed),
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::claim_delete(QUEUE, size, workers),
         pgbroker: claim_complete(size, workers),
     };
@@ -89,6 +92,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: Some(seed_jobs as Seed),
         seed_pgbroker: Some(seed_pgbroker_jobs as Seed),
         ratio: Ratio::Throughput,
+        peer: None,
         raw: raw::claim_delete(QUEUE, size, workers),
         pgbroker: take_commit(size, workers),
     };

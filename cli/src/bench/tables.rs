@@ -1,6 +1,7 @@
 //! The benchmark's own tables, in schema `pgbroker_bench`: shaped like pgbroker's events
-//! and jobs so the raw side does the same work pgbroker does, plus the table-watch workload's `job` table;
-//! and emptying pgbroker's own tables of the benchmark's rows between runs.
+//! and jobs so the raw side does the same work pgbroker does, plus the table-watch workload's `job` table
+//! and the modelled peers' (`peer_models.rs`); and emptying pgbroker's own tables of the
+//! benchmark's rows between runs.
 
 use pgbroker::postgres::binary_copy::BinaryCopyInWriter;
 use pgbroker::postgres::types::Type;
@@ -74,6 +75,7 @@ pub fn recreate(ctx: &Ctx) -> Result<()> {
     // Quiet the NOTICEs of DROP ... CASCADE.
     c.batch_execute("SET client_min_messages = warning")?;
     c.batch_execute(CREATE)?;
+    c.batch_execute(super::peer_models::CREATE)?;
     clear_pgbroker(&mut c)
 }
 
@@ -82,7 +84,8 @@ pub fn recreate(ctx: &Ctx) -> Result<()> {
 pub fn truncate(ctx: &Ctx) -> Result<()> {
     let mut c = ctx.client()?;
     c.batch_execute(&format!(
-        "TRUNCATE {EVENTS}, {JOBS}, {JOB} RESTART IDENTITY"
+        "TRUNCATE {EVENTS}, {JOBS}, {JOB}, {} RESTART IDENTITY",
+        super::peer_models::PGMQ_TABLE
     ))?;
     clear_pgbroker(&mut c)
 }
