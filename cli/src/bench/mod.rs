@@ -492,7 +492,7 @@ pub fn row_line(r: &Row) -> String {
 }
 
 /// Widths of the fixed columns before the notes; the first is left-aligned, the others right.
-const WIDTHS: [usize; 8] = [24, 7, 11, 11, 11, 7, 9, 12];
+const WIDTHS: [usize; 8] = [24, 7, 11, 11, 11, 7, 9, 14];
 
 fn fixed_columns(cells: impl IntoIterator<Item = String>) -> String {
     let mut out = String::new();

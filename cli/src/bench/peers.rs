@@ -4,7 +4,8 @@
 //! time), a subscription consumer with `batch_size(1)` on 1 and 4 partitions, and the
 //! end-to-end latency of events and jobs at 200 per second. Meant for a durable cluster
 //! (`--durable`), where each commit is an fsync; every report names its mode. The lease-mode
-//! workloads also run PGMQ's SQL as a third side (`peer_models.rs`).
+//! workloads and the one-at-a-time ones also run a peer's SQL as a third side
+//! (`peer_models.rs`): PGMQ's batched, graphile-worker's one at a time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -42,7 +43,7 @@ const LATENCY_RATE: u32 = 200;
 const DRAIN: Duration = Duration::from_secs(10);
 
 pub fn workloads(o: &Options) -> Vec<Workload> {
-    let lease = |name, about, threads: usize, batch: u64, concurrency: usize| Workload {
+    let lease = |name, about, threads: usize, batch: u64, concurrency: usize, peer| Workload {
         name,
         about,
         threads,
@@ -51,7 +52,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         seed: Some(seed_jobs as Seed),
         seed_pgbroker: Some(seed_pgbroker_jobs as Seed),
         ratio: Ratio::Throughput,
-        peer: Some(peer_models::pgmq(batch, threads)),
+        peer: Some(peer),
         raw: raw::claim_delete(QUEUE, batch, threads),
         pgbroker: lease_pool(threads, concurrency),
     };
@@ -59,7 +60,8 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
         name,
         about: "a subscription consumer with batch_size(1) on the worker pool, one consumer \
                 per partition (raw: per partition, read one event after a cursor, then store \
-                the cursor, each its own transaction)",
+                the cursor, each its own transaction; peer: graphile-worker running one job \
+                at a time per worker, as many workers as partitions)",
         threads: partitions as usize,
         messages: o.messages,
         bounded: true,
@@ -70,7 +72,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             seed_pgbroker_one_p4 as Seed
         }),
         ratio: Ratio::Throughput,
-        peer: None,
+        peer: Some(peer_models::graphile(partitions as usize)),
         raw: raw_read_one(partitions),
         pgbroker: subscription_one(partitions),
     };
@@ -98,6 +100,7 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             1,
             100,
             100,
+            peer_models::pgmq(100, 1),
         ),
         lease(
             "lease_batched_t4",
@@ -107,14 +110,16 @@ pub fn workloads(o: &Options) -> Vec<Workload> {
             o.threads,
             100,
             100 * o.threads,
+            peer_models::pgmq(100, o.threads),
         ),
         lease(
             "lease_one_t1",
             "lease-mode jobs on a worker pool of 1 thread, one at a time (raw: claim-and-delete \
-             1 per statement, 1 client; peer: PGMQ's read 1 + delete, 1 client)",
+             1 per statement, 1 client; peer: graphile-worker's getJob + completeJob, 1 worker)",
             1,
             1,
             1,
+            peer_models::graphile(1),
         ),
         one("subscription_one_p1", 1),
         one("subscription_one_p4", 4),

@@ -76,6 +76,7 @@ pub fn recreate(ctx: &Ctx) -> Result<()> {
     c.batch_execute("SET client_min_messages = warning")?;
     c.batch_execute(CREATE)?;
     c.batch_execute(super::peer_models::CREATE)?;
+    c.batch_execute(super::peer_models::CREATE_GRAPHILE)?;
     clear_pgbroker(&mut c)
 }
 
@@ -85,7 +86,7 @@ pub fn truncate(ctx: &Ctx) -> Result<()> {
     let mut c = ctx.client()?;
     c.batch_execute(&format!(
         "TRUNCATE {EVENTS}, {JOBS}, {JOB}, {} RESTART IDENTITY",
-        super::peer_models::PGMQ_TABLE
+        super::peer_models::TABLES
     ))?;
     clear_pgbroker(&mut c)
 }
