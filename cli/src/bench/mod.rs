@@ -201,27 +201,23 @@ impl Row {
 
     /// pgbroker's rate as a fraction of the raw limit.
     pub fn ratio(&self) -> Option<f64> {
-        match self.ratio_basis {
-            Ratio::Throughput => {
-                Some(self.pgbroker_per_s / self.raw_per_s).filter(|_| self.raw_per_s > 0.0)
-            }
-            Ratio::Latency => match (p50(&self.raw_extra), p50(&self.pgbroker_extra)) {
-                (Some(r), Some(p)) if p > 0.0 => Some(r / p),
-                _ => None,
-            },
-        }
+        self.against(self.raw_per_s, &self.raw_extra)
     }
 
     /// pgbroker against the peer, measured the same way as [`ratio`](Self::ratio) against
     /// raw: above 1 means pgbroker did better. `None` without a peer side.
     pub fn peer_ratio(&self) -> Option<f64> {
         let peer = self.peer.as_ref()?;
+        self.against(peer.per_s, &peer.extra)
+    }
+
+    /// pgbroker against another side with this rate and these numbers: rates divided, or for
+    /// latency the other side's p50 over pgbroker's; above 1 means pgbroker did better.
+    fn against(&self, per_s: f64, extra: &[(&str, f64)]) -> Option<f64> {
         match self.ratio_basis {
-            Ratio::Throughput => {
-                Some(self.pgbroker_per_s / peer.per_s).filter(|_| peer.per_s > 0.0)
-            }
-            Ratio::Latency => match (p50(&peer.extra), p50(&self.pgbroker_extra)) {
-                (Some(q), Some(p)) if p > 0.0 => Some(q / p),
+            Ratio::Throughput => Some(self.pgbroker_per_s / per_s).filter(|_| per_s > 0.0),
+            Ratio::Latency => match (p50(extra), p50(&self.pgbroker_extra)) {
+                (Some(other), Some(ours)) if ours > 0.0 => Some(other / ours),
                 _ => None,
             },
         }
@@ -357,6 +353,14 @@ fn round(v: f64, places: i32) -> f64 {
     (v * f).round() / f
 }
 
+/// A side's CPU time per unit and further numbers as `<side>_cpu_us` and `<side>_<key>`.
+fn side_json(m: &mut Map<String, Value>, side: &str, cpu_us: Option<f64>, extra: &[(&str, f64)]) {
+    m.insert(format!("{side}_cpu_us"), json!(cpu_us.map(|v| round(v, 2))));
+    for (k, v) in extra {
+        m.insert(format!("{side}_{k}"), json!(round(*v, 3)));
+    }
+}
+
 impl Report {
     /// `{"workloads":[{"name","raw_per_s","pgbroker_per_s","ratio",...}],"peak_rss_kb":..}`;
     /// each side's further numbers appear as `raw_<key>` / `pgbroker_<key>`.
@@ -374,38 +378,20 @@ impl Report {
                 m.insert("pgbroker_per_s".into(), json!(round(r.pgbroker_per_s, 1)));
                 m.insert("ratio".into(), json!(r.ratio().map(|v| round(v, 3))));
                 m.insert(
-                    "raw_cpu_us".into(),
-                    json!(r.raw_cpu_us.map(|v| round(v, 2))),
-                );
-                m.insert(
-                    "pgbroker_cpu_us".into(),
-                    json!(r.pgbroker_cpu_us.map(|v| round(v, 2))),
-                );
-                m.insert(
                     "cpu_ratio".into(),
                     json!(r.cpu_ratio().map(|v| round(v, 3))),
                 );
-                for (k, v) in &r.raw_extra {
-                    m.insert(format!("raw_{k}"), json!(round(*v, 3)));
-                }
-                for (k, v) in &r.pgbroker_extra {
-                    m.insert(format!("pgbroker_{k}"), json!(round(*v, 3)));
-                }
+                side_json(&mut m, "raw", r.raw_cpu_us, &r.raw_extra);
+                side_json(&mut m, "pgbroker", r.pgbroker_cpu_us, &r.pgbroker_extra);
                 if let Some(peer) = &r.peer {
                     m.insert("peer".into(), json!(peer.name));
                     m.insert("peer_messages".into(), json!(peer.messages));
                     m.insert("peer_per_s".into(), json!(round(peer.per_s, 1)));
                     m.insert(
-                        "peer_cpu_us".into(),
-                        json!(peer.cpu_us.map(|v| round(v, 2))),
-                    );
-                    m.insert(
                         "peer_ratio".into(),
                         json!(r.peer_ratio().map(|v| round(v, 3))),
                     );
-                    for (k, v) in &peer.extra {
-                        m.insert(format!("peer_{k}"), json!(round(*v, 3)));
-                    }
+                    side_json(&mut m, "peer", peer.cpu_us, &peer.extra);
                 }
                 Value::Object(m)
             })

@@ -16,7 +16,7 @@
 //! of `completeJob` for a job without a queue; each its own transaction.
 
 use pgbroker::postgres::binary_copy::BinaryCopyInWriter;
-use pgbroker::postgres::types::Type;
+use pgbroker::postgres::types::{ToSql, Type};
 
 use super::harness::{parallel, Ctx, Peer, Runner, Seed};
 use super::Result;
@@ -165,24 +165,16 @@ pub fn graphile(workers: usize) -> Peer {
 }
 
 /// Fills graphile-worker's table with `n` jobs of the bench's payload, as `add_jobs` writes
-/// them (no queue, one task), in COPYs of at most 10 000.
+/// them (no queue, one task).
 fn seed_graphile(ctx: &Ctx, n: u64) -> Result<()> {
-    let mut c = ctx.client()?;
     let payload = super::queue::job();
-    let mut left = n;
-    while left > 0 {
-        let k = left.min(10_000);
-        let sink =
-            c.copy_in("COPY pgbroker_bench.gw_jobs (task_id, payload) FROM STDIN (FORMAT binary)")?;
-        let mut w = BinaryCopyInWriter::new(sink, &[Type::INT4, Type::JSON]);
-        for _ in 0..k {
-            w.write(&[&GRAPHILE_TASK, &payload])?;
-        }
-        w.finish()?;
-        left -= k;
-    }
-    c.batch_execute("ANALYZE pgbroker_bench.gw_jobs")?;
-    Ok(())
+    copy_seed(
+        ctx,
+        "pgbroker_bench.gw_jobs (task_id, payload)",
+        &[Type::INT4, Type::JSON],
+        &[&GRAPHILE_TASK, &payload],
+        n,
+    )
 }
 
 /// Each worker claims one job, counts it handled, and deletes it; until none is left or the
@@ -212,24 +204,42 @@ fn get_complete(workers: usize) -> Runner {
     })
 }
 
-/// Fills the queue with `n` messages of the bench's job payload, in COPYs of at most 10 000
-/// as the other sides are seeded (PGMQ's `send` writes the same row: the defaults make the
-/// message visible now).
+/// Fills the queue with `n` messages of the bench's job payload (PGMQ's `send` writes the
+/// same row: the defaults make the message visible now).
 fn seed_pgmq(ctx: &Ctx, n: u64) -> Result<()> {
-    let mut c = ctx.client()?;
     let message = super::queue::job();
+    copy_seed(
+        ctx,
+        "pgbroker_bench.q_pgmq (message)",
+        &[Type::JSONB],
+        &[&message],
+        n,
+    )
+}
+
+/// Writes `n` copies of `row` into `table_columns` (`schema.table (columns)`) in COPYs of at
+/// most 10 000, as the other sides are seeded, then analyzes the table.
+fn copy_seed(
+    ctx: &Ctx,
+    table_columns: &str,
+    types: &[Type],
+    row: &[&(dyn ToSql + Sync)],
+    n: u64,
+) -> Result<()> {
+    let mut c = ctx.client()?;
     let mut left = n;
     while left > 0 {
         let k = left.min(10_000);
-        let sink = c.copy_in("COPY pgbroker_bench.q_pgmq (message) FROM STDIN (FORMAT binary)")?;
-        let mut w = BinaryCopyInWriter::new(sink, &[Type::JSONB]);
+        let sink = c.copy_in(&format!("COPY {table_columns} FROM STDIN (FORMAT binary)"))?;
+        let mut w = BinaryCopyInWriter::new(sink, types);
         for _ in 0..k {
-            w.write(&[&message])?;
+            w.write(row)?;
         }
         w.finish()?;
         left -= k;
     }
-    c.batch_execute("ANALYZE pgbroker_bench.q_pgmq")?;
+    let table = table_columns.split(' ').next().unwrap_or(table_columns);
+    c.batch_execute(&format!("ANALYZE {table}"))?;
     Ok(())
 }
 
