@@ -1,10 +1,10 @@
-//! The benchmark engine behind `pgbroker bench` and `examples/bench.rs`: every workload is
-//! done twice on the same database in the same run — the raw PostgreSQL way (the limit) and
-//! the pgbroker way — and reported side by side with their ratio.
+//! The benchmark engine behind `pgbroker bench`: every workload is done on the same database
+//! in the same run the raw PostgreSQL way (the limit) and the pgbroker way, and some also the
+//! way a peer's SQL does it (`peer_models`); reported side by side with their ratios.
 //!
-//! Self-contained (it needs only `crate::output` besides the pgbroker crate) so the example
-//! can include it with `#[path]`. Adding a workload: a `Workload` in the area's module
-//! (`notify`, `log`, `queue`); the log and queue modules' pgbroker sides are hooks there.
+//! It needs only `crate::output` besides the pgbroker crate. Adding a workload: a `Workload`
+//! in the area's module (`notify`, `log`, `queue`, `peers`); a peer side: a `Peer` in
+//! `peer_models`.
 
 mod backlog;
 mod consume;

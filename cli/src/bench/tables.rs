@@ -75,8 +75,9 @@ pub fn recreate(ctx: &Ctx) -> Result<()> {
     // Quiet the NOTICEs of DROP ... CASCADE.
     c.batch_execute("SET client_min_messages = warning")?;
     c.batch_execute(CREATE)?;
-    c.batch_execute(super::peer_models::CREATE)?;
-    c.batch_execute(super::peer_models::CREATE_GRAPHILE)?;
+    for create in super::peer_models::CREATE {
+        c.batch_execute(create)?;
+    }
     clear_pgbroker(&mut c)
 }
 
