@@ -73,10 +73,18 @@ impl QueueOptions {
     /// runs its jobs one after another, so still at most this many jobs at once; each holds
     /// a connection of the broker's pool). Default 1.
     ///
+    /// Each claim takes up to half of it (two claims in flight: the workers run one while
+    /// the next is claimed), and a claim's cost is largely per statement. For many short
+    /// jobs, a higher concurrency than the pool has threads makes fewer, larger claims:
+    /// measured on a durable 2-core machine with one thread and no-op handlers, 200 ran
+    /// 15–55 % more jobs per second than 100 (`pgbroker bench`, `lease_batched_t1`).
+    ///
     /// # Examples
     ///
     /// ```
     /// let opts = pgbroker::queue::QueueOptions::new("emails").concurrency(4);
+    /// // Thousands of millisecond jobs on 4 threads: claim ahead in larger batches.
+    /// let busy = pgbroker::queue::QueueOptions::new("thumbnails").concurrency(400);
     /// ```
     pub fn concurrency(mut self, n: usize) -> QueueOptions {
         self.concurrency = n;
