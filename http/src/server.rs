@@ -54,7 +54,7 @@ impl Default for Settings {
             heartbeat: Duration::from_secs(15),
             retry: Duration::from_secs(2),
             client_buffer: 1024,
-            poll_interval: Duration::from_millis(20),
+            poll_interval: Duration::from_millis(250),
             webhooks: true,
             webhook_timeout: Duration::from_secs(5),
             webhook_poll: Duration::from_millis(250),
@@ -236,8 +236,10 @@ impl ServerBuilder {
         self
     }
 
-    /// How often the shared SSE reader looks for new events while clients are connected
-    /// (default 20 ms).
+    /// How often the shared SSE reader looks for new events while clients are connected and
+    /// no wake-up came (default 250 ms). Events published through pgbroker wake it at once
+    /// (it registers as a waiting reader of the log while idle); this interval is for events
+    /// written with plain SQL, and for when LISTEN is not available.
     pub fn poll_interval(mut self, every: Duration) -> Self {
         self.settings.poll_interval = every;
         self

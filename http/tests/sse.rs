@@ -300,3 +300,104 @@ fn live_events_fan_out_and_a_slow_client_is_disconnected() {
     assert_eq!(bodies[2].matches("data: ").count(), 2, "{}", bodies[2]);
     server.shutdown();
 }
+
+/// Reads the SSE stream at `path` until `want` events came or `wait` passed; the body so far.
+fn read_events(addr: std::net::SocketAddr, path: &str, want: usize, wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+        .unwrap();
+    let deadline = std::time::Instant::now() + wait;
+    let mut reader = BufReader::new(s);
+    let mut body = String::new();
+    while body.matches("\ndata: ").count() < want {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        reader.get_ref().set_read_timeout(Some(left)).unwrap();
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => body.push_str(&line),
+        }
+    }
+    body
+}
+
+#[test]
+fn the_reader_is_woken_by_publishes_and_polls_only_for_plain_sql() {
+    let env = env();
+    // A poll interval no test waits for: an event published through pgbroker arrives by its
+    // wake-up or not at all.
+    let server = env
+        .server()
+        .poll_interval(Duration::from_secs(600))
+        .heartbeat(Duration::from_millis(100))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let waiters = || -> i64 {
+        env.db
+            .client()
+            .unwrap()
+            .query_one("SELECT count(*) FROM pgbroker.log_waiters", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(waiters(), 0, "nobody is registered without SSE clients");
+    let stream = std::thread::spawn(move || {
+        read_events(addr, "/events?topic=w.%2A", 2, Duration::from_secs(60))
+    });
+    assert!(wait_until(Duration::from_secs(10), || server
+        .metrics()
+        .sse_clients()
+        == 1));
+    // Idle, the reader registers as a waiting reader of the log.
+    assert!(wait_until(Duration::from_secs(10), || waiters() == 1));
+    env.broker.publish("w.a", &json!(1)).unwrap();
+    // Past the re-reads that follow a registration and a delivery (1 s apart at most), only
+    // a wake-up delivers the next event.
+    std::thread::sleep(Duration::from_secs(3));
+    env.broker.publish("w.b", &json!(2)).unwrap();
+    let body = stream.join().unwrap();
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data, ["1", "2"], "{body}");
+    // The last client gone, the reader ends its registration: publishers notify nobody.
+    assert!(wait_until(Duration::from_secs(10), || server
+        .metrics()
+        .sse_clients()
+        == 0));
+    assert!(wait_until(Duration::from_secs(10), || waiters() == 0));
+    server.shutdown();
+
+    // Events written with plain SQL send no wake-up: the poll interval finds them.
+    let server = env
+        .server()
+        .poll_interval(Duration::from_millis(200))
+        .start()
+        .unwrap();
+    let addr = server.local_addr();
+    let stream = std::thread::spawn(move || {
+        read_events(addr, "/events?topic=p.a", 1, Duration::from_secs(60))
+    });
+    assert!(wait_until(Duration::from_secs(10), || server
+        .metrics()
+        .sse_clients()
+        == 1));
+    env.db
+        .client()
+        .unwrap()
+        .execute(
+            "INSERT INTO pgbroker.events (topic, payload) VALUES ('p.a', '{\"sql\": true}')",
+            &[],
+        )
+        .unwrap();
+    let body = stream.join().unwrap();
+    assert!(
+        body.contains("event: p.a\ndata: {\"sql\": true}\n"),
+        "{body}"
+    );
+}

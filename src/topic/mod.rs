@@ -104,6 +104,7 @@ mod consume;
 mod event;
 mod json_text;
 mod lag;
+mod log_waiter;
 mod maintenance;
 mod members;
 mod name;
@@ -122,6 +123,8 @@ pub use crate::deprecated::DeadLetter;
 pub use consume::{ConsumerOptions, FailedEvents};
 pub use event::{EventId, LogEvent, NewEvent, MAX_KEY_BYTES};
 pub use lag::PartitionLag;
+pub use log_waiter::LogWaiter;
+pub(crate) use log_waiter::{REGISTER_SQL as LOG_WAIT_SQL, UNREGISTER_SQL as LOG_UNWAIT_SQL};
 pub use maintenance::MaintenanceReport;
 pub use members::SubscriptionMember;
 pub use name::{

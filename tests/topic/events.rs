@@ -957,6 +957,54 @@ fn wake_ups(listener: &pgbroker::Listener) -> usize {
     n
 }
 
+/// A `LogWaiter` is a waiting reader of its own: registered, publishes wake it; unregistered
+/// or dropped, its row is gone and publishes notify nobody.
+#[test]
+fn a_log_waiter_registers_and_unregisters_its_session() {
+    let db = support::db();
+    let broker = db.broker();
+    let listener = broker.listen(pgbroker::topic::WAKEUP_CHANNEL).unwrap();
+    let mut c = db.client();
+    let rows = |c: &mut pgbroker::postgres::Client| -> i64 {
+        c.query_one("SELECT count(*) FROM pgbroker.log_waiters", &[])
+            .unwrap()
+            .get(0)
+    };
+    let woken = || {
+        let mut n = 0;
+        while let Some(pgbroker::Event::Notification(_)) =
+            listener.recv_timeout(Duration::from_millis(300)).unwrap()
+        {
+            n += 1;
+        }
+        n
+    };
+    let mut waiter = pgbroker::topic::LogWaiter::new(&broker).unwrap();
+    assert!(!waiter.is_registered());
+    assert_eq!(rows(&mut c), 0);
+    waiter.register().unwrap();
+    waiter.register().unwrap(); // again: still one row
+    assert!(waiter.is_registered());
+    assert_eq!(rows(&mut c), 1);
+    // Past the publishers' skip window of a look that found nobody.
+    std::thread::sleep(Duration::from_millis(10));
+    broker.publish("t", &json!(1)).unwrap();
+    assert_eq!(woken(), 1);
+    waiter.unregister().unwrap();
+    assert!(!waiter.is_registered());
+    assert_eq!(rows(&mut c), 0);
+    broker.publish("t", &json!(2)).unwrap();
+    assert_eq!(woken(), 0);
+    waiter.register().unwrap();
+    assert_eq!(rows(&mut c), 1);
+    drop(waiter);
+    assert_eq!(
+        rows(&mut c),
+        0,
+        "dropping a registered waiter unregisters it"
+    );
+}
+
 /// A broker whose last look found no waiting consumer publishes without looking for the next
 /// 2 ms (single events and batches in their own transaction; consumers read again 5 ms after
 /// registering, see `topic_consumers.rs`). Once a look finds one, every publish looks.

@@ -1,14 +1,21 @@
 //! The shared reader: one per server, whatever the number of clients. It reads the log for the
 //! union of the connected clients' patterns and fans each event out, in process, to every
 //! group of clients with the same patterns whose patterns match it.
+//!
+//! Between reads it waits for a wake-up: while idle it is registered as a waiting reader
+//! ([`LogWaiter`]), so pgbroker's publishers NOTIFY it, and a thread of its own passes those
+//! notifications on. It polls only as a fallback (events written with plain SQL notify
+//! nobody), and unregisters while events keep coming, so that a busy log's publishers send
+//! no NOTIFY (NOTIFY serializes the commits that send it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-use pgbroker::topic::{pattern_matches, Position};
-use pgbroker::Broker;
+use crossbeam_channel::{select, Receiver, Sender, TrySendError};
+use pgbroker::topic::{pattern_matches, LogWaiter, Position, WAKEUP_CHANNEL};
+use pgbroker::{Broker, Listener};
 
 use crate::log_reader::{horizon, read_after, StreamEvent};
 use crate::metrics::{add, ServerMetrics};
@@ -17,6 +24,17 @@ use crate::{Error, ErrorKind, Result};
 
 /// The most events one read of the shared reader takes.
 const PAGE: usize = 1000;
+
+/// How long the reader stays registered as waiting while its reads keep finding events:
+/// unregistering at once would cost two statements per wake-up; busy for longer, it
+/// unregisters, and reads on without waiting until a read finds nothing.
+const STAY_REGISTERED: Duration = Duration::from_millis(50);
+
+/// The first re-read delay after a wake-up whose read found nothing (the event is behind the
+/// horizon: an older transaction is still open, and its end sends no wake-up); it doubles up
+/// to [`QUICK_MAX`] or the poll interval, whichever is shorter.
+const QUICK_FIRST: Duration = Duration::from_millis(5);
+const QUICK_MAX: Duration = Duration::from_secs(1);
 
 /// One event, rendered once for every client.
 #[derive(Debug)]
@@ -53,6 +71,8 @@ struct State {
     /// A read is under way: joining waits, so no client misses events of a read that did
     /// not include its patterns.
     reading: bool,
+    /// A wake-up came since the last read began.
+    woken: bool,
     groups: HashMap<Arc<[String]>, Vec<Client>>,
     next_id: u64,
 }
@@ -69,6 +89,9 @@ struct Inner {
 pub(crate) struct Hub {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// The thread passing wake-ups on, and the sender whose drop stops it; `None` when
+    /// LISTEN failed (the reader then polls).
+    wake_ups: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
 }
 
 /// Where a joining client stands.
@@ -93,6 +116,24 @@ impl Hub {
             settings,
             metrics,
         });
+        let wake_ups = match inner.broker.listen(WAKEUP_CHANNEL) {
+            Ok(listener) => {
+                let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+                let inner = inner.clone();
+                let thread = std::thread::Builder::new()
+                    .name("pgbroker-http-sse-wake".into())
+                    .spawn(move || inner.pass_wake_ups(&listener, &stopped))
+                    .map_err(|e| Error::with_source(ErrorKind::Io, "starting the SSE reader", e))?;
+                Some((stop, thread))
+            }
+            Err(e) => {
+                log::warn!(
+                    "pgbroker-http: SSE reader without wake-ups, polling every {:?}: {e}",
+                    inner.settings.poll_interval
+                );
+                None
+            }
+        };
         let thread = {
             let inner = inner.clone();
             std::thread::Builder::new()
@@ -103,6 +144,7 @@ impl Hub {
         Ok(Hub {
             inner,
             thread: Mutex::new(Some(thread)),
+            wake_ups: Mutex::new(wake_ups),
         })
     }
 
@@ -116,6 +158,10 @@ impl Hub {
         self.inner.changed.notify_all();
         if let Some(t) = lock(&self.thread).take() {
             let _ = t.join();
+        }
+        if let Some((stop, thread)) = lock(&self.wake_ups).take() {
+            drop(stop);
+            let _ = thread.join();
         }
     }
 
@@ -159,7 +205,8 @@ impl Hub {
         Joined::Live(rx, id)
     }
 
-    /// Takes a client out (its stream ended).
+    /// Takes a client out (its stream ended). The last one out wakes the reader, which then
+    /// ends its registration as a waiting reader.
     pub(crate) fn leave(&self, patterns: &Arc<[String]>, id: u64) {
         let mut s = lock(&self.inner.state);
         if let Some(clients) = s.groups.get_mut(patterns) {
@@ -168,19 +215,31 @@ impl Hub {
                 s.groups.remove(patterns);
             }
         }
+        if s.groups.is_empty() {
+            drop(s);
+            self.inner.changed.notify_all();
+        }
     }
 }
 
 impl Inner {
     fn run(&self) {
+        let mut idle = Idle::default();
         let mut s = lock(&self.state);
         loop {
             while !s.stopped && s.groups.is_empty() {
                 s.position = None;
+                if idle.registered() {
+                    // Nobody to read for: publishers need not notify.
+                    drop(s);
+                    idle.unregister();
+                    s = lock(&self.state);
+                    continue;
+                }
                 s = self.changed.wait(s).unwrap_or_else(|p| p.into_inner());
             }
             if s.stopped {
-                return;
+                return; // dropping `idle` ends the registration
             }
             let Some(at) = s.position else {
                 // Cannot happen: a client joining sets the position.
@@ -191,6 +250,7 @@ impl Inner {
                 s.groups.keys().flat_map(|g| g.iter().cloned()).collect();
             patterns.sort();
             patterns.dedup();
+            let woke = std::mem::take(&mut s.woken);
             s.reading = true;
             drop(s);
             let read = self
@@ -199,22 +259,69 @@ impl Inner {
                 .and_then(|mut c| Ok(read_after(&mut **c, at, &patterns, PAGE)?));
             s = lock(&self.state);
             s.reading = false;
-            let mut full = false;
+            let mut found = None;
             match read {
                 Ok(page) => {
-                    full = page.full;
+                    found = Some((page.full, !page.events.is_empty()));
                     self.fan_out(&mut s, &page.events);
                     s.position = Some(page.next);
                 }
                 Err(e) => log::warn!("pgbroker-http: SSE reader: {e}"),
             }
             self.changed.notify_all();
-            if !full && !s.stopped {
-                s = self
-                    .changed
-                    .wait_timeout(s, self.settings.poll_interval)
-                    .unwrap_or_else(|p| p.into_inner())
-                    .0;
+            if s.stopped {
+                continue;
+            }
+            let wait = match found {
+                Some((true, _)) => continue, // more to read
+                Some((false, events)) => {
+                    drop(s);
+                    let wait = idle.after_read(&self.broker, events, woke, &self.settings);
+                    s = lock(&self.state);
+                    wait
+                }
+                None => Some(self.settings.poll_interval),
+            };
+            if let Some(wait) = wait {
+                s = self.wait_for_wake_up(s, wait);
+            }
+        }
+    }
+
+    /// Waits up to `wait` for a wake-up, a stop, or the last client leaving.
+    fn wait_for_wake_up<'a>(
+        &'a self,
+        mut s: MutexGuard<'a, State>,
+        wait: Duration,
+    ) -> MutexGuard<'a, State> {
+        let deadline = Instant::now() + wait;
+        while !s.woken && !s.stopped && !s.groups.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        s
+    }
+
+    /// Passes every notification on `WAKEUP_CHANNEL` (and every reconnect of the listener,
+    /// after which notifications may have been missed) to the reader, until `stop` closes.
+    fn pass_wake_ups(&self, listener: &Listener, stop: &Receiver<()>) {
+        loop {
+            select! {
+                recv(listener.receiver()) -> event => {
+                    if event.is_err() {
+                        return;
+                    }
+                    lock(&self.state).woken = true;
+                    self.changed.notify_all();
+                }
+                recv(stop) -> _ => return,
             }
         }
     }
@@ -254,5 +361,108 @@ impl Inner {
         }
         s.groups.retain(|_, clients| !clients.is_empty());
         add(&self.metrics.sse_slow_disconnects, slow);
+    }
+}
+
+/// The reader's registration as a waiting reader of the log, and how long it waits next.
+#[derive(Default)]
+struct Idle {
+    waiter: Option<LogWaiter>,
+    /// Since when every read found events while registered (see [`STAY_REGISTERED`]).
+    busy_since: Option<Instant>,
+    /// The next wait instead of the poll interval: after registering, and after a wake-up
+    /// whose read found nothing; doubling until it reaches the poll interval.
+    quick: Option<Duration>,
+    /// When registering last failed (it is tried again a poll interval later).
+    failed_at: Option<Instant>,
+}
+
+impl Idle {
+    fn registered(&self) -> bool {
+        self.waiter.as_ref().is_some_and(LogWaiter::is_registered)
+    }
+
+    /// After a read that was not full: how long to wait before the next (`None`: read again
+    /// now), registering or unregistering as waiting on the way.
+    fn after_read(
+        &mut self,
+        broker: &Broker,
+        found_events: bool,
+        woke: bool,
+        settings: &Settings,
+    ) -> Option<Duration> {
+        let poll = settings.poll_interval;
+        if found_events {
+            self.quick = None;
+            if self.registered() {
+                let since = *self.busy_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= STAY_REGISTERED {
+                    self.unregister();
+                }
+            }
+            // Read on at once: the next read that finds nothing waits (registering first
+            // if it unregistered).
+            return None;
+        }
+        self.busy_since = None;
+        if !self.registered() {
+            if self.register(broker, poll) {
+                // Read once more now and again shortly: an event published meanwhile
+                // may have sent no wake-up.
+                self.quick = Some(LogWaiter::RECHECK_AFTER);
+                return None;
+            }
+            return Some(poll);
+        }
+        if woke && self.quick.is_none() {
+            self.quick = Some(QUICK_FIRST);
+        }
+        let most = poll.min(QUICK_MAX);
+        match self.quick.take() {
+            Some(q) if q < most => {
+                self.quick = Some(q * 2).filter(|next| *next <= most);
+                Some(q)
+            }
+            _ => Some(poll),
+        }
+    }
+
+    /// Registers as waiting; false when it failed (logged, and not tried again for a poll
+    /// interval).
+    fn register(&mut self, broker: &Broker, poll: Duration) -> bool {
+        if self.failed_at.is_some_and(|t| t.elapsed() < poll) {
+            return false;
+        }
+        let result = match self.waiter.as_mut() {
+            Some(w) => w.register(),
+            None => LogWaiter::new(broker).and_then(|mut w| {
+                w.register()?;
+                self.waiter = Some(w);
+                Ok(())
+            }),
+        };
+        match result {
+            Ok(()) => {
+                self.failed_at = None;
+                true
+            }
+            Err(e) => {
+                log::warn!("pgbroker-http: SSE reader: registering for wake-ups failed: {e}");
+                self.waiter = None; // a new connection next time
+                self.failed_at = Some(Instant::now());
+                false
+            }
+        }
+    }
+
+    fn unregister(&mut self) {
+        if let Some(w) = self.waiter.as_mut() {
+            if let Err(e) = w.unregister() {
+                log::info!("pgbroker-http: SSE reader: unregistering failed: {e}");
+                self.waiter = None; // its session's row is cleared when it ends
+            }
+        }
+        self.busy_since = None;
+        self.quick = None;
     }
 }

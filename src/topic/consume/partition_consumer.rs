@@ -17,7 +17,7 @@ use crate::topic::publish_state::WAITER_RECHECK;
 use crate::topic::read::{
     read_events, read_sql_for, stored_cursor, CONSUMER_ACK_SQL, EXISTS_SQL, READ_SETTINGS,
 };
-use crate::topic::{Batch, LogEvent, Position};
+use crate::topic::{Batch, LogEvent, Position, LOG_UNWAIT_SQL, LOG_WAIT_SQL};
 use crate::worker::{SourceContext, Task};
 use crate::{Error, ErrorKind, Result};
 
@@ -114,8 +114,6 @@ const STAY_REGISTERED: Duration = Duration::from_millis(50);
 /// The session setting of consumers with plain handlers (see `Consumption::start`).
 const ASYNC_ACKS: &str = "SET synchronous_commit = off";
 
-const STOP_WAITING_SQL: &str = "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()";
-
 const NEXT_XID_SQL: &str = "SELECT pg_snapshot_xmax(pg_current_snapshot())::text";
 
 const DELETE_RETRY_SQL: &str = "DELETE FROM pgbroker.event_retries \
@@ -183,7 +181,7 @@ impl PartitionConsumer {
     /// Stops waiting for wake-ups and hands the partition back at once, rather than when the
     /// server notices the closed connection.
     fn leave(&self, client: &mut Client) {
-        let _ = client.execute(STOP_WAITING_SQL, &[]);
+        let _ = client.execute(LOG_UNWAIT_SQL, &[]);
         let _ = client.execute(
             "SELECT pg_advisory_unlock(hashtextextended($1, 0))",
             &[&self.lock_key()],
@@ -654,7 +652,7 @@ impl<'a> Consumption<'a> {
         if self.waiting {
             let since = *self.busy_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= STAY_REGISTERED {
-                client.execute(STOP_WAITING_SQL, &[])?;
+                client.execute(LOG_UNWAIT_SQL, &[])?;
                 self.waiting = false;
                 self.busy_since = None;
             }
@@ -742,11 +740,7 @@ impl<'a> Consumption<'a> {
             // by that read, and a later one sends a wake-up, except from a publisher that
             // skipped looking for waiters because it found none shortly before: the read at
             // `recheck` finds those.
-            client.execute(
-                "INSERT INTO pgbroker.log_waiters (pid) VALUES (pg_backend_pid()) \
-                 ON CONFLICT DO NOTHING",
-                &[],
-            )?;
+            client.execute(LOG_WAIT_SQL, &[])?;
             self.waiting = true;
             self.recheck = Some(Recheck {
                 at: Instant::now() + WAITER_RECHECK,
