@@ -8,12 +8,14 @@ use postgres::types::Type;
 use postgres::GenericClient;
 
 /// The events after `$1`/`$2` matching the patterns `$3`, at most `$4`, in log order, plus a
-/// last row with only the horizon of the same snapshot (in the `tx` column).
+/// last row with only the horizon of the same snapshot (in the `tx` column) and the next
+/// transaction id (in the `key` column).
 const EVENTS_AFTER_SQL: &str = "\
 SELECT id, topic, payload::text, headers::text, key, tx::text, created_at
   FROM pgbroker.events_after($1::text::xid8, $2, $3, $4)
 UNION ALL
-SELECT NULL, NULL, NULL, NULL, NULL, pg_snapshot_xmin(pg_current_snapshot())::text, NULL";
+SELECT NULL, NULL, NULL, NULL, pg_snapshot_xmax(pg_current_snapshot())::text,
+       pg_snapshot_xmin(pg_current_snapshot())::text, NULL";
 
 /// The publication time of the event at a position, and whether it is older than `$3`.
 const EVENT_AGE_SQL: &str = "\
@@ -39,6 +41,11 @@ pub(crate) struct Page {
     /// horizon (other topics' events are not scanned again).
     pub(crate) next: Position,
     pub(crate) full: bool,
+    /// The read's horizon: every transaction below it had ended (events of later ones may
+    /// still come).
+    pub(crate) horizon: u64,
+    /// The next transaction id when it read: every transaction begun before has a lower one.
+    pub(crate) next_xid: u64,
 }
 
 pub(crate) fn read_after(
@@ -60,6 +67,7 @@ pub(crate) fn read_after(
     )?;
     let mut events = Vec::with_capacity(rows.len());
     let mut horizon = None;
+    let mut next_xid = 0;
     for row in &rows {
         let tx: Option<String> = row.try_get(5)?;
         let tx: u64 = tx.and_then(|t| t.parse().ok()).unwrap_or(0);
@@ -72,7 +80,11 @@ pub(crate) fn read_after(
                 key: row.try_get(4)?,
                 created_at: row.try_get(6)?,
             }),
-            None => horizon = Some(tx),
+            None => {
+                horizon = Some(tx);
+                let xmax: Option<String> = row.try_get(4)?;
+                next_xid = xmax.and_then(|t| t.parse().ok()).unwrap_or(0);
+            }
         }
     }
     events.sort_by_key(|e| e.position);
@@ -82,7 +94,13 @@ pub(crate) fn read_after(
         Some(h) if !full => last.max(Position::new(h, 0)),
         _ => last,
     };
-    Ok(Page { events, next, full })
+    Ok(Page {
+        events,
+        next,
+        full,
+        horizon: horizon.unwrap_or(0),
+        next_xid,
+    })
 }
 
 /// Whether the event at `at` exists and is older than `max_age_secs`: `None` when no event

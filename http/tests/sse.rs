@@ -371,6 +371,23 @@ fn the_reader_is_woken_by_publishes_and_polls_only_for_plain_sql() {
         .sse_clients()
         == 0));
     assert!(wait_until(Duration::from_secs(10), || waiters() == 0));
+
+    // An event held back by an older open transaction: its wake-up finds nothing readable,
+    // and the reader re-reads until the horizon passed it (the older transaction's end
+    // sends no wake-up).
+    let stream = std::thread::spawn(move || {
+        read_events(addr, "/events?topic=h.a", 1, Duration::from_secs(60))
+    });
+    assert!(wait_until(Duration::from_secs(10), || waiters() == 1));
+    std::thread::sleep(Duration::from_millis(200)); // the registration's re-reads are done
+    let mut older = env.db.client().unwrap();
+    let mut tx = older.transaction().unwrap();
+    tx.query_one("SELECT pg_current_xact_id()", &[]).unwrap();
+    env.broker.publish("h.a", &json!("held")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    tx.commit().unwrap();
+    let body = stream.join().unwrap();
+    assert!(body.contains("event: h.a\ndata: \"held\"\n"), "{body}");
     server.shutdown();
 
     // Events written with plain SQL send no wake-up: the poll interval finds them.

@@ -30,11 +30,26 @@ const PAGE: usize = 1000;
 /// unregisters, and reads on without waiting until a read finds nothing.
 const STAY_REGISTERED: Duration = Duration::from_millis(50);
 
-/// The first re-read delay after a wake-up whose read found nothing (the event is behind the
-/// horizon: an older transaction is still open, and its end sends no wake-up); it doubles up
-/// to [`QUICK_MAX`] or the poll interval, whichever is shorter.
+/// Re-reads after a wake-up whose read found nothing (the event is behind the horizon: an
+/// older transaction is still open, and its end sends no wake-up), and after registering (a
+/// publish that skipped looking for waiters sent none): until a read's horizon passed every
+/// transaction begun by then, first after this, doubling up to [`QUICK_MAX`] (or the poll
+/// interval), for at most [`QUICK_WINDOW`]; as partitioned consumers do.
 const QUICK_FIRST: Duration = Duration::from_millis(5);
 const QUICK_MAX: Duration = Duration::from_secs(1);
+const QUICK_WINDOW: Duration = Duration::from_secs(60);
+
+/// While unregistered because busy, how long the reader waits after a read that found events
+/// but did not fill its page: a stream of events is read a page of many at a time rather
+/// than one query per event.
+const BUSY_READ_EVERY: Duration = Duration::from_millis(10);
+
+/// The longest poll interval without wake-ups (LISTEN unavailable: a transaction-mode
+/// pooler without a session URL).
+const POLL_WITHOUT_WAKE_UPS: Duration = Duration::from_millis(20);
+
+/// How long after a failed registration the reader tries again (it polls meanwhile).
+const REGISTER_RETRY: Duration = Duration::from_secs(5);
 
 /// One event, rendered once for every client.
 #[derive(Debug)]
@@ -129,16 +144,17 @@ impl Hub {
             Err(e) => {
                 log::warn!(
                     "pgbroker-http: SSE reader without wake-ups, polling every {:?}: {e}",
-                    inner.settings.poll_interval
+                    inner.settings.poll_interval.min(POLL_WITHOUT_WAKE_UPS)
                 );
                 None
             }
         };
         let thread = {
             let inner = inner.clone();
+            let woken = wake_ups.is_some();
             std::thread::Builder::new()
                 .name("pgbroker-http-sse".into())
-                .spawn(move || inner.run())
+                .spawn(move || inner.run(woken))
                 .map_err(|e| Error::with_source(ErrorKind::Io, "starting the SSE reader", e))?
         };
         Ok(Hub {
@@ -223,8 +239,16 @@ impl Hub {
 }
 
 impl Inner {
-    fn run(&self) {
-        let mut idle = Idle::default();
+    /// The reader's loop; `woken`: whether wake-ups are passed on (else it only polls).
+    fn run(&self, woken: bool) {
+        let poll = match woken {
+            true => self.settings.poll_interval,
+            false => self.settings.poll_interval.min(POLL_WITHOUT_WAKE_UPS),
+        };
+        let mut idle = Idle {
+            enabled: woken,
+            ..Idle::default()
+        };
         let mut s = lock(&self.state);
         loop {
             while !s.stopped && s.groups.is_empty() {
@@ -251,6 +275,7 @@ impl Inner {
             patterns.sort();
             patterns.dedup();
             let woke = std::mem::take(&mut s.woken);
+            let started = Instant::now();
             s.reading = true;
             drop(s);
             let read = self
@@ -262,7 +287,16 @@ impl Inner {
             let mut found = None;
             match read {
                 Ok(page) => {
-                    found = Some((page.full, !page.events.is_empty()));
+                    found = Some((
+                        page.full,
+                        Read {
+                            events: !page.events.is_empty(),
+                            woke,
+                            started,
+                            horizon: page.horizon,
+                            next_xid: page.next_xid,
+                        },
+                    ));
                     self.fan_out(&mut s, &page.events);
                     s.position = Some(page.next);
                 }
@@ -274,13 +308,13 @@ impl Inner {
             }
             let wait = match found {
                 Some((true, _)) => continue, // more to read
-                Some((false, events)) => {
+                Some((false, read)) => {
                     drop(s);
-                    let wait = idle.after_read(&self.broker, events, woke, &self.settings);
+                    let wait = idle.after_read(&self.broker, &read, poll);
                     s = lock(&self.state);
                     wait
                 }
-                None => Some(self.settings.poll_interval),
+                None => Some(poll),
             };
             if let Some(wait) = wait {
                 s = self.wait_for_wake_up(s, wait);
@@ -367,13 +401,14 @@ impl Inner {
 /// The reader's registration as a waiting reader of the log, and how long it waits next.
 #[derive(Default)]
 struct Idle {
+    /// Wake-ups are passed on: registering is worth it.
+    enabled: bool,
     waiter: Option<LogWaiter>,
     /// Since when every read found events while registered (see [`STAY_REGISTERED`]).
     busy_since: Option<Instant>,
-    /// The next wait instead of the poll interval: after registering, and after a wake-up
-    /// whose read found nothing; doubling until it reaches the poll interval.
-    quick: Option<Duration>,
-    /// When registering last failed (it is tried again a poll interval later).
+    /// Re-reads due after registering or after a wake-up whose read found nothing.
+    recheck: Option<Recheck>,
+    /// When registering last failed (it is tried again [`REGISTER_RETRY`] later).
     failed_at: Option<Instant>,
 }
 
@@ -384,53 +419,63 @@ impl Idle {
 
     /// After a read that was not full: how long to wait before the next (`None`: read again
     /// now), registering or unregistering as waiting on the way.
-    fn after_read(
-        &mut self,
-        broker: &Broker,
-        found_events: bool,
-        woke: bool,
-        settings: &Settings,
-    ) -> Option<Duration> {
-        let poll = settings.poll_interval;
-        if found_events {
-            self.quick = None;
+    fn after_read(&mut self, broker: &Broker, read: &Read, poll: Duration) -> Option<Duration> {
+        if !self.enabled {
+            return Some(poll);
+        }
+        if read.events {
+            self.recheck = None;
             if self.registered() {
                 let since = *self.busy_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= STAY_REGISTERED {
-                    self.unregister();
+                if since.elapsed() < STAY_REGISTERED {
+                    // Read on at once: the read that finds nothing waits for a wake-up.
+                    return None;
                 }
+                self.unregister();
             }
-            // Read on at once: the next read that finds nothing waits (registering first
-            // if it unregistered).
-            return None;
+            // Busy and unregistered: nobody wakes the reader, the next read comes shortly
+            // (and the first that finds nothing registers again).
+            return Some(BUSY_READ_EVERY.min(poll));
         }
         self.busy_since = None;
         if !self.registered() {
-            if self.register(broker, poll) {
-                // Read once more now and again shortly: an event published meanwhile
-                // may have sent no wake-up.
-                self.quick = Some(LogWaiter::RECHECK_AFTER);
+            if self.register(broker) {
+                // Read once more now, and again until the horizon passed the transactions
+                // begun by then: a publish that skipped looking for waiters sent no wake-up.
+                self.recheck = Some(Recheck::new(
+                    None,
+                    Instant::now() + LogWaiter::RECHECK_AFTER,
+                ));
                 return None;
             }
             return Some(poll);
         }
-        if woke && self.quick.is_none() {
-            self.quick = Some(QUICK_FIRST);
+        if read.woke && self.recheck.is_none() {
+            // What woke the reader is not readable yet (or was of other topics).
+            self.recheck = Some(Recheck::new(Some(read.next_xid), read.started));
         }
-        let most = poll.min(QUICK_MAX);
-        match self.quick.take() {
-            Some(q) if q < most => {
-                self.quick = Some(q * 2).filter(|next| *next <= most);
-                Some(q)
-            }
-            _ => Some(poll),
+        let Some(r) = self.recheck.as_mut() else {
+            return Some(poll);
+        };
+        let target = match r.target {
+            Some(t) => t,
+            // Every publish that sent no wake-up began before `take_target_at`.
+            None if read.started >= r.take_target_at => *r.target.insert(read.next_xid),
+            None => return Some(r.take_target_at.saturating_duration_since(Instant::now())),
+        };
+        if read.horizon >= target || Instant::now() >= r.until {
+            self.recheck = None;
+            return Some(poll);
         }
+        let wait = r.delay.min(poll);
+        r.delay = (r.delay * 2).min(QUICK_MAX).min(poll);
+        Some(wait)
     }
 
-    /// Registers as waiting; false when it failed (logged, and not tried again for a poll
-    /// interval).
-    fn register(&mut self, broker: &Broker, poll: Duration) -> bool {
-        if self.failed_at.is_some_and(|t| t.elapsed() < poll) {
+    /// Registers as waiting; false when it failed (logged, and not tried again for
+    /// [`REGISTER_RETRY`]).
+    fn register(&mut self, broker: &Broker) -> bool {
+        if self.failed_at.is_some_and(|t| t.elapsed() < REGISTER_RETRY) {
             return false;
         }
         let result = match self.waiter.as_mut() {
@@ -463,6 +508,39 @@ impl Idle {
             }
         }
         self.busy_since = None;
-        self.quick = None;
+        self.recheck = None;
+    }
+}
+
+/// What a read that did not fill its page found.
+struct Read {
+    /// Events for the connected clients.
+    events: bool,
+    /// It followed a wake-up.
+    woke: bool,
+    /// When it began (its snapshot is of then).
+    started: Instant,
+    horizon: u64,
+    next_xid: u64,
+}
+
+/// Re-reads until a read's horizon reaches `target` (see [`QUICK_FIRST`]).
+struct Recheck {
+    /// The next transaction id of the first read begun at or after `take_target_at`.
+    target: Option<u64>,
+    take_target_at: Instant,
+    /// The next wait.
+    delay: Duration,
+    until: Instant,
+}
+
+impl Recheck {
+    fn new(target: Option<u64>, take_target_at: Instant) -> Recheck {
+        Recheck {
+            target,
+            take_target_at,
+            delay: QUICK_FIRST,
+            until: Instant::now() + QUICK_WINDOW,
+        }
     }
 }
