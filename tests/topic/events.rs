@@ -881,15 +881,7 @@ fn every_way_of_publishing_wakes_waiting_consumers_and_plain_sql_does_not() {
     let db = support::db();
     let broker = db.broker();
     let listener = broker.listen(pgbroker::topic::WAKEUP_CHANNEL).unwrap();
-    let woken = || {
-        let mut n = 0;
-        while let Some(pgbroker::Event::Notification(_)) =
-            listener.recv_timeout(Duration::from_millis(300)).unwrap()
-        {
-            n += 1;
-        }
-        n
-    };
+    let woken = || wake_ups(&listener);
     let mut c = db.client();
     c.batch_execute("CREATE TABLE items (id int PRIMARY KEY, name text)")
         .unwrap();
@@ -970,15 +962,7 @@ fn a_log_waiter_registers_and_unregisters_its_session() {
             .unwrap()
             .get(0)
     };
-    let woken = || {
-        let mut n = 0;
-        while let Some(pgbroker::Event::Notification(_)) =
-            listener.recv_timeout(Duration::from_millis(300)).unwrap()
-        {
-            n += 1;
-        }
-        n
-    };
+    let woken = || wake_ups(&listener);
     let mut waiter = pgbroker::topic::LogWaiter::new(&broker).unwrap();
     assert!(!waiter.is_registered());
     assert_eq!(rows(&mut c), 0);
