@@ -450,9 +450,16 @@ impl Idle {
             }
             return Some(poll);
         }
-        if read.woke && self.recheck.is_none() {
-            // What woke the reader is not readable yet (or was of other topics).
-            self.recheck = Some(Recheck::new(Some(read.next_xid), read.started));
+        if read.woke {
+            // What woke the reader is not readable yet (or was of other topics): re-read
+            // until the horizon passed it too.
+            match self.recheck.as_mut() {
+                None => self.recheck = Some(Recheck::new(Some(read.next_xid), read.started)),
+                Some(Recheck {
+                    target: Some(t), ..
+                }) => *t = (*t).max(read.next_xid),
+                Some(_) => {} // a registration's: its target is taken later anyway
+            }
         }
         let Some(r) = self.recheck.as_mut() else {
             return Some(poll);
