@@ -18,6 +18,11 @@ pub(crate) const REGISTER_SQL: &str = "INSERT INTO pgbroker.log_waiters (pid) \
 pub(crate) const UNREGISTER_SQL: &str =
     "DELETE FROM pgbroker.log_waiters WHERE pid = pg_backend_pid()";
 
+/// Clears the rows of sessions that ended without unregistering (a killed process): they make
+/// publishers notify for nothing.
+pub(crate) const CLEAR_ENDED_SQL: &str = "DELETE FROM pgbroker.log_waiters w \
+     WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)";
+
 /// A reader of the log registered as waiting for new events: while it is
 /// [registered](Self::register), every publish through pgbroker (the Rust API,
 /// `pgbroker.publish`, table change events, `pgbroker.log_wake()`) sends a NOTIFY on
@@ -30,7 +35,8 @@ pub(crate) const UNREGISTER_SQL: &str =
 /// notify nobody: keep a polling interval for them.
 ///
 /// The registration belongs to a connection of its own (outside the broker's pool; behind a
-/// transaction-mode pooler, the session URL's). Dropping the waiter ends it.
+/// transaction-mode pooler, the session URL's). Dropping the waiter ends it; the rows of
+/// waiters whose process was killed are cleared when the next waiter connects.
 ///
 /// # Examples
 ///
@@ -75,7 +81,8 @@ impl LogWaiter {
     /// ```
     pub const RECHECK_AFTER: Duration = WAITER_RECHECK;
 
-    /// Opens the waiter's connection; not registered yet.
+    /// Opens the waiter's connection, not registered yet, and clears the registrations of
+    /// sessions that ended without unregistering.
     ///
     /// Fails as connecting fails ([`ErrorKind::Connect`](crate::ErrorKind), ...), and with
     /// [`ErrorKind::Config`](crate::ErrorKind) behind a transaction-mode pooler without a
@@ -91,8 +98,10 @@ impl LogWaiter {
     /// # Ok(()) }
     /// ```
     pub fn new(broker: &Broker) -> Result<LogWaiter> {
+        let mut client = broker.connect_dedicated()?;
+        client.execute(CLEAR_ENDED_SQL, &[])?;
         Ok(LogWaiter {
-            client: broker.connect_dedicated()?,
+            client,
             registered: false,
         })
     }

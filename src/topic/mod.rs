@@ -124,7 +124,10 @@ pub use consume::{ConsumerOptions, FailedEvents};
 pub use event::{EventId, LogEvent, NewEvent, MAX_KEY_BYTES};
 pub use lag::PartitionLag;
 pub use log_waiter::LogWaiter;
-pub(crate) use log_waiter::{REGISTER_SQL as LOG_WAIT_SQL, UNREGISTER_SQL as LOG_UNWAIT_SQL};
+pub(crate) use log_waiter::{
+    CLEAR_ENDED_SQL as LOG_WAITERS_CLEAR_SQL, REGISTER_SQL as LOG_WAIT_SQL,
+    UNREGISTER_SQL as LOG_UNWAIT_SQL,
+};
 pub use maintenance::MaintenanceReport;
 pub use members::SubscriptionMember;
 pub use name::{

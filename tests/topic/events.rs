@@ -950,7 +950,8 @@ fn wake_ups(listener: &pgbroker::Listener) -> usize {
 }
 
 /// A `LogWaiter` is a waiting reader of its own: registered, publishes wake it; unregistered
-/// or dropped, its row is gone and publishes notify nobody.
+/// or dropped, its row is gone and publishes notify nobody; a new one clears the rows of
+/// sessions that ended without unregistering.
 #[test]
 fn a_log_waiter_registers_and_unregisters_its_session() {
     let db = support::db();
@@ -963,9 +964,12 @@ fn a_log_waiter_registers_and_unregisters_its_session() {
             .get(0)
     };
     let woken = || wake_ups(&listener);
+    // The row of a session that ended without unregistering (a killed process).
+    c.execute("INSERT INTO pgbroker.log_waiters (pid) VALUES (0)", &[])
+        .unwrap();
     let mut waiter = pgbroker::topic::LogWaiter::new(&broker).unwrap();
     assert!(!waiter.is_registered());
-    assert_eq!(rows(&mut c), 0);
+    assert_eq!(rows(&mut c), 0, "a new waiter clears ended sessions' rows");
     waiter.register().unwrap();
     waiter.register().unwrap(); // again: still one row
     assert!(waiter.is_registered());

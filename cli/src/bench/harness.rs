@@ -173,6 +173,7 @@ pub struct Outcome {
     /// Each side's lowest CPU time per unit over the rounds (µs), when known.
     pub raw_cpu_us: Option<f64>,
     pub pgbroker_cpu_us: Option<f64>,
+    pub peer_cpu_us: Option<f64>,
 }
 
 /// Runs every side of `w` (raw, pgbroker, and the peer's when it has one): for each, fresh
@@ -183,7 +184,7 @@ pub struct Outcome {
 /// other work, the best is the one least disturbed.
 pub fn run(ctx: &Ctx, w: &Workload, seconds: Option<f64>, rounds: u32) -> Result<Outcome> {
     let mut best: Option<(Sample, Sample, Option<Sample>)> = None;
-    let (mut raw_cpu, mut pgbroker_cpu) = (None, None);
+    let (mut raw_cpu, mut pgbroker_cpu, mut peer_cpu) = (None, None, None);
     for _ in 0..rounds.max(1) {
         let raw = run_side(ctx, w, &w.raw, w.seed, "raw", seconds)?;
         let pgbroker = run_side(ctx, w, &w.pgbroker, w.seed_pgbroker, "pgbroker", seconds)?;
@@ -193,6 +194,7 @@ pub fn run(ctx: &Ctx, w: &Workload, seconds: Option<f64>, rounds: u32) -> Result
         };
         raw_cpu = lowest(raw_cpu, raw.cpu_us_per_unit());
         pgbroker_cpu = lowest(pgbroker_cpu, pgbroker.cpu_us_per_unit());
+        peer_cpu = lowest(peer_cpu, peer.as_ref().and_then(Sample::cpu_us_per_unit));
         best = Some(match best {
             None => (raw, pgbroker, peer),
             Some((r, p, q)) => (
@@ -212,6 +214,7 @@ pub fn run(ctx: &Ctx, w: &Workload, seconds: Option<f64>, rounds: u32) -> Result
         peer,
         raw_cpu_us: raw_cpu,
         pgbroker_cpu_us: pgbroker_cpu,
+        peer_cpu_us: peer_cpu,
     })
 }
 

@@ -180,7 +180,8 @@ pub struct PeerRow {
     pub messages: u64,
     pub per_s: f64,
     pub extra: Vec<(&'static str, f64)>,
-    /// CPU microseconds per unit (this process plus the server) of its reported run.
+    /// CPU microseconds per unit (this process plus the server), its lowest over the rounds
+    /// as for the other sides.
     pub cpu_us: Option<f64>,
 }
 
@@ -290,6 +291,7 @@ pub fn run(url: Option<&str>, o: &Options, on_row: &mut dyn FnMut(&Row)) -> Resu
             peer,
             raw_cpu_us,
             pgbroker_cpu_us,
+            peer_cpu_us,
         } = harness::run(&ctx, w, o.seconds, o.rounds)?;
         rows.push(Row {
             name: w.name,
@@ -307,7 +309,7 @@ pub fn run(url: Option<&str>, o: &Options, on_row: &mut dyn FnMut(&Row)) -> Resu
                 name: p.name,
                 messages: sample.units,
                 per_s: sample.per_s(),
-                cpu_us: sample.cpu_us_per_unit(),
+                cpu_us: peer_cpu_us,
                 extra: sample.extra,
             }),
         });

@@ -17,7 +17,9 @@ use crate::topic::publish_state::WAITER_RECHECK;
 use crate::topic::read::{
     read_events, read_sql_for, stored_cursor, CONSUMER_ACK_SQL, EXISTS_SQL, READ_SETTINGS,
 };
-use crate::topic::{Batch, LogEvent, Position, LOG_UNWAIT_SQL, LOG_WAIT_SQL};
+use crate::topic::{
+    Batch, LogEvent, Position, LOG_UNWAIT_SQL, LOG_WAITERS_CLEAR_SQL, LOG_WAIT_SQL,
+};
 use crate::worker::{SourceContext, Task};
 use crate::{Error, ErrorKind, Result};
 
@@ -231,11 +233,7 @@ impl PartitionConsumer {
                 }
             };
             // Waiter rows of consumers that died make publishers notify for nothing.
-            let _ = client.execute(
-                "DELETE FROM pgbroker.log_waiters w \
-                  WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = w.pid)",
-                &[],
-            );
+            let _ = client.execute(LOG_WAITERS_CLEAR_SQL, &[]);
             loop {
                 match client.query_one(
                     "SELECT pg_try_advisory_lock(hashtextextended($1, 0))",
